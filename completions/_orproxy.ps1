@@ -1,0 +1,152 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'orproxy'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'orproxy' {
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('keys', 'keys', [CompletionResultType]::ParameterValue, 'Add, list, reactivate and remove OpenRouter API keys')
+            [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and man pages')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'orproxy;keys' {
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Show every key with its status, cooldown and failures')
+            [CompletionResult]::new('reactivate', 'reactivate', [CompletionResultType]::ParameterValue, 'Put disabled or cooling keys back into rotation')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Delete keys from the store')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'orproxy;keys;add' {
+            [CompletionResult]::new('--key', '--key', [CompletionResultType]::ParameterName, 'A key to add (repeatable). Without it, keys are read from a hidden prompt or stdin')
+            [CompletionResult]::new('--label', '--label', [CompletionResultType]::ParameterName, 'A label for the added keys')
+            [CompletionResult]::new('--upstream', '--upstream', [CompletionResultType]::ParameterName, 'OpenRouter API base used to verify keys')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--no-verify', '--no-verify', [CompletionResultType]::ParameterName, 'Do not check the keys with OpenRouter before adding them')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'orproxy;keys;list' {
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'orproxy;keys;reactivate' {
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Reactivate every key')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'orproxy;keys;remove' {
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'orproxy;keys;help' {
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Show every key with its status, cooldown and failures')
+            [CompletionResult]::new('reactivate', 'reactivate', [CompletionResultType]::ParameterValue, 'Put disabled or cooling keys back into rotation')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Delete keys from the store')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'orproxy;keys;help;add' {
+            break
+        }
+        'orproxy;keys;help;list' {
+            break
+        }
+        'orproxy;keys;help;reactivate' {
+            break
+        }
+        'orproxy;keys;help;remove' {
+            break
+        }
+        'orproxy;keys;help;help' {
+            break
+        }
+        'orproxy;generate' {
+            [CompletionResult]::new('--out-dir', '--out-dir', [CompletionResultType]::ParameterName, 'Directory that receives completions/ and man/')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'orproxy;help' {
+            [CompletionResult]::new('keys', 'keys', [CompletionResultType]::ParameterValue, 'Add, list, reactivate and remove OpenRouter API keys')
+            [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and man pages')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'orproxy;help;keys' {
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Show every key with its status, cooldown and failures')
+            [CompletionResult]::new('reactivate', 'reactivate', [CompletionResultType]::ParameterValue, 'Put disabled or cooling keys back into rotation')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Delete keys from the store')
+            break
+        }
+        'orproxy;help;keys;add' {
+            break
+        }
+        'orproxy;help;keys;list' {
+            break
+        }
+        'orproxy;help;keys;reactivate' {
+            break
+        }
+        'orproxy;help;keys;remove' {
+            break
+        }
+        'orproxy;help;generate' {
+            break
+        }
+        'orproxy;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

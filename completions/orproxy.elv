@@ -1,0 +1,126 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[orproxy] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'orproxy'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'orproxy'= {
+            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand keys 'Add, list, reactivate and remove OpenRouter API keys'
+            cand generate 'Write shell completions and man pages'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'orproxy;keys'= {
+            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand add 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
+            cand list 'Show every key with its status, cooldown and failures'
+            cand reactivate 'Put disabled or cooling keys back into rotation'
+            cand remove 'Delete keys from the store'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'orproxy;keys;add'= {
+            cand --key 'A key to add (repeatable). Without it, keys are read from a hidden prompt or stdin'
+            cand --label 'A label for the added keys'
+            cand --upstream 'OpenRouter API base used to verify keys'
+            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --no-verify 'Do not check the keys with OpenRouter before adding them'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'orproxy;keys;list'= {
+            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --json 'Print a JSON array instead of a table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'orproxy;keys;reactivate'= {
+            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --all 'Reactivate every key'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'orproxy;keys;remove'= {
+            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'orproxy;keys;help'= {
+            cand add 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
+            cand list 'Show every key with its status, cooldown and failures'
+            cand reactivate 'Put disabled or cooling keys back into rotation'
+            cand remove 'Delete keys from the store'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'orproxy;keys;help;add'= {
+        }
+        &'orproxy;keys;help;list'= {
+        }
+        &'orproxy;keys;help;reactivate'= {
+        }
+        &'orproxy;keys;help;remove'= {
+        }
+        &'orproxy;keys;help;help'= {
+        }
+        &'orproxy;generate'= {
+            cand --out-dir 'Directory that receives completions/ and man/'
+            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'orproxy;help'= {
+            cand keys 'Add, list, reactivate and remove OpenRouter API keys'
+            cand generate 'Write shell completions and man pages'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'orproxy;help;keys'= {
+            cand add 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
+            cand list 'Show every key with its status, cooldown and failures'
+            cand reactivate 'Put disabled or cooling keys back into rotation'
+            cand remove 'Delete keys from the store'
+        }
+        &'orproxy;help;keys;add'= {
+        }
+        &'orproxy;help;keys;list'= {
+        }
+        &'orproxy;help;keys;reactivate'= {
+        }
+        &'orproxy;help;keys;remove'= {
+        }
+        &'orproxy;help;generate'= {
+        }
+        &'orproxy;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,74 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_orproxy_global_optspecs
+    string join \n store= h/help V/version
+end
+
+function __fish_orproxy_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_orproxy_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_orproxy_using_subcommand
+    set -l cmd (__fish_orproxy_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c orproxy -n "__fish_orproxy_needs_command" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_needs_command" -s h -l help -d 'Print help'
+complete -c orproxy -n "__fish_orproxy_needs_command" -s V -l version -d 'Print version'
+complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "keys" -d 'Add, list, reactivate and remove OpenRouter API keys'
+complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "generate" -d 'Write shell completions and man pages'
+complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -s h -l help -d 'Print help'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -s V -l version -d 'Print version'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -f -a "add" -d 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -f -a "list" -d 'Show every key with its status, cooldown and failures'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -f -a "reactivate" -d 'Put disabled or cooling keys back into rotation'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -f -a "remove" -d 'Delete keys from the store'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -l key -d 'A key to add (repeatable). Without it, keys are read from a hidden prompt or stdin' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -l label -d 'A label for the added keys' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -l upstream -d 'OpenRouter API base used to verify keys' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -l no-verify -d 'Do not check the keys with OpenRouter before adding them'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -l json -d 'Print a JSON array instead of a table'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from reactivate" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from reactivate" -l all -d 'Reactivate every key'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from reactivate" -s h -l help -d 'Print help'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from reactivate" -s V -l version -d 'Print version'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from remove" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "list" -d 'Show every key with its status, cooldown and failures'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "reactivate" -d 'Put disabled or cooling keys back into rotation'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Delete keys from the store'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -l out-dir -d 'Directory that receives completions/ and man/' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -s h -l help -d 'Print help'
+complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -s V -l version -d 'Print version'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from keys generate help" -f -a "keys" -d 'Add, list, reactivate and remove OpenRouter API keys'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from keys generate help" -f -a "generate" -d 'Write shell completions and man pages'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from keys generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "add" -d 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "list" -d 'Show every key with its status, cooldown and failures'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "reactivate" -d 'Put disabled or cooling keys back into rotation'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "remove" -d 'Delete keys from the store'

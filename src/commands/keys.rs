@@ -1,0 +1,332 @@
+//! `orproxy keys ...`: the offline key commands, all on the shared store.
+
+use crate::cli::{AddArgs, KeysArgs, KeysCommand, ListArgs, ReactivateArgs, RemoveArgs};
+use crate::human;
+use crate::openrouter::keyinfo::{self, CheckError};
+use crate::pool::state::Status;
+use crate::secret::ApiKey;
+use crate::store::Store;
+use crate::store::model::{KeyInfo, StoreFile};
+use crate::store::ops::{self, Added};
+use crate::store::view::KeyView;
+use anyhow::Context;
+use chrono::Utc;
+use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long `keys add` waits for OpenRouter's `GET /key`.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Dispatch `orproxy keys <command>`.
+pub fn run(store: &Store, args: &KeysArgs) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        KeysCommand::Add(a) => add(store, a),
+        KeysCommand::List(a) => list(store, a),
+        KeysCommand::Reactivate(a) => reactivate(store, a),
+        KeysCommand::Remove(a) => remove(store, a),
+    }
+}
+
+/// A key as given, before checks: where it came from, for messages that must
+/// not repeat the key itself.
+struct Candidate {
+    origin: String,
+    raw: String,
+}
+
+fn add(store: &Store, args: &AddArgs) -> anyhow::Result<ExitCode> {
+    let mut adder = Adder::new(store, args)?;
+    if !args.keys.is_empty() {
+        let batch = args
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Candidate {
+                origin: format!("--key #{}", i + 1),
+                raw: k.clone(),
+            })
+            .collect();
+        adder.add_batch(batch)?;
+    } else if std::io::stdin().is_terminal() {
+        adder.interactive()?;
+    } else {
+        let batch = read_stdin_keys()?;
+        if batch.is_empty() {
+            eprintln!(
+                "error: no keys on stdin (one key per line; blank lines and # comments are skipped)"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        adder.add_batch(batch)?;
+    }
+    Ok(if adder.refused > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn read_stdin_keys() -> anyhow::Result<Vec<Candidate>> {
+    let stdin = std::io::stdin();
+    let mut out = Vec::new();
+    for (n, line) in stdin.lock().lines().enumerate() {
+        let line = line.context("cannot read keys from stdin")?;
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        out.push(Candidate {
+            origin: format!("stdin line {}", n + 1),
+            raw: trimmed.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+struct Adder<'a> {
+    store: &'a Store,
+    args: &'a AddArgs,
+    runtime: Option<actix_web::rt::SystemRunner>,
+    refused: usize,
+}
+
+impl<'a> Adder<'a> {
+    fn new(store: &'a Store, args: &'a AddArgs) -> anyhow::Result<Self> {
+        let runtime = (!args.no_verify).then(actix_web::rt::System::new);
+        Ok(Self {
+            store,
+            args,
+            runtime,
+            refused: 0,
+        })
+    }
+
+    fn interactive(&mut self) -> anyhow::Result<()> {
+        let theme = dialoguer::theme::SimpleTheme;
+        loop {
+            let raw = dialoguer::Password::with_theme(&theme)
+                .with_prompt("OpenRouter API key (input hidden)")
+                .interact()
+                .context("cannot read the key from the terminal")?;
+            self.add_batch(vec![Candidate {
+                origin: "the key entered".into(),
+                raw: raw.trim().to_owned(),
+            }])?;
+            let again = dialoguer::Confirm::with_theme(&theme)
+                .with_prompt("Add another key?")
+                .default(false)
+                .interact()
+                .context("cannot read the answer from the terminal")?;
+            if !again {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Check, verify and store a batch of keys under one lock.
+    fn add_batch(&mut self, batch: Vec<Candidate>) -> anyhow::Result<()> {
+        let mut ready: Vec<(ApiKey, Option<KeyInfo>)> = Vec::new();
+        for candidate in batch {
+            let key = match ApiKey::parse(&candidate.raw) {
+                Ok(key) => key,
+                Err(e) => {
+                    eprintln!("error: {} refused: {e}", candidate.origin);
+                    self.refused += 1;
+                    continue;
+                }
+            };
+            if !key.looks_like_openrouter() {
+                eprintln!(
+                    "warning: {} ({}) does not start with \"sk-or-\", so it may not be an OpenRouter key; adding it anyway",
+                    candidate.origin,
+                    key.masked()
+                );
+            }
+            match self.verify(&key) {
+                Verified::Info(info) => {
+                    println!(
+                        "{}: OpenRouter says {}",
+                        key.masked(),
+                        keyinfo::describe(&info)
+                    );
+                    ready.push((key, Some(info)));
+                }
+                Verified::Skipped => ready.push((key, None)),
+                Verified::Rejected(e) => {
+                    eprintln!(
+                        "error: {} ({}) not added: {e}",
+                        candidate.origin,
+                        key.masked()
+                    );
+                    self.refused += 1;
+                }
+                Verified::Unknown(e) => {
+                    eprintln!(
+                        "warning: {} could not be verified ({e}); adding it unverified",
+                        key.masked()
+                    );
+                    ready.push((key, None));
+                }
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let label = self.args.label.as_deref();
+        let results = self.store.update(|file| {
+            ready
+                .iter()
+                .map(|(key, info)| {
+                    (
+                        key.masked(),
+                        ops::add_key(file, key, label, info.clone(), now),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })?;
+        for (masked, added) in results {
+            match added {
+                Added::New(id) => println!("added {id} {masked}"),
+                Added::Reactivated(id) => println!(
+                    "{masked} was already stored as {id}: reactivated (cooldown, failures and disabled flag cleared)"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    fn verify(&self, key: &ApiKey) -> Verified {
+        let Some(system) = &self.runtime else {
+            return Verified::Skipped;
+        };
+        let upstream = self.args.upstream.clone();
+        let result = system.block_on(async {
+            let client = keyinfo::short_client(VERIFY_TIMEOUT);
+            keyinfo::fetch(&client, &upstream, key, Utc::now()).await
+        });
+        match result {
+            Ok(info) => Verified::Info(info),
+            Err(e @ CheckError::Rejected { .. }) => Verified::Rejected(e),
+            Err(e) => Verified::Unknown(e),
+        }
+    }
+}
+
+enum Verified {
+    Info(KeyInfo),
+    Skipped,
+    Rejected(CheckError),
+    Unknown(CheckError),
+}
+
+fn list(store: &Store, args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let file = store.load()?;
+    let now = Utc::now();
+    if args.json {
+        let views: Vec<KeyView> = file.keys.iter().map(|r| KeyView::of(r, now)).collect();
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if file.keys.is_empty() {
+        println!(
+            "No keys in {}. Add one with `orproxy keys add` (or pipe keys into it, one per line).",
+            store.path().display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stdout = std::io::stdout();
+    let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    println!("{}", table(&file, now, color, stdout.is_terminal()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `keys list` table.
+pub fn table(file: &StoreFile, now: chrono::DateTime<Utc>, color: bool, tty: bool) -> Table {
+    let with_account = file.keys.iter().any(|r| r.account().is_some());
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
+    if !color {
+        table.force_no_tty();
+    } else {
+        table.enforce_styling();
+    }
+    // Fit the terminal when there is a sensible width to fit.
+    let fits = tty && table.width().is_some_and(|w| w >= 60);
+    table.set_content_arrangement(if fits {
+        ContentArrangement::Dynamic
+    } else {
+        ContentArrangement::Disabled
+    });
+    let mut header = vec!["ID", "Label", "Key"];
+    if with_account {
+        header.push("Account");
+    }
+    header.extend(["Status", "Until / why", "Failures", "Last used", "Requests"]);
+    table.set_header(header);
+    for record in &file.keys {
+        let status = record.state.status(now);
+        let (status_color, detail) = match &status {
+            Status::Active => (Color::Green, String::new()),
+            Status::Cooling { until, reason } => (
+                Color::Yellow,
+                match reason {
+                    Some(r) => format!("{}, {r}", human::until(*until, now)),
+                    None => human::until(*until, now),
+                },
+            ),
+            Status::Disabled { reason } => (
+                Color::Red,
+                reason.clone().unwrap_or_else(|| "disabled".into()),
+            ),
+        };
+        let mut row = vec![
+            Cell::new(&record.id),
+            Cell::new(record.label.as_deref().unwrap_or("")),
+            Cell::new(record.key.masked()),
+        ];
+        if with_account {
+            row.push(Cell::new(record.account().unwrap_or("")));
+        }
+        row.extend([
+            Cell::new(status.name()).fg(status_color),
+            Cell::new(detail),
+            Cell::new(record.state.consecutive_failures),
+            Cell::new(human::ago(record.state.last_used, now)),
+            Cell::new(record.state.requests_total),
+        ]);
+        table.add_row(row);
+    }
+    table
+}
+
+fn reactivate(store: &Store, args: &ReactivateArgs) -> anyhow::Result<ExitCode> {
+    let done = store.update(|file| {
+        let indices = if args.all {
+            (0..file.keys.len()).collect()
+        } else {
+            ops::resolve_ids(file, &args.ids)?
+        };
+        Ok::<_, ops::IdError>(ops::reactivate(file, &indices))
+    })??;
+    if done.is_empty() {
+        println!("No keys to reactivate.");
+    }
+    for id in done {
+        println!("reactivated {id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove(store: &Store, args: &RemoveArgs) -> anyhow::Result<ExitCode> {
+    let removed = store.update(|file| {
+        let indices = ops::resolve_ids(file, &args.ids)?;
+        Ok::<_, ops::IdError>(ops::remove(file, &indices))
+    })??;
+    for record in removed {
+        println!("removed {} {}", record.id, record.key.masked());
+    }
+    Ok(ExitCode::SUCCESS)
+}

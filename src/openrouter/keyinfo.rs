@@ -1,0 +1,220 @@
+//! `GET {upstream}/key`: what OpenRouter knows about a key. It runs no model
+//! and costs no quota, so it is the check used when a key is added.
+
+use crate::secret::{ApiKey, redact};
+use crate::store::model::{FreeModelDailyRequests, KeyInfo};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Why a key could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// OpenRouter says the key is invalid or deleted (401).
+    #[error("OpenRouter rejected the key ({status}: {message})")]
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// OpenRouter's message.
+        message: String,
+    },
+    /// OpenRouter answered, but not with the key's details.
+    #[error("OpenRouter answered {status}: {message}")]
+    Unexpected {
+        /// The HTTP status.
+        status: u16,
+        /// OpenRouter's message, or the start of the body.
+        message: String,
+    },
+    /// OpenRouter could not be reached.
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// An HTTP client for short calls such as `GET /key`.
+pub fn short_client(timeout: Duration) -> awc::Client {
+    awc::Client::builder()
+        .timeout(timeout)
+        .connector(awc::Connector::new().timeout(timeout))
+        .disable_redirects()
+        .finish()
+}
+
+/// Ask OpenRouter about `key`. Must run inside an actix (tokio) runtime.
+pub async fn fetch(
+    client: &awc::Client,
+    upstream: &str,
+    key: &ApiKey,
+    now: DateTime<Utc>,
+) -> Result<KeyInfo, CheckError> {
+    let url = format!("{}/key", upstream.trim_end_matches('/'));
+    let unreachable = |reason: String| CheckError::Unreachable {
+        url: url.clone(),
+        reason: redact(&reason),
+    };
+    let mut response = client
+        .get(&url)
+        .bearer_auth(key.expose())
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body()
+        .limit(1 << 20)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if status == 401 {
+        return Err(CheckError::Rejected {
+            status,
+            message: error_message(&body),
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(CheckError::Unexpected {
+            status,
+            message: error_message(&body),
+        });
+    }
+    parse_key_info(&body, now).ok_or_else(|| CheckError::Unexpected {
+        status,
+        message: "the answer has no \"data\" object".into(),
+    })
+}
+
+/// Read the `data` object of a `GET /key` answer, leniently.
+pub fn parse_key_info(body: &[u8], now: DateTime<Utc>) -> Option<KeyInfo> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let data = value.get("data")?.as_object()?;
+    let num = |name: &str| data.get(name).and_then(Value::as_f64);
+    let text = |name: &str| {
+        data.get(name).and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    let free = data
+        .get("free_model_daily_requests")
+        .and_then(Value::as_object)
+        .map(|o| FreeModelDailyRequests {
+            used: o.get("used").and_then(Value::as_u64),
+            limit: o.get("limit").and_then(Value::as_u64),
+            remaining: o.get("remaining").and_then(Value::as_u64),
+        });
+    Some(KeyInfo {
+        checked_at: Some(now),
+        label: text("label").map(|l| redact(&l)),
+        is_free_tier: data.get("is_free_tier").and_then(Value::as_bool),
+        limit: num("limit"),
+        limit_remaining: num("limit_remaining"),
+        limit_reset: text("limit_reset"),
+        usage: num("usage"),
+        creator_user_id: text("creator_user_id"),
+        free_model_daily_requests: free,
+    })
+}
+
+/// OpenRouter's `error.message`, else the start of the body; never a key.
+pub fn error_message(body: &[u8]) -> String {
+    let from_json = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        v.get("error")
+            .and_then(|e| e.get("message").or(Some(e)))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    let text = from_json.unwrap_or_else(|| {
+        let s = String::from_utf8_lossy(body);
+        s.chars().take(200).collect()
+    });
+    let text = redact(text.trim());
+    if text.is_empty() {
+        "(no message)".to_owned()
+    } else {
+        text
+    }
+}
+
+/// One line describing what OpenRouter said about a key.
+pub fn describe(info: &KeyInfo) -> String {
+    let mut parts = Vec::new();
+    if let Some(label) = &info.label {
+        parts.push(format!("label \"{label}\""));
+    }
+    match info.is_free_tier {
+        Some(true) => parts.push("free tier".to_owned()),
+        Some(false) => parts.push("paid account".to_owned()),
+        None => {}
+    }
+    match (info.limit, info.limit_remaining) {
+        (Some(limit), Some(left)) => parts.push(format!("credit limit {limit}, {left} left")),
+        (Some(limit), None) => parts.push(format!("credit limit {limit}")),
+        _ => parts.push("no credit limit".to_owned()),
+    }
+    if let Some(reset) = &info.limit_reset {
+        parts.push(format!("limit resets {reset}"));
+    }
+    if let Some(FreeModelDailyRequests {
+        used: Some(used),
+        limit: Some(limit),
+        ..
+    }) = &info.free_model_daily_requests
+    {
+        parts.push(format!("free-model requests today {used}/{limit}"));
+    }
+    if let Some(account) = &info.creator_user_id {
+        parts.push(format!("account {account}"));
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn parses_documented_fields() {
+        let body = br#"{"data":{"label":"laptop","limit":null,"limit_remaining":null,
+            "limit_reset":null,"usage":0.5,"is_free_tier":true,"creator_user_id":"user_123",
+            "free_model_daily_requests":{"used":3,"limit":50,"remaining":47},"rate_limit":-1}}"#;
+        let info = parse_key_info(body, now()).unwrap();
+        assert_eq!(info.is_free_tier, Some(true));
+        assert_eq!(info.usage, Some(0.5));
+        assert_eq!(info.limit, None);
+        assert_eq!(info.creator_user_id.as_deref(), Some("user_123"));
+        assert_eq!(
+            info.free_model_daily_requests.as_ref().unwrap().remaining,
+            Some(47)
+        );
+        assert_eq!(info.checked_at, Some(now()));
+        assert_eq!(
+            describe(&info),
+            "label \"laptop\", free tier, no credit limit, free-model requests today 3/50, account user_123"
+        );
+    }
+
+    #[test]
+    fn missing_data_is_none() {
+        assert!(parse_key_info(b"{}", now()).is_none());
+        assert!(parse_key_info(b"not json", now()).is_none());
+    }
+
+    #[test]
+    fn error_message_prefers_openrouter_message() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"User not found.","code":401}}"#),
+            "User not found."
+        );
+        assert_eq!(error_message(b"  plain text "), "plain text");
+        assert_eq!(error_message(b""), "(no message)");
+    }
+}

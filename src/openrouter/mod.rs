@@ -1,0 +1,4 @@
+//! Reading OpenRouter's answers.
+
+pub mod classify;
+pub mod keyinfo;

@@ -1,0 +1,344 @@
+//! The JSON key store shared by the server and the `keys` commands.
+//!
+//! Every change is a read-modify-write under a cross-process lock on a
+//! sibling `<store>.lock` file (the store itself is replaced by rename, so it
+//! cannot carry the lock). Writes go to a temporary file in the same
+//! directory, are fsynced and renamed over the store: readers see the old or
+//! the new file, never half of one. The directory is created 0700 and the
+//! file is written 0600 whatever the umask.
+
+pub mod model;
+pub mod ops;
+pub mod view;
+
+use model::{STORE_VERSION, StoreFile};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// What can go wrong with the store. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file exists but is not a store this build can read.
+    #[error(
+        "the key store {path} is not valid JSON (line {line}, column {column}: {msg}); \
+         fix it or move it aside. orproxy will not overwrite it"
+    )]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What the parser said.
+        msg: String,
+    },
+    /// The file has a version this build does not know.
+    #[error(
+        "the key store {path} has format version {found}, but this orproxy reads version {STORE_VERSION}; \
+         use a newer orproxy or move the file aside. orproxy will not overwrite it"
+    )]
+    UnknownVersion {
+        /// The store file.
+        path: PathBuf,
+        /// The version found in it.
+        found: u64,
+    },
+    /// Reading, writing, locking or creating the directory failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "cannot read the key store".
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Serialising the store failed (should not happen).
+    #[error("cannot serialise the key store: {0}")]
+    Serialise(#[from] serde_json::Error),
+}
+
+/// A handle on the store file at a path. Cheap; holds no open file.
+#[derive(Debug, Clone)]
+pub struct Store {
+    path: PathBuf,
+    lock_path: PathBuf,
+}
+
+/// The identity of the store file's current contents, to notice changes
+/// without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl Store {
+    /// A store at `path`; nothing is touched until used.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
+        lock_name.push(".lock");
+        let lock_path = path.with_file_name(lock_name);
+        Self { path, lock_path }
+    }
+
+    /// The store file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read the store. A missing file is an empty store. No lock is needed:
+    /// the file is only ever replaced whole.
+    pub fn load(&self) -> Result<StoreFile, StoreError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => self.parse(&bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StoreFile::default()),
+            Err(source) => Err(StoreError::Io {
+                action: "cannot read the key store",
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// The current stamp of the file (None when it does not exist).
+    pub fn stamp(&self) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(&self.path).ok()?;
+        Some(Stamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            inode: meta.ino(),
+        })
+    }
+
+    /// Parse store bytes, checking the version before the records so an
+    /// unknown version is reported as such.
+    pub fn parse(&self, bytes: &[u8]) -> Result<StoreFile, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            path: self.path.clone(),
+            line: e.line(),
+            column: e.column(),
+            msg: strip_position(&e.to_string()),
+        };
+        #[derive(serde::Deserialize)]
+        struct Version {
+            version: Option<serde_json::Value>,
+        }
+        let probe: Version = serde_json::from_slice(bytes).map_err(corrupt)?;
+        match probe.version.as_ref().and_then(serde_json::Value::as_u64) {
+            Some(v) if v == u64::from(STORE_VERSION) => {}
+            Some(found) => {
+                return Err(StoreError::UnknownVersion {
+                    path: self.path.clone(),
+                    found,
+                });
+            }
+            None => {
+                return Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    line: 1,
+                    column: 1,
+                    msg: "no numeric \"version\" field".into(),
+                });
+            }
+        }
+        serde_json::from_slice(bytes).map_err(corrupt)
+    }
+
+    /// Read-modify-write under the cross-process lock. `change` sees the
+    /// current file and edits it; the file is written only when the records
+    /// changed (or it did not exist yet). Returns what `change` returned.
+    pub fn update<T>(&self, change: impl FnOnce(&mut StoreFile) -> T) -> Result<T, StoreError> {
+        self.ensure_dir()?;
+        let lock = self.lock()?;
+        let before = match fs::read(&self.path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "cannot read the key store",
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let mut file = match &before {
+            Some(bytes) => self.parse(bytes)?,
+            None => StoreFile::default(),
+        };
+        let original = file.clone();
+        let out = change(&mut file);
+        // Only a real change is written: a failed command, or one with
+        // nothing to do, leaves the file byte for byte as it was.
+        if before.is_none() || file != original {
+            self.write_atomically(&render(&file)?)?;
+        }
+        drop(lock);
+        Ok(out)
+    }
+
+    fn ensure_dir(&self) -> Result<(), StoreError> {
+        let Some(dir) = self.dir() else {
+            return Ok(());
+        };
+        if dir.is_dir() {
+            return Ok(());
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::Io {
+                action: "cannot create the store directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        // `mode` is filtered by the umask; make it exact.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+            StoreError::Io {
+                action: "cannot set permissions on",
+                path: dir.to_path_buf(),
+                source,
+            }
+        })
+    }
+
+    fn dir(&self) -> Option<&Path> {
+        self.path.parent().filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// Take the exclusive cross-process lock (blocking). Released on drop.
+    fn lock(&self) -> Result<File, StoreError> {
+        let io_err = |action, source| StoreError::Io {
+            action,
+            path: self.lock_path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&self.lock_path)
+            .map_err(|e| io_err("cannot open the store lock", e))?;
+        file.lock()
+            .map_err(|e| io_err("cannot lock the store", e))?;
+        Ok(file)
+    }
+
+    fn write_atomically(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let dir = self.dir().unwrap_or(Path::new("."));
+        let io_err = |action, source| StoreError::Io {
+            action,
+            path: self.path.clone(),
+            source,
+        };
+        // tempfile creates the file 0600 regardless of the umask.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".keys.")
+            .suffix(".tmp")
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)
+            .map_err(|e| io_err("cannot create a temporary file beside", e))?;
+        tmp.write_all(bytes)
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| io_err("cannot write the key store", e))?;
+        tmp.persist(&self.path)
+            .map_err(|e| io_err("cannot replace the key store", e.error))?;
+        // Make the rename itself durable.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// The store as written: pretty-printed JSON with a final newline.
+pub fn render(file: &StoreFile) -> Result<Vec<u8>, StoreError> {
+    let mut out = serde_json::to_vec_pretty(file)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// serde_json appends " at line L column C"; the error already says where.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(pos) => msg[..pos].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_in(dir: &tempfile::TempDir) -> Store {
+        Store::new(dir.path().join("sub").join("keys.json"))
+    }
+
+    #[test]
+    fn missing_file_is_empty_store() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(store_in(&dir).load().unwrap(), StoreFile::default());
+    }
+
+    #[test]
+    fn update_creates_private_dir_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir);
+        store.update(|_| ()).unwrap();
+        let file_mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
+        let dir_mode = fs::metadata(dir.path().join("sub"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(file_mode, 0o600);
+        assert_eq!(dir_mode, 0o700);
+        let text = fs::read_to_string(store.path()).unwrap();
+        assert_eq!(text, "{\n  \"version\": 1,\n  \"keys\": []\n}\n");
+    }
+
+    #[test]
+    fn corrupt_file_names_line_and_column_and_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir);
+        fs::create_dir_all(dir.path().join("sub")).unwrap();
+        let bad = b"{\n  \"version\": 1,\n  \"keys\": [,]\n}\n";
+        fs::write(store.path(), bad).unwrap();
+        let err = store.update(|f| f.keys.clear()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("keys.json"), "{msg}");
+        assert!(msg.contains("line 3, column 12"), "{msg}");
+        assert_eq!(fs::read(store.path()).unwrap(), bad);
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir);
+        fs::create_dir_all(dir.path().join("sub")).unwrap();
+        fs::write(store.path(), b"{\"version\": 2, \"keys\": []}").unwrap();
+        let err = store.load().unwrap_err();
+        assert!(matches!(err, StoreError::UnknownVersion { found: 2, .. }));
+        assert!(err.to_string().contains("version 2"));
+    }
+
+    #[test]
+    fn unchanged_update_does_not_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir);
+        store.update(|_| ()).unwrap();
+        let stamp = store.stamp();
+        store.update(|_| ()).unwrap();
+        assert_eq!(store.stamp(), stamp);
+    }
+}

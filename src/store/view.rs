@@ -1,0 +1,70 @@
+//! The public view of a key: what `keys list --json` prints and the admin API
+//! returns. Never holds the full key.
+
+use crate::pool::state::Status;
+use crate::store::model::KeyRecord;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+/// One key as shown to users. Status is computed at `now`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyView {
+    /// Short stable ID.
+    pub id: String,
+    /// The user's label.
+    pub label: Option<String>,
+    /// The key, masked.
+    pub masked: String,
+    /// `active`, `cooling` or `disabled`.
+    pub status: &'static str,
+    /// End of the cooldown (RFC 3339 UTC) while cooling.
+    pub cooldown_until: Option<String>,
+    /// Why it is cooling.
+    pub cooldown_reason: Option<String>,
+    /// Why it is disabled.
+    pub disabled_reason: Option<String>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// When it was last used (RFC 3339 UTC).
+    pub last_used: Option<String>,
+    /// Requests it answered.
+    pub requests_total: u64,
+    /// Attempts with it that failed.
+    pub failures_total: u64,
+    /// When it was added (RFC 3339 UTC).
+    pub added_at: String,
+    /// The OpenRouter account it belongs to, when known.
+    pub account: Option<String>,
+}
+
+/// RFC 3339 in UTC with a `Z`, to the second.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl KeyView {
+    /// The view of `record` at `now`.
+    pub fn of(record: &KeyRecord, now: DateTime<Utc>) -> Self {
+        let status = record.state.status(now);
+        let (cooldown_until, cooldown_reason, disabled_reason) = match &status {
+            Status::Active => (None, None, None),
+            Status::Cooling { until, reason } => (Some(rfc3339(*until)), reason.clone(), None),
+            Status::Disabled { reason } => (None, None, reason.clone()),
+        };
+        Self {
+            id: record.id.clone(),
+            label: record.label.clone(),
+            masked: record.key.masked(),
+            status: status.name(),
+            cooldown_until,
+            cooldown_reason,
+            disabled_reason,
+            consecutive_failures: record.state.consecutive_failures,
+            last_used: record.state.last_used.map(rfc3339),
+            requests_total: record.state.requests_total,
+            failures_total: record.state.failures_total,
+            added_at: rfc3339(record.added_at),
+            account: record.account().map(str::to_owned),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: each spawns the real `orproxy` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod generate;
+mod keys;
+mod pty;
