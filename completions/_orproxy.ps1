@@ -26,9 +26,32 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)')
             [CompletionResult]::new('keys', 'keys', [CompletionResultType]::ParameterValue, 'Add, list, reactivate and remove OpenRouter API keys')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and man pages')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'orproxy;serve' {
+            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to listen on')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Port to listen on (also from PORT, as the original Node server read it) [default: 3000]')
+            [CompletionResult]::new('--upstream', '--upstream', [CompletionResultType]::ParameterName, 'OpenRouter API base that requests are forwarded to')
+            [CompletionResult]::new('--max-attempts', '--max-attempts', [CompletionResultType]::ParameterName, 'Upstream attempts per request, each on the best available key')
+            [CompletionResult]::new('--max-failures', '--max-failures', [CompletionResultType]::ParameterName, 'Consecutive failures after which a key is disabled')
+            [CompletionResult]::new('--max-wait', '--max-wait', [CompletionResultType]::ParameterName, 'Seconds a request may wait for a cooling key (or a model''s back-off) before orproxy answers 429')
+            [CompletionResult]::new('--workers', '--workers', [CompletionResultType]::ParameterName, 'Worker threads [default: the number of CPU cores]')
+            [CompletionResult]::new('--max-body', '--max-body', [CompletionResultType]::ParameterName, 'Largest request body accepted (B, KiB, MiB, GiB, KB, MB, GB)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Seconds to establish a connection (and TLS) to the upstream')
+            [CompletionResult]::new('--headers-timeout', '--headers-timeout', [CompletionResultType]::ParameterName, 'Seconds to wait for the upstream''s response headers (LLMs can take minutes)')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit')
+            [CompletionResult]::new('--shutdown-grace', '--shutdown-grace', [CompletionResultType]::ParameterName, 'Seconds in-flight requests get to finish after SIGINT/SIGTERM')
+            [CompletionResult]::new('--referer', '--referer', [CompletionResultType]::ParameterName, 'HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own')
+            [CompletionResult]::new('--title', '--title', [CompletionResultType]::ParameterName, 'X-Title sent to OpenRouter for app attribution, unless the client sent its own')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
         'orproxy;keys' {
@@ -115,9 +138,13 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             break
         }
         'orproxy;help' {
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)')
             [CompletionResult]::new('keys', 'keys', [CompletionResultType]::ParameterValue, 'Add, list, reactivate and remove OpenRouter API keys')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and man pages')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'orproxy;help;serve' {
             break
         }
         'orproxy;help;keys' {

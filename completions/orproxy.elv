@@ -23,9 +23,31 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
+            cand serve 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)'
             cand keys 'Add, list, reactivate and remove OpenRouter API keys'
             cand generate 'Write shell completions and man pages'
             cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'orproxy;serve'= {
+            cand --host 'Address to listen on'
+            cand --port 'Port to listen on (also from PORT, as the original Node server read it) [default: 3000]'
+            cand --upstream 'OpenRouter API base that requests are forwarded to'
+            cand --max-attempts 'Upstream attempts per request, each on the best available key'
+            cand --max-failures 'Consecutive failures after which a key is disabled'
+            cand --max-wait 'Seconds a request may wait for a cooling key (or a model''s back-off) before orproxy answers 429'
+            cand --workers 'Worker threads [default: the number of CPU cores]'
+            cand --max-body 'Largest request body accepted (B, KiB, MiB, GiB, KB, MB, GB)'
+            cand --connect-timeout 'Seconds to establish a connection (and TLS) to the upstream'
+            cand --headers-timeout 'Seconds to wait for the upstream''s response headers (LLMs can take minutes)'
+            cand --idle-timeout 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit'
+            cand --shutdown-grace 'Seconds in-flight requests get to finish after SIGINT/SIGTERM'
+            cand --referer 'HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own'
+            cand --title 'X-Title sent to OpenRouter for app attribution, unless the client sent its own'
+            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'orproxy;keys'= {
             cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
@@ -99,9 +121,12 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --version 'Print version'
         }
         &'orproxy;help'= {
+            cand serve 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)'
             cand keys 'Add, list, reactivate and remove OpenRouter API keys'
             cand generate 'Write shell completions and man pages'
             cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'orproxy;help;serve'= {
         }
         &'orproxy;help;keys'= {
             cand add 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'

@@ -27,9 +27,27 @@ end
 complete -c orproxy -n "__fish_orproxy_needs_command" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
 complete -c orproxy -n "__fish_orproxy_needs_command" -s h -l help -d 'Print help'
 complete -c orproxy -n "__fish_orproxy_needs_command" -s V -l version -d 'Print version'
+complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "serve" -d 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)'
 complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "keys" -d 'Add, list, reactivate and remove OpenRouter API keys'
 complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "generate" -d 'Write shell completions and man pages'
 complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l host -d 'Address to listen on' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l port -d 'Port to listen on (also from PORT, as the original Node server read it) [default: 3000]' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l upstream -d 'OpenRouter API base that requests are forwarded to' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l max-attempts -d 'Upstream attempts per request, each on the best available key' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l max-failures -d 'Consecutive failures after which a key is disabled' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l max-wait -d 'Seconds a request may wait for a cooling key (or a model\'s back-off) before orproxy answers 429' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l workers -d 'Worker threads [default: the number of CPU cores]' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l max-body -d 'Largest request body accepted (B, KiB, MiB, GiB, KB, MB, GB)' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l connect-timeout -d 'Seconds to establish a connection (and TLS) to the upstream' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l headers-timeout -d 'Seconds to wait for the upstream\'s response headers (LLMs can take minutes)' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l idle-timeout -d 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l shutdown-grace -d 'Seconds in-flight requests get to finish after SIGINT/SIGTERM' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l referer -d 'HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l title -d 'X-Title sent to OpenRouter for app attribution, unless the client sent its own' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -s h -l help -d 'Print help'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -s V -l version -d 'Print version'
@@ -65,9 +83,10 @@ complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -l out-dir -d 
 complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
 complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from keys generate help" -f -a "keys" -d 'Add, list, reactivate and remove OpenRouter API keys'
-complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from keys generate help" -f -a "generate" -d 'Write shell completions and man pages'
-complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from keys generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys generate help" -f -a "serve" -d 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys generate help" -f -a "keys" -d 'Add, list, reactivate and remove OpenRouter API keys'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys generate help" -f -a "generate" -d 'Write shell completions and man pages'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "add" -d 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
 complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "list" -d 'Show every key with its status, cooldown and failures'
 complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "reactivate" -d 'Put disabled or cooling keys back into rotation'

@@ -28,10 +28,112 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)
+    Serve(ServeArgs),
     /// Add, list, reactivate and remove OpenRouter API keys
     Keys(KeysArgs),
     /// Write shell completions and man pages
     Generate(GenerateArgs),
+}
+
+/// `orproxy serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "ORPROXY_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on (also from PORT, as the original Node server read it) [default: 3000]
+    #[arg(long, env = "ORPROXY_PORT")]
+    pub port: Option<u16>,
+
+    /// OpenRouter API base that requests are forwarded to
+    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
+    pub upstream: String,
+
+    /// Upstream attempts per request, each on the best available key
+    #[arg(long, env = "ORPROXY_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub max_attempts: u32,
+
+    /// Consecutive failures after which a key is disabled
+    #[arg(long, env = "ORPROXY_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_failures: u32,
+
+    /// Seconds a request may wait for a cooling key (or a model's back-off) before orproxy answers 429
+    #[arg(
+        long,
+        env = "ORPROXY_MAX_WAIT",
+        value_name = "SECONDS",
+        default_value_t = 30
+    )]
+    pub max_wait: u64,
+
+    /// Worker threads [default: the number of CPU cores]
+    #[arg(long, env = "ORPROXY_WORKERS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: Option<u32>,
+
+    /// Largest request body accepted (B, KiB, MiB, GiB, KB, MB, GB)
+    #[arg(
+        long,
+        env = "ORPROXY_MAX_BODY",
+        value_name = "SIZE",
+        default_value = "50MiB"
+    )]
+    pub max_body: String,
+
+    /// Seconds to establish a connection (and TLS) to the upstream
+    #[arg(
+        long,
+        env = "ORPROXY_CONNECT_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    pub connect_timeout: u64,
+
+    /// Seconds to wait for the upstream's response headers (LLMs can take minutes)
+    #[arg(
+        long,
+        env = "ORPROXY_HEADERS_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 600
+    )]
+    pub headers_timeout: u64,
+
+    /// Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit
+    #[arg(
+        long,
+        env = "ORPROXY_IDLE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 120
+    )]
+    pub idle_timeout: u64,
+
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM
+    #[arg(
+        long,
+        env = "ORPROXY_SHUTDOWN_GRACE",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    pub shutdown_grace: u64,
+
+    /// HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own
+    #[arg(
+        long,
+        env = "HTTP_REFERER",
+        value_name = "URL",
+        default_value = "http://localhost/orproxy"
+    )]
+    pub referer: String,
+
+    /// X-Title sent to OpenRouter for app attribution, unless the client sent its own
+    #[arg(
+        long,
+        env = "SITE_NAME",
+        value_name = "NAME",
+        default_value = "orproxy"
+    )]
+    pub title: String,
 }
 
 /// `orproxy keys`

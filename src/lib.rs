@@ -5,9 +5,11 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod human;
+pub mod logging;
 pub mod openrouter;
 pub mod pool;
 pub mod secret;
+pub mod server;
 pub mod store;
 
 use std::process::ExitCode;
@@ -18,6 +20,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Keys(args) => {
             let store = store::Store::new(config::store_path(cli.store.clone())?);
             commands::keys::run(&store, args)
+        }
+        cli::Command::Serve(args) => {
+            commands::serve::run(cli.store.clone(), args)?;
+            Ok(ExitCode::SUCCESS)
         }
         cli::Command::Generate(args) => {
             commands::generate::run(args)?;

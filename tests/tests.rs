@@ -5,4 +5,7 @@ mod common;
 
 mod generate;
 mod keys;
+mod lifecycle;
 mod pty;
+mod serve;
+mod stream;

@@ -56,6 +56,15 @@ pub fn add_key(
     Added::New(id)
 }
 
+/// Add `key` unless it is already stored (no reactivation): for keys given
+/// at every start, such as `OPENROUTER_API_KEYS`. Returns the new ID.
+pub fn ensure_key(file: &mut StoreFile, key: &ApiKey, now: DateTime<Utc>) -> Option<String> {
+    if file.keys.iter().any(|r| r.key == *key) {
+        return None;
+    }
+    Some(add_key(file, key, None, None, now).id().to_owned())
+}
+
 /// Why IDs could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {

@@ -1,0 +1,53 @@
+//! `orproxy serve`: check settings, prepare the store, run the server.
+
+use crate::cli::ServeArgs;
+use crate::config::ServeConfig;
+use crate::secret::ApiKey;
+use crate::store::{Store, ops};
+use anyhow::Context;
+use chrono::Utc;
+use std::path::PathBuf;
+
+/// Run the proxy until SIGINT/SIGTERM.
+pub fn run(store_flag: Option<PathBuf>, args: &ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::from_args(store_flag, args, std::env::var("PORT").ok())?;
+    crate::logging::init_console();
+    let store = Store::new(&config.store);
+    let env_keys = std::env::var("OPENROUTER_API_KEYS").unwrap_or_default();
+    let file = if env_keys.trim().is_empty() {
+        store.load()?
+    } else {
+        let keys = parse_env_keys(&env_keys);
+        let now = Utc::now();
+        let (file, added) = store.update(|file| {
+            let added: Vec<String> = keys
+                .iter()
+                .filter_map(|k| ops::ensure_key(file, k, now))
+                .collect();
+            (file.clone(), added)
+        })?;
+        for id in added {
+            log::info!(target: "orproxy::keys", "key {id} added from OPENROUTER_API_KEYS");
+        }
+        file
+    };
+    crate::server::run(config, store, &file).context("orproxy serve stopped")?;
+    Ok(())
+}
+
+/// Keys from `OPENROUTER_API_KEYS` (comma-separated); invalid entries are
+/// reported by position and skipped.
+fn parse_env_keys(raw: &str) -> Vec<ApiKey> {
+    raw.split(',')
+        .map(str::trim)
+        .enumerate()
+        .filter(|(_, k)| !k.is_empty())
+        .filter_map(|(i, k)| match ApiKey::parse(k) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                log::warn!("OPENROUTER_API_KEYS entry {} skipped: {e}", i + 1);
+                None
+            }
+        })
+        .collect()
+}

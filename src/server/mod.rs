@@ -1,0 +1,205 @@
+//! The actix-web server: routes, the proxy handler, health, and the state
+//! writer that runs beside them.
+
+pub mod disconnect;
+pub mod errors;
+pub mod proxy;
+pub mod relay;
+pub mod state;
+
+use crate::config::ServeConfig;
+use crate::pool::Counts;
+use crate::store::Store;
+use crate::store::model::StoreFile;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use chrono::Utc;
+use errors::ApiError;
+use state::Shared;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// host:port
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server stopped with an I/O error.
+    #[error("the server failed: {0}")]
+    Run(#[from] std::io::Error),
+}
+
+/// Run the server until SIGINT/SIGTERM. `file` is the store as read at start.
+pub fn run(config: ServeConfig, store: Store, file: &StoreFile) -> Result<(), ServeError> {
+    let shared = web::Data::new(Shared::new(config.clone(), store, file));
+    actix_web::rt::System::new().block_on(serve(config, shared))
+}
+
+async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), ServeError> {
+    // Each client connection holds two descriptors (see `disconnect`), and a
+    // proxy holds an upstream one per request: use the hard limit.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        log::warn!("cannot raise the open-files limit: {e}");
+    }
+    let addr = format!("{}:{}", config.host, config.port);
+    let data = shared.clone();
+    let (connect_timeout, headers_timeout) = (config.connect_timeout, config.headers_timeout);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::Data::new(proxy::UpstreamClient::new(
+                connect_timeout,
+                headers_timeout,
+            )))
+            .route("/health", web::get().to(health))
+            .route("/v1/{tail:.*}", web::to(proxy::handle))
+            .route("/api/v1/{tail:.*}", web::to(proxy::handle))
+            .default_service(web::to(not_found))
+    })
+    .on_connect(disconnect::on_connect)
+    .shutdown_timeout(config.shutdown_grace.as_secs())
+    // SIGINT and SIGTERM both stop gracefully (actix's own SIGINT is forced).
+    .disable_signals()
+    // Idle keep-alive connections must not pile up forever.
+    .keep_alive(Duration::from_secs(75))
+    .client_request_timeout(Duration::from_secs(30));
+    if let Some(workers) = config.workers {
+        server = server.workers(workers);
+    }
+    let server = server.bind(&addr).map_err(|source| ServeError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    let bound = server
+        .addrs()
+        .first()
+        .map_or_else(|| addr.clone(), ToString::to_string);
+    let counts = shared.counts(Utc::now());
+    println!(
+        "orproxy listening on http://{bound}/v1 | store {} | upstream {} | keys: {} active, {} cooling, {} disabled",
+        shared.store.path().display(),
+        config.upstream,
+        counts.active,
+        counts.cooling,
+        counts.disabled
+    );
+    if counts.active + counts.cooling == 0 {
+        println!(
+            "No usable key yet: add one with `orproxy keys add` (the running server picks it up), \
+             or set OPENROUTER_API_KEYS."
+        );
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        let signal = shutdown_signal().await;
+        log::info!(
+            "{signal} received: no new connections; in-flight requests get up to the grace period"
+        );
+        handle.stop(true).await;
+    });
+    let writer = actix_web::rt::spawn(state_writer(shared.clone().into_inner()));
+    server.await?;
+    writer.abort();
+    // Final write of the state, after in-flight requests finished.
+    let last = shared.into_inner();
+    let _ = web::block(move || last.sync(true)).await;
+    log::info!("orproxy stopped");
+    Ok(())
+}
+
+/// Wait for SIGINT or SIGTERM; returns its name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => {
+            // Without signal handlers, Ctrl-C still ends the process the hard
+            // way; state written in the last second may be lost.
+            log::warn!("cannot install signal handlers; shutdown will not be graceful");
+            std::future::pending().await
+        }
+    }
+}
+
+/// Once a second: recover keys whose cooldown ended, and merge the pool with
+/// the store file (write our state, pick up `orproxy keys` changes). Never on
+/// the request path.
+async fn state_writer(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        shared.tick(Utc::now());
+        let s = shared.clone();
+        if web::block(move || s.sync(false)).await.is_err() {
+            log::error!("the state writer's thread pool is gone");
+        }
+    }
+}
+
+fn health_body(counts: Counts, keys: usize) -> (bool, serde_json::Value) {
+    let (ok, status) = if keys == 0 {
+        (false, "no keys: add one with `orproxy keys add`")
+    } else if counts.active + counts.cooling == 0 {
+        (false, "all keys disabled: see `orproxy keys list`")
+    } else {
+        (true, "ok")
+    };
+    (
+        ok,
+        serde_json::json!({
+            "status": status,
+            "keys": {"active": counts.active, "cooling": counts.cooling, "disabled": counts.disabled},
+        }),
+    )
+}
+
+async fn health(shared: web::Data<Shared>) -> HttpResponse {
+    let (ok, body) = health_body(shared.counts(Utc::now()), shared.key_count());
+    if ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(req.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_statuses() {
+        let c = |active, cooling, disabled| Counts {
+            active,
+            cooling,
+            disabled,
+        };
+        assert!(health_body(c(1, 0, 0), 1).0);
+        assert!(
+            health_body(c(0, 2, 1), 3).0,
+            "cooling keys will serve later"
+        );
+        let (ok, body) = health_body(c(0, 0, 0), 0);
+        assert!(!ok);
+        assert!(body["status"].as_str().unwrap().starts_with("no keys"));
+        let (ok, body) = health_body(c(0, 0, 2), 2);
+        assert!(!ok);
+        assert_eq!(body["keys"]["disabled"], 2);
+    }
+}

@@ -1,0 +1,726 @@
+//! The proxy handler: read the client's request, then for each attempt ask
+//! the pool for a key, send upstream, classify the answer, and either relay
+//! it or retry on another key, as long as nothing has reached the client.
+
+use super::errors::ApiError;
+use super::relay::{self, BodyError, Upstream};
+use super::state::Shared;
+use crate::openrouter::classify::{self, Answer, Verdict};
+use crate::pool::{Choice, Outcome};
+use crate::secret::{ApiKey, redact};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+/// One upstream HTTP client per worker (awc's client is not `Send`).
+pub struct UpstreamClient {
+    client: awc::Client,
+}
+
+impl UpstreamClient {
+    /// A client with the configured connect timeout, no connection limit, and
+    /// the headers timeout applied per request.
+    pub fn new(connect_timeout: Duration, headers_timeout: Duration) -> Self {
+        let connector = awc::Connector::new().timeout(connect_timeout).limit(0);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(headers_timeout)
+            .disable_redirects()
+            .finish();
+        Self { client }
+    }
+}
+
+/// How much of a non-streaming 2xx body is read to look for an error inside
+/// it; longer bodies are relayed without that check.
+const CLASSIFY_CAP: usize = 8 * 1024 * 1024;
+/// How much of an error body is read.
+const ERROR_BODY_CAP: usize = 1024 * 1024;
+/// How much of an SSE stream is held while waiting for its first event.
+const HOLD_CAP: usize = 1024 * 1024;
+
+/// What the client's request is, as far as routing cares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// Inference endpoints: POST with a JSON body.
+    JsonPost,
+    /// `GET /models`.
+    Models,
+    /// Anything else under /v1: forwarded as it is.
+    Other,
+}
+
+fn endpoint(tail: &str) -> Endpoint {
+    match tail.trim_end_matches('/') {
+        "chat/completions" | "completions" | "embeddings" | "responses" | "messages" | "rerank" => {
+            Endpoint::JsonPost
+        }
+        "models" => Endpoint::Models,
+        _ => Endpoint::Other,
+    }
+}
+
+/// The two fields orproxy reads from a JSON body. Parsing validates the
+/// whole document but copies nothing else.
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// Headers never forwarded upstream.
+fn drop_request_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization"
+            | "host"
+            | "content-length"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "accept-encoding"
+            | "openai-organization"
+            | "openai-project"
+    )
+}
+
+/// Headers never relayed back to the client.
+fn drop_response_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+/// The route handler for `/v1/*` and `/api/v1/*`.
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    upstream: web::Data<UpstreamClient>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let path = req.path().to_owned();
+    let tail = path
+        .strip_prefix("/api/v1/")
+        .or_else(|| path.strip_prefix("/v1/"))
+        .unwrap_or("")
+        .to_owned();
+    let kind = endpoint(&tail);
+    let method = req.method().clone();
+    match kind {
+        Endpoint::JsonPost if method != Method::POST => {
+            return Err(ApiError::method_not_allowed(method.as_str(), &path, "POST"));
+        }
+        Endpoint::Models if method != Method::GET && method != Method::HEAD => {
+            return Err(ApiError::method_not_allowed(method.as_str(), &path, "GET"));
+        }
+        _ => {}
+    }
+    let body = read_body(&req, payload, shared.config.max_body).await?;
+    let (model, stream) = if kind == Endpoint::JsonPost {
+        let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!("The request body is not valid JSON: {e}"))
+        })?;
+        (
+            peek.model.map(Cow::into_owned),
+            peek.stream.unwrap_or(false),
+        )
+    } else {
+        (None, false)
+    };
+    let mut url = format!("{}/{}", shared.config.upstream, tail);
+    if let Some(q) = req.uri().query() {
+        url.push('?');
+        url.push_str(q);
+    }
+    let request = Outgoing {
+        req: req.clone(),
+        expects_done: matches!(
+            tail.trim_end_matches('/'),
+            "chat/completions" | "completions"
+        ),
+        method,
+        url,
+        headers: forwarded_headers(req.headers(), &shared),
+        body,
+        model,
+        anonymous_ok: kind == Endpoint::Models,
+    };
+    // A client that leaves before the answer starts cancels the attempts
+    // (and with them the upstream request).
+    let result = tokio::select! {
+        biased;
+        () = super::disconnect::closed(&req) => {
+            log::info!(
+                target: "orproxy::requests",
+                "{} {path}: the client went away before the answer started",
+                request.method
+            );
+            Err(ApiError::new(
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                "invalid_request_error",
+                "client_closed_request",
+                "The client closed the connection",
+            ))
+        }
+        result = run_attempts(&shared, &upstream.client, &request, started) => result,
+    };
+    let status = match &result {
+        Ok(res) => res.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    log::info!(
+        target: "orproxy::requests",
+        "{} {} model={} stream={} -> {} in {} ms",
+        request.method,
+        path,
+        request.model.as_deref().unwrap_or("-"),
+        stream,
+        status,
+        started.elapsed().as_millis()
+    );
+    result
+}
+
+/// The client's request as it will be sent upstream (minus the key).
+struct Outgoing {
+    /// The client's request, to watch its connection while relaying.
+    req: HttpRequest,
+    /// Chat and text completion streams end with `[DONE]`.
+    expects_done: bool,
+    method: Method,
+    url: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+    model: Option<String>,
+    /// `GET /models` needs no key: with none usable, send it without one.
+    anonymous_ok: bool,
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn forwarded_headers(incoming: &HeaderMap, shared: &Shared) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out: Vec<(HeaderName, HeaderValue)> = incoming
+        .iter()
+        .filter(|(name, _)| !drop_request_header(name))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    // Errors are read and classified: ask for bodies we can read.
+    out.push((
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    ));
+    if !incoming.contains_key("http-referer")
+        && let Ok(v) = HeaderValue::from_str(&shared.config.referer)
+    {
+        out.push((HeaderName::from_static("http-referer"), v));
+    }
+    if !incoming.contains_key("x-title")
+        && !incoming.contains_key("x-openrouter-title")
+        && let Ok(v) = HeaderValue::from_str(&shared.config.title)
+    {
+        out.push((HeaderName::from_static("x-title"), v));
+    }
+    out
+}
+
+/// What to do after an attempt.
+enum Next {
+    /// Send this to the client.
+    Respond(HttpResponse),
+    /// Try again (on the best key) after this delay, unless attempts ran out;
+    /// then send `fallback`.
+    Retry { delay: Duration, fallback: Fallback },
+}
+
+/// What the client gets when no attempt is left.
+enum Fallback {
+    /// The last upstream answer, unchanged (plus retry hints).
+    Upstream(HttpResponse),
+    /// An error of orproxy's own.
+    Error(ApiError),
+}
+
+async fn run_attempts(
+    shared: &Shared,
+    client: &awc::Client,
+    request: &Outgoing,
+    started: Instant,
+) -> Result<HttpResponse, ApiError> {
+    let deadline = started + shared.config.max_wait;
+    let mut tried: Vec<String> = Vec::new();
+    let mut attempts: u32 = 0;
+    let mut last: Option<Fallback> = None;
+    loop {
+        let chosen = match wait_for_key(shared, &tried, deadline, request.anonymous_ok).await {
+            Ok(chosen) => chosen,
+            // The last key just got disabled: what the upstream said is more
+            // useful than "no usable key".
+            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+                return last.map_or(Err(e), Fallback::into_result);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some((id, key)) = chosen else {
+            // GET /models with no usable key: OpenRouter serves it without one.
+            attempts += 1;
+            return match attempt(shared, client, request, None, attempts).await {
+                Next::Respond(res) => Ok(res),
+                Next::Retry { fallback, .. } => fallback.into_result(),
+            };
+        };
+        attempts += 1;
+        if !tried.contains(&id) {
+            tried.push(id.clone());
+        }
+        match attempt(shared, client, request, Some((&id, &key)), attempts).await {
+            Next::Respond(res) => return Ok(res),
+            Next::Retry { delay, fallback } => {
+                if attempts >= shared.config.max_attempts {
+                    return fallback.into_result();
+                }
+                if !delay.is_zero() {
+                    if Instant::now() + delay
+                        > deadline.max(Instant::now() + Duration::from_secs(2))
+                    {
+                        return fallback.into_result();
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                last = Some(fallback);
+            }
+        }
+    }
+}
+
+impl Fallback {
+    fn into_result(self) -> Result<HttpResponse, ApiError> {
+        match self {
+            Fallback::Upstream(res) => Ok(res),
+            Fallback::Error(e) => Err(e),
+        }
+    }
+}
+
+/// Wait (without spinning) until the pool has a key, or answer why not.
+/// `Ok(None)` only when `anonymous_ok` and no key is usable.
+async fn wait_for_key(
+    shared: &Shared,
+    tried: &[String],
+    deadline: Instant,
+    anonymous_ok: bool,
+) -> Result<Option<(String, ApiKey)>, ApiError> {
+    loop {
+        // Register for wake-ups before looking, so none is missed.
+        let notified = shared.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let now = Utc::now();
+        match shared.choose(now, tried) {
+            Choice::Use { id, key } => return Ok(Some((id, key))),
+            Choice::Unavailable { .. } if anonymous_ok => return Ok(None),
+            Choice::Unavailable {
+                soonest,
+                cooling,
+                disabled,
+                ..
+            } => {
+                let Some(soonest) = soonest else {
+                    return Err(no_usable_key(cooling, disabled));
+                };
+                let wait = (soonest - now).to_std().unwrap_or_default();
+                if Instant::now() + wait > deadline {
+                    return Err(all_cooling(soonest, now, cooling, disabled));
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = &mut notified => {}
+                }
+            }
+        }
+    }
+}
+
+fn no_usable_key(cooling: usize, disabled: usize) -> ApiError {
+    let message = if cooling + disabled == 0 {
+        "orproxy has no API keys. Add one with `orproxy keys add`.".to_owned()
+    } else {
+        format!(
+            "All {disabled} of orproxy's keys are disabled. See why with `orproxy keys list`, \
+             then `orproxy keys reactivate --all` or add a key with `orproxy keys add`."
+        )
+    };
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "no_usable_key",
+        message,
+    )
+}
+
+fn all_cooling(
+    soonest: DateTime<Utc>,
+    now: DateTime<Utc>,
+    cooling: usize,
+    disabled: usize,
+) -> ApiError {
+    let delta = soonest - now;
+    let secs = u64::try_from(delta.num_seconds() + i64::from(delta.subsec_nanos() > 0))
+        .unwrap_or(1)
+        .max(1);
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        "all_keys_cooling",
+        format!(
+            "All usable keys are rate-limited: {cooling} cooling, {disabled} disabled. \
+             The soonest is free in {}.",
+            crate::human::span(chrono::TimeDelta::seconds(
+                i64::try_from(secs).unwrap_or(i64::MAX)
+            ))
+        ),
+    )
+    .retry_after(secs);
+    if secs > 120 {
+        err = err.should_retry(false);
+    }
+    err
+}
+
+/// One upstream attempt with `key` (or none), and what to do next.
+async fn attempt(
+    shared: &Shared,
+    client: &awc::Client,
+    request: &Outgoing,
+    key: Option<(&str, &ApiKey)>,
+    attempt_no: u32,
+) -> Next {
+    let mut builder = client.request(request.method.clone(), &request.url);
+    for (name, value) in &request.headers {
+        builder = builder.append_header((name.clone(), value.clone()));
+    }
+    if let Some((_, key)) = key {
+        builder =
+            builder.insert_header((header::AUTHORIZATION, format!("Bearer {}", key.expose())));
+    }
+    let key_id = key.map(|(id, _)| id.to_owned());
+    let report = |outcome: Outcome| {
+        if let Some(id) = &key_id {
+            shared.report(id, outcome, Utc::now());
+        }
+    };
+    let sent = if request.body.is_empty() && matches!(request.method, Method::GET | Method::HEAD) {
+        builder.send().await
+    } else {
+        builder.send_body(request.body.clone()).await
+    };
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let (status, what) = match &e {
+                awc::error::SendRequestError::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "The upstream sent no response headers within {} s",
+                        shared.config.headers_timeout.as_secs()
+                    ),
+                ),
+                awc::error::SendRequestError::Connect(awc::error::ConnectError::Timeout) => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "Connecting to the upstream took longer than {} s",
+                        shared.config.connect_timeout.as_secs()
+                    ),
+                ),
+                other => (
+                    StatusCode::BAD_GATEWAY,
+                    format!("Cannot reach the upstream: {}", redact(&other.to_string())),
+                ),
+            };
+            log::warn!(
+                target: "orproxy::requests",
+                "attempt {attempt_no} with key {}: {what}",
+                key_id.as_deref().unwrap_or("-")
+            );
+            report(Outcome::Failure {
+                reason: what.clone(),
+            });
+            let code = if status == StatusCode::GATEWAY_TIMEOUT {
+                "upstream_timeout"
+            } else {
+                "upstream_unreachable"
+            };
+            return Next::Retry {
+                delay: backoff(attempt_no),
+                fallback: Fallback::Error(ApiError::new(status, "upstream_error", code, what)),
+            };
+        }
+    };
+    let status = response.status();
+    let head_headers = response.headers().clone();
+    let mut body: Upstream = Box::pin(response);
+    let idle = shared.config.idle_timeout;
+    let content_length = head_headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let is_sse = head_headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+
+    // Read enough of the answer to judge it.
+    let cap = if !status.is_success() {
+        ERROR_BODY_CAP
+    } else {
+        CLASSIFY_CAP
+    };
+    let (judged_bytes, relay_prefix, rest): (Option<Vec<u8>>, Bytes, Option<Upstream>) =
+        if status.is_success() && is_sse {
+            match relay::hold_first_event(&mut body, HOLD_CAP, idle).await {
+                Ok(held) if held.ended && held.first.is_none() => {
+                    let e = BodyError::Broken("the stream ended before its first event".to_owned());
+                    return broken_body(&report, e, attempt_no);
+                }
+                Ok(held) => {
+                    let rest = (!held.ended).then_some(body);
+                    (held.first, held.bytes, rest)
+                }
+                Err(e) => return broken_body(&report, e, attempt_no),
+            }
+        } else {
+            match relay::read_prefix(&mut body, cap, idle).await {
+                Ok(prefix)
+                    if prefix.complete
+                        && content_length.is_some_and(|n| (prefix.bytes.len() as u64) < n) =>
+                {
+                    let e = BodyError::Broken(
+                        "the connection closed before the whole body arrived".to_owned(),
+                    );
+                    return broken_body(&report, e, attempt_no);
+                }
+                Ok(prefix) if prefix.complete => (Some(prefix.bytes.to_vec()), prefix.bytes, None),
+                // Too long to judge: a large success body, relayed as it comes.
+                Ok(prefix) => (None, prefix.bytes, Some(body)),
+                Err(e) => return broken_body(&report, e, attempt_no),
+            }
+        };
+
+    let header_pairs: Vec<(&str, &str)> = head_headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+        .collect();
+    let verdict = match &judged_bytes {
+        Some(bytes) => classify::classify(
+            &Answer {
+                status: status.as_u16(),
+                headers: &header_pairs,
+                body: bytes,
+                model: request.model.as_deref(),
+            },
+            Utc::now(),
+        ),
+        None if status.is_success() => Verdict::Success,
+        None => Verdict::Other,
+    };
+
+    let build = |extra_retry_after: Option<Duration>| {
+        let mut res = HttpResponse::build(status);
+        for (name, value) in head_headers.iter() {
+            if !drop_response_header(name) {
+                res.append_header((name.clone(), value.clone()));
+            }
+        }
+        if let Some(d) = extra_retry_after {
+            let secs = d.as_secs().max(1);
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if let Some(id) = &key_id {
+            res.insert_header(("x-orproxy-key", id.as_str()));
+        }
+        res.insert_header(("x-orproxy-attempts", attempt_no.to_string()));
+        res
+    };
+    let deliver =
+        |mut builder: actix_web::HttpResponseBuilder, prefix: Bytes, rest: Option<Upstream>| {
+            if rest.is_none() && !is_sse {
+                return builder.body(prefix);
+            }
+            let key_for_log = key_id.clone();
+            builder.streaming(relay::relay(
+                prefix,
+                rest,
+                relay::RelaySpec {
+                    idle,
+                    sse: is_sse,
+                    expects_done: request.expects_done,
+                    content_length,
+                },
+                super::disconnect::closed(&request.req),
+                Box::new(move |end: relay::End| {
+                    let key = key_for_log.as_deref().unwrap_or("-");
+                    match end {
+                        relay::End::Complete => {}
+                        relay::End::UpstreamFailed(e) => log::warn!(
+                            target: "orproxy::requests",
+                            "stream with key {key} broke after it started: {e}"
+                        ),
+                        relay::End::ClientGone => log::info!(
+                            target: "orproxy::requests",
+                            "client went away mid-stream (key {key}); upstream request dropped"
+                        ),
+                    }
+                }),
+            ))
+        };
+
+    let reason = verdict.reason();
+    let (outcome, next) = match verdict {
+        Verdict::Success => (Outcome::Success, None),
+        Verdict::ClientError => (Outcome::Neutral, None),
+        Verdict::AccountPerMinute { until }
+        | Verdict::AccountDaily { until }
+        | Verdict::InsufficientCredits { until } => (
+            Outcome::Cooldown {
+                until,
+                reason: reason.to_owned(),
+                account_wide: true,
+            },
+            Some(Duration::ZERO),
+        ),
+        Verdict::KeyRateLimited { until } => (
+            Outcome::Cooldown {
+                until,
+                reason: reason.to_owned(),
+                account_wide: false,
+            },
+            Some(Duration::ZERO),
+        ),
+        Verdict::KeyLimit {
+            until: Some(until), ..
+        } => (
+            Outcome::Cooldown {
+                until,
+                reason: reason.to_owned(),
+                account_wide: false,
+            },
+            Some(Duration::ZERO),
+        ),
+        Verdict::KeyLimit { until: None, .. } => (
+            Outcome::Disable {
+                reason: "OpenRouter: key limit exceeded (total limit)".to_owned(),
+            },
+            Some(Duration::ZERO),
+        ),
+        Verdict::InvalidKey { reason } => (
+            Outcome::Disable {
+                reason: format!("401 from OpenRouter: {}", redact(&reason)),
+            },
+            Some(Duration::ZERO),
+        ),
+        Verdict::ModelCapacity { retry_after } | Verdict::ProviderLimited { retry_after } => {
+            (Outcome::Neutral, Some(retry_after))
+        }
+        Verdict::Transient {
+            provider,
+            retry_after,
+        } => (
+            if provider {
+                Outcome::Neutral
+            } else {
+                Outcome::Failure {
+                    reason: format!("HTTP {} ({reason})", status.as_u16()),
+                }
+            },
+            Some(retry_after.unwrap_or_else(|| backoff(attempt_no))),
+        ),
+        Verdict::Other => (
+            Outcome::Failure {
+                reason: format!("HTTP {}", status.as_u16()),
+            },
+            Some(backoff(attempt_no)),
+        ),
+    };
+    if let Some(delay) = next {
+        log::info!(
+            target: "orproxy::requests",
+            "attempt {attempt_no} with key {}: {} ({reason})",
+            key_id.as_deref().unwrap_or("-"),
+            status.as_u16()
+        );
+        report(outcome);
+        // The client never saw this answer; if attempts run out it gets it
+        // as the upstream sent it, with an honest Retry-After when known.
+        let retry_hint = (!delay.is_zero()).then_some(delay);
+        return Next::Retry {
+            delay,
+            fallback: Fallback::Upstream(deliver(build(retry_hint), relay_prefix, rest)),
+        };
+    }
+    report(outcome);
+    Next::Respond(deliver(build(None), relay_prefix, rest))
+}
+
+fn broken_body(report: &impl Fn(Outcome), e: BodyError, attempt_no: u32) -> Next {
+    let (status, code) = match e {
+        BodyError::Idle(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        BodyError::Broken(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
+    };
+    let message = format!("The upstream answer broke off before it could be relayed: {e}");
+    report(Outcome::Failure {
+        reason: message.clone(),
+    });
+    Next::Retry {
+        delay: backoff(attempt_no),
+        fallback: Fallback::Error(ApiError::new(status, "upstream_error", code, message)),
+    }
+}
+
+/// Short exponential back-off between attempts after transient failures.
+fn backoff(attempt_no: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << attempt_no.min(4)).min(2000))
+}

@@ -1,0 +1,309 @@
+//! Upstream bodies on their way to the client: read with an idle timeout,
+//! held until the first SSE event when a retry is still possible, and
+//! relayed chunk by chunk without buffering.
+
+use crate::openrouter::classify::{FirstEvent, sse_first_data};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use std::pin::Pin;
+use std::time::Duration;
+
+/// An upstream response body.
+pub type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, awc::error::PayloadError>>>>;
+
+/// Why reading an upstream body stopped early.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BodyError {
+    /// No bytes for longer than the idle timeout.
+    #[error("the upstream sent nothing for {0} s")]
+    Idle(u64),
+    /// The connection broke.
+    #[error("the upstream connection failed: {0}")]
+    Broken(String),
+}
+
+/// Read the next chunk within `idle`.
+pub async fn next_chunk(body: &mut Upstream, idle: Duration) -> Result<Option<Bytes>, BodyError> {
+    match tokio::time::timeout(idle, body.next()).await {
+        Err(_) => Err(BodyError::Idle(idle.as_secs())),
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+        Ok(Some(Err(e))) => Err(BodyError::Broken(crate::secret::redact(&e.to_string()))),
+    }
+}
+
+/// The start of a body, read up to a cap.
+pub struct Prefix {
+    /// What was read.
+    pub bytes: Bytes,
+    /// Whether the body ended within the cap.
+    pub complete: bool,
+}
+
+/// Read a whole body, or its first `cap` bytes when it is longer.
+pub async fn read_prefix(
+    body: &mut Upstream,
+    cap: usize,
+    idle: Duration,
+) -> Result<Prefix, BodyError> {
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.len() >= cap {
+            return Ok(Prefix {
+                bytes: buf.freeze(),
+                complete: false,
+            });
+        }
+        match next_chunk(body, idle).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk),
+            None => {
+                return Ok(Prefix {
+                    bytes: buf.freeze(),
+                    complete: true,
+                });
+            }
+        }
+    }
+}
+
+/// What the start of an SSE stream held.
+pub struct Held {
+    /// Every byte read so far (comments included), to be relayed first.
+    pub bytes: Bytes,
+    /// The first `data:` payload, when one arrived (None for `[DONE]` first,
+    /// or a stream that ended or grew past the cap without one).
+    pub first: Option<Vec<u8>>,
+    /// Whether the upstream body already ended.
+    pub ended: bool,
+}
+
+/// Hold an SSE stream until its first `data:` event (keep-alive comments
+/// before it are held with it), at most `cap` bytes.
+pub async fn hold_first_event(
+    body: &mut Upstream,
+    cap: usize,
+    idle: Duration,
+) -> Result<Held, BodyError> {
+    let mut buf = BytesMut::new();
+    loop {
+        match sse_first_data(&buf) {
+            FirstEvent::Data(range) => {
+                let first = buf.get(range).map(<[u8]>::to_vec);
+                return Ok(Held {
+                    bytes: buf.freeze(),
+                    first,
+                    ended: false,
+                });
+            }
+            FirstEvent::DataOwned(data) => {
+                return Ok(Held {
+                    bytes: buf.freeze(),
+                    first: Some(data),
+                    ended: false,
+                });
+            }
+            FirstEvent::Done => {
+                return Ok(Held {
+                    bytes: buf.freeze(),
+                    first: None,
+                    ended: false,
+                });
+            }
+            FirstEvent::NeedMore if buf.len() >= cap => {
+                return Ok(Held {
+                    bytes: buf.freeze(),
+                    first: None,
+                    ended: false,
+                });
+            }
+            FirstEvent::NeedMore => {}
+        }
+        match next_chunk(body, idle).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk),
+            None => {
+                return Ok(Held {
+                    bytes: buf.freeze(),
+                    first: None,
+                    ended: true,
+                });
+            }
+        }
+    }
+}
+
+/// The error event ending a stream that broke after it started.
+pub fn sse_error_event(message: &str) -> Bytes {
+    let event = serde_json::json!({
+        "object": "chat.completion.chunk",
+        "error": {
+            "message": message,
+            "type": "upstream_error",
+            "param": null,
+            "code": "upstream_stream_error",
+        },
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
+    });
+    Bytes::from(format!("data: {event}\n\ndata: [DONE]\n\n"))
+}
+
+/// How a relayed body ended.
+#[derive(Debug)]
+pub enum End {
+    /// The upstream body ended normally.
+    Complete,
+    /// The upstream failed or cut the body short; the client was told.
+    UpstreamFailed(BodyError),
+    /// The client went away; the upstream request was dropped.
+    ClientGone,
+}
+
+/// What the relay knows about the body it relays.
+pub struct RelaySpec {
+    /// Longest silence between upstream chunks.
+    pub idle: Duration,
+    /// The body is an SSE stream.
+    pub sse: bool,
+    /// The stream ends with `data: [DONE]` when complete (chat and text
+    /// completions); an end without it means the upstream cut it short.
+    pub expects_done: bool,
+    /// The upstream's Content-Length, if it sent one.
+    pub content_length: Option<u64>,
+}
+
+/// Relay state: the held prefix, then the rest of the upstream body.
+struct Relay {
+    prefix: Option<Bytes>,
+    body: Option<Upstream>,
+    spec: RelaySpec,
+    sent: u64,
+    /// The last bytes sent (at most [`TAIL`]), to judge how the body ended.
+    tail: Vec<u8>,
+    gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
+    on_end: Option<Box<dyn FnOnce(End)>>,
+}
+
+const TAIL: usize = 16;
+
+impl Relay {
+    fn remember(&mut self, chunk: &Bytes) {
+        self.sent += chunk.len() as u64;
+        self.tail
+            .extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL)..]);
+        let excess = self.tail.len().saturating_sub(TAIL);
+        self.tail.drain(..excess);
+    }
+
+    /// Whether what was sent so far ends with a complete SSE event.
+    fn at_event_boundary(&self) -> bool {
+        let t = self.tail.as_slice();
+        t.is_empty() || t.ends_with(b"\n\n") || t.ends_with(b"\r\r") || t.ends_with(b"\r\n\r\n")
+    }
+
+    /// Whether the body that just ended is whole. awc reports a connection
+    /// closed mid-body as a normal end, so this is judged from the bytes.
+    fn truncation(&self) -> Option<BodyError> {
+        let cut = |what: &str| Some(BodyError::Broken(what.to_owned()));
+        if let Some(len) = self.spec.content_length
+            && self.sent < len
+        {
+            return cut("the connection closed before the whole body arrived");
+        }
+        if self.spec.sse {
+            if !self.at_event_boundary() {
+                return cut("the connection closed in the middle of an event");
+            }
+            let trimmed = self.tail.trim_ascii_end();
+            if self.spec.expects_done && !trimmed.ends_with(b"[DONE]") {
+                return cut("the stream ended without [DONE]");
+            }
+        }
+        None
+    }
+
+    fn finish(&mut self, end: End) {
+        self.body = None;
+        if let Some(f) = self.on_end.take() {
+            f(end);
+        }
+    }
+
+    /// The bytes that end a failed SSE stream: close a cut-off event, then
+    /// one OpenAI-shaped error event.
+    fn error_tail(&self, e: &BodyError) -> Bytes {
+        let mut out = BytesMut::new();
+        if !self.at_event_boundary() {
+            out.extend_from_slice(b"\n\n");
+        }
+        out.extend_from_slice(&sse_error_event(&format!(
+            "The upstream stream failed after it started: {e}"
+        )));
+        out.freeze()
+    }
+}
+
+/// A response body: `prefix`, then the rest of `body` as it arrives. When
+/// the upstream fails or cuts the body short, an SSE stream gets one final
+/// error event; any other body is aborted (the client sees an incomplete
+/// body, never a clean end). When the client goes away (`gone`), the
+/// upstream body is dropped at once. `on_end` runs once, with how it ended.
+pub fn relay(
+    prefix: Bytes,
+    body: Option<Upstream>,
+    spec: RelaySpec,
+    gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
+    on_end: Box<dyn FnOnce(End)>,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    let state = Relay {
+        prefix: Some(prefix),
+        body,
+        spec,
+        sent: 0,
+        tail: Vec::with_capacity(2 * TAIL),
+        gone,
+        on_end: Some(on_end),
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(prefix) = st.prefix.take()
+            && !prefix.is_empty()
+        {
+            st.remember(&prefix);
+            return Some((Ok(prefix), st));
+        }
+        st.on_end.as_ref()?;
+        let idle = st.spec.idle;
+        let next = match st.body.as_mut() {
+            // Everything was already in the prefix.
+            None => Some(Ok(None)),
+            Some(body) => tokio::select! {
+                biased;
+                () = &mut st.gone => None,
+                next = next_chunk(body, idle) => Some(next),
+            },
+        };
+        let failure = match next {
+            None => {
+                st.finish(End::ClientGone);
+                return None;
+            }
+            Some(Ok(Some(chunk))) => {
+                st.remember(&chunk);
+                return Some((Ok(chunk), st));
+            }
+            Some(Ok(None)) => match st.truncation() {
+                None => {
+                    st.finish(End::Complete);
+                    return None;
+                }
+                Some(e) => e,
+            },
+            Some(Err(e)) => e,
+        };
+        let item = if st.spec.sse {
+            Ok(st.error_tail(&failure))
+        } else {
+            Err(actix_web::error::ErrorBadGateway(failure.to_string()))
+        };
+        st.finish(End::UpstreamFailed(failure));
+        Some((item, st))
+    })
+}

@@ -1,0 +1,162 @@
+//! State shared by every worker: the key pool in memory, and its
+//! synchronisation with the store file behind the request path.
+
+use crate::config::ServeConfig;
+use crate::pool::{Choice, Counts, Event, Outcome, Pool, Settings};
+use crate::store::model::StoreFile;
+use crate::store::{Stamp, Store, StoreError};
+use chrono::{DateTime, Utc};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use tokio::sync::Notify;
+
+/// Everything the workers share. The pool's mutex is only ever held for a
+/// pure, in-memory decision: never across an await or any I/O.
+pub struct Shared {
+    pool: Mutex<Pool>,
+    /// Woken when keys may have become usable (added, reactivated, recovered).
+    pub changed: Notify,
+    /// The store file.
+    pub store: Store,
+    /// Checked settings.
+    pub config: ServeConfig,
+    sync_state: Mutex<SyncState>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// The store file as we last read or wrote it.
+    stamp: Option<Stamp>,
+    /// The last store error logged, so a broken file is reported once.
+    last_error: Option<String>,
+}
+
+impl Shared {
+    /// Build the shared state from a store already read at start.
+    pub fn new(config: ServeConfig, store: Store, file: &StoreFile) -> Self {
+        let pool = Pool::from_records(
+            &file.keys,
+            Settings {
+                max_failures: config.max_failures,
+            },
+        );
+        let stamp = store.stamp();
+        Self {
+            pool: Mutex::new(pool),
+            changed: Notify::new(),
+            store,
+            config,
+            sync_state: Mutex::new(SyncState {
+                stamp,
+                last_error: None,
+            }),
+        }
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        // A panic while holding the lock cannot leave the pool half-updated
+        // in a way that matters more than stopping service would.
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Pick a key for an attempt.
+    pub fn choose(&self, now: DateTime<Utc>, exclude: &[String]) -> Choice {
+        self.pool().choose(now, exclude)
+    }
+
+    /// Record what happened to an attempt made with key `id`.
+    pub fn report(&self, id: &str, outcome: Outcome, now: DateTime<Utc>) {
+        let events = self.pool().report(id, outcome, now);
+        log_events(&events);
+    }
+
+    /// Keys by status at `now`.
+    pub fn counts(&self, now: DateTime<Utc>) -> Counts {
+        self.pool().counts(now)
+    }
+
+    /// Number of keys.
+    pub fn key_count(&self) -> usize {
+        self.pool().len()
+    }
+
+    /// Once a second: end expired cooldowns, wake waiters for recovered keys.
+    pub fn tick(&self, now: DateTime<Utc>) {
+        let events = self.pool().tick(now);
+        if !events.is_empty() {
+            log_events(&events);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Merge memory and the store file when either changed (blocking I/O:
+    /// call from a blocking thread). `force` writes even when nothing seems
+    /// to have changed (at shutdown).
+    pub fn sync(&self, force: bool) {
+        let stamp = self.store.stamp();
+        let dirty = self.pool().is_dirty();
+        {
+            let state = self
+                .sync_state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !force && !dirty && stamp == state.stamp {
+                return;
+            }
+        }
+        let now = Utc::now();
+        let result = self.store.update(|file| self.pool().reconcile(file, now));
+        let mut state = self
+            .sync_state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(events) => {
+                state.stamp = self.store.stamp();
+                if state.last_error.take().is_some() {
+                    log::info!(
+                        "the key store {} is readable again",
+                        self.store.path().display()
+                    );
+                }
+                drop(state);
+                if !events.is_empty() {
+                    log_events(&events);
+                    self.changed.notify_waiters();
+                }
+            }
+            Err(e) => report_store_error(&mut state, &e),
+        }
+    }
+}
+
+fn report_store_error(state: &mut SyncState, e: &StoreError) {
+    let msg = e.to_string();
+    if state.last_error.as_deref() != Some(msg.as_str()) {
+        log::error!("{msg}; serving from memory, state is not being saved until this is fixed");
+        state.last_error = Some(msg);
+    }
+}
+
+/// Log key events, one line each.
+pub fn log_events(events: &[Event]) {
+    for event in events {
+        match event {
+            Event::CooldownStarted { id, until, reason } => log::info!(
+                target: "orproxy::keys",
+                "key {id} cooling until {} ({reason})",
+                crate::store::view::rfc3339(*until)
+            ),
+            Event::Disabled { id, reason } => {
+                log::warn!(target: "orproxy::keys", "key {id} disabled: {reason}");
+            }
+            Event::Recovered { id } => {
+                log::info!(target: "orproxy::keys", "key {id} recovered: cooldown over");
+            }
+            Event::Added { id } => log::info!(target: "orproxy::keys", "key {id} added"),
+            Event::Removed { id } => log::info!(target: "orproxy::keys", "key {id} removed"),
+            Event::Reactivated { id } => {
+                log::info!(target: "orproxy::keys", "key {id} reactivated");
+            }
+        }
+    }
+}
