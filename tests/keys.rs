@@ -413,3 +413,100 @@ fn concurrent_adds_lose_nothing() {
     ids.dedup();
     assert_eq!(ids.len(), 200);
 }
+
+mod verify {
+    use crate::common::fake_openrouter::{FakeOpenRouter, KeyInfoReply};
+    use crate::common::{Env, key};
+    use serde_json::json;
+
+    fn add_verified(env: &Env, upstream: &str, k: &str) -> crate::common::Run {
+        env.run(&["keys", "add", "--key", k, "--upstream", upstream])
+    }
+
+    #[test]
+    fn a_verified_key_shows_what_openrouter_says_and_stores_it() {
+        let env = Env::new();
+        let fake = FakeOpenRouter::start();
+        fake.set_key_info(
+            &key(1),
+            KeyInfoReply::Ok(json!({
+                "label": "work laptop", "limit": 10.0, "limit_remaining": 7.5, "limit_reset": "monthly",
+                "usage": 2.5, "is_free_tier": false, "creator_user_id": "user_abc",
+                "free_model_daily_requests": {"used": 12, "limit": 1000, "remaining": 988}
+            })),
+        );
+        let out = add_verified(&env, &fake.base_url(), &key(1)).success();
+        for expected in [
+            "work laptop",
+            "paid account",
+            "credit limit 10, 7.5 left",
+            "12/1000",
+            "user_abc",
+        ] {
+            assert!(out.stdout.contains(expected), "{expected}: {out:?}");
+        }
+        let got = fake.wait_requests(1, std::time::Duration::from_secs(5));
+        assert_eq!(got[0].path, "/api/v1/key");
+        assert_eq!(
+            got[0].header("authorization"),
+            Some(format!("Bearer {}", key(1)).as_str())
+        );
+        let stored = env.store_json();
+        assert_eq!(stored["keys"][0]["info"]["creator_user_id"], "user_abc");
+        assert_eq!(stored["keys"][0]["info"]["is_free_tier"], false);
+        assert_eq!(env.list_json()[0]["account"], "user_abc");
+    }
+
+    #[test]
+    fn a_key_openrouter_rejects_is_not_added() {
+        let env = Env::new();
+        let fake = FakeOpenRouter::start();
+        fake.set_key_info(&key(1), KeyInfoReply::Invalid);
+        let out = add_verified(&env, &fake.base_url(), &key(1));
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(
+            out.stderr.contains("rejected") && out.stderr.contains("401"),
+            "{out:?}"
+        );
+        assert!(!out.all().contains(&key(1)), "{out:?}");
+        assert!(env.list_json().is_empty());
+        // Of several keys, only the rejected one is left out.
+        let out = env.run(&[
+            "keys",
+            "add",
+            "--key",
+            &key(1),
+            "--key",
+            &key(2),
+            "--upstream",
+            &fake.base_url(),
+        ]);
+        assert_eq!(out.code, Some(1));
+        let list = env.list_json();
+        assert_eq!(list.len(), 1);
+        assert_eq!(
+            list[0]["masked"],
+            format!("sk-or-v1-…{}", &key(2)[key(2).len() - 4..])
+        );
+    }
+
+    #[test]
+    fn an_unreachable_openrouter_adds_the_key_with_a_warning() {
+        let env = Env::new();
+        let out = add_verified(&env, "http://127.0.0.1:9/api/v1", &key(1)).success();
+        assert!(out.stderr.contains("could not be verified"), "{out:?}");
+        assert_eq!(env.list_json().len(), 1);
+        assert_eq!(env.store_json()["keys"][0].get("info"), None);
+    }
+
+    #[test]
+    fn the_upstream_for_verification_comes_from_orproxy_upstream() {
+        let env = Env::new();
+        let fake = FakeOpenRouter::start();
+        let mut cmd = env.cmd(&["keys", "add", "--key", &key(3)]);
+        cmd.env("ORPROXY_UPSTREAM", fake.base_url());
+        let out = crate::common::Run::from(cmd.output().unwrap()).success();
+        assert!(out.stdout.contains("OpenRouter says"), "{out:?}");
+        assert_eq!(fake.request_count(), 1);
+    }
+}

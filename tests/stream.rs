@@ -298,3 +298,28 @@ fn a_hundred_concurrent_streams_all_complete() {
     }
     assert_eq!(fake.request_count(), 100);
 }
+
+#[test]
+fn a_client_going_away_while_waiting_for_a_key_ends_the_wait() {
+    let (_env, fake, server) = setup(1, &["--max-wait", "60"]);
+    fake.push(
+        &key(1),
+        Reply::rate_limit_per_min(crate::common::reset_ms_in(40)),
+    );
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    let body = json!({"model": "m"}).to_string();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    crate::common::wait_until("the key to cool", T, || {
+        server.log().contains("cooling until")
+    });
+    drop(s);
+    crate::common::wait_until("the wait to end", T, || {
+        server.log().contains("went away before the answer started")
+    });
+    assert_eq!(fake.request_count(), 1);
+}
