@@ -45,6 +45,7 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('--headers-timeout', '--headers-timeout', [CompletionResultType]::ParameterName, 'Seconds to wait for the upstream''s response headers (LLMs can take minutes)')
             [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit')
             [CompletionResult]::new('--shutdown-grace', '--shutdown-grace', [CompletionResultType]::ParameterName, 'Seconds in-flight requests get to finish after SIGINT/SIGTERM')
+            [CompletionResult]::new('--reprobe-interval', '--reprobe-interval', [CompletionResultType]::ParameterName, 'Seconds between background GET /key re-checks of a key disabled by failures (0: never)')
             [CompletionResult]::new('--referer', '--referer', [CompletionResultType]::ParameterName, 'HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own')
             [CompletionResult]::new('--title', '--title', [CompletionResultType]::ParameterName, 'X-Title sent to OpenRouter for app attribution, unless the client sent its own')
             [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
@@ -64,6 +65,7 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Show every key with its status, cooldown and failures')
             [CompletionResult]::new('reactivate', 'reactivate', [CompletionResultType]::ParameterValue, 'Put disabled or cooling keys back into rotation')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Delete keys from the store')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -105,11 +107,22 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'orproxy;keys;check' {
+            [CompletionResult]::new('--upstream', '--upstream', [CompletionResultType]::ParameterName, 'OpenRouter API base')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'orproxy;keys;help' {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Show every key with its status, cooldown and failures')
             [CompletionResult]::new('reactivate', 'reactivate', [CompletionResultType]::ParameterValue, 'Put disabled or cooling keys back into rotation')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Delete keys from the store')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -123,6 +136,9 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             break
         }
         'orproxy;keys;help;remove' {
+            break
+        }
+        'orproxy;keys;help;check' {
             break
         }
         'orproxy;keys;help;help' {
@@ -152,6 +168,7 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Show every key with its status, cooldown and failures')
             [CompletionResult]::new('reactivate', 'reactivate', [CompletionResultType]::ParameterValue, 'Put disabled or cooling keys back into rotation')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Delete keys from the store')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says')
             break
         }
         'orproxy;help;keys;add' {
@@ -164,6 +181,9 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             break
         }
         'orproxy;help;keys;remove' {
+            break
+        }
+        'orproxy;help;keys;check' {
             break
         }
         'orproxy;help;generate' {

@@ -43,6 +43,9 @@ _orproxy() {
             orproxy__subcmd__help__subcmd__keys,add)
                 cmd="orproxy__subcmd__help__subcmd__keys__subcmd__add"
                 ;;
+            orproxy__subcmd__help__subcmd__keys,check)
+                cmd="orproxy__subcmd__help__subcmd__keys__subcmd__check"
+                ;;
             orproxy__subcmd__help__subcmd__keys,list)
                 cmd="orproxy__subcmd__help__subcmd__keys__subcmd__list"
                 ;;
@@ -54,6 +57,9 @@ _orproxy() {
                 ;;
             orproxy__subcmd__keys,add)
                 cmd="orproxy__subcmd__keys__subcmd__add"
+                ;;
+            orproxy__subcmd__keys,check)
+                cmd="orproxy__subcmd__keys__subcmd__check"
                 ;;
             orproxy__subcmd__keys,help)
                 cmd="orproxy__subcmd__keys__subcmd__help"
@@ -69,6 +75,9 @@ _orproxy() {
                 ;;
             orproxy__subcmd__keys__subcmd__help,add)
                 cmd="orproxy__subcmd__keys__subcmd__help__subcmd__add"
+                ;;
+            orproxy__subcmd__keys__subcmd__help,check)
+                cmd="orproxy__subcmd__keys__subcmd__help__subcmd__check"
                 ;;
             orproxy__subcmd__keys__subcmd__help,help)
                 cmd="orproxy__subcmd__keys__subcmd__help__subcmd__help"
@@ -171,7 +180,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__help__subcmd__keys)
-            opts="add list reactivate remove"
+            opts="add list reactivate remove check"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,6 +194,20 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__help__subcmd__keys__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        orproxy__subcmd__help__subcmd__keys__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -255,7 +278,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys)
-            opts="-h -V --store --help --version add list reactivate remove help"
+            opts="-h -V --store --help --version add list reactivate remove check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -302,8 +325,30 @@ _orproxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        orproxy__subcmd__keys__subcmd__check)
+            opts="-h -V --json --upstream --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --upstream)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         orproxy__subcmd__keys__subcmd__help)
-            opts="add list reactivate remove help"
+            opts="add list reactivate remove check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -317,6 +362,20 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        orproxy__subcmd__keys__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -441,7 +500,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__serve)
-            opts="-h -V --host --port --upstream --max-attempts --max-failures --max-wait --workers --max-body --connect-timeout --headers-timeout --idle-timeout --shutdown-grace --referer --title --store --help --version"
+            opts="-h -V --host --port --upstream --max-attempts --max-failures --max-wait --workers --max-body --connect-timeout --headers-timeout --idle-timeout --shutdown-grace --reprobe-interval --referer --title --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -492,6 +551,10 @@ _orproxy() {
                     return 0
                     ;;
                 --shutdown-grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reprobe-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

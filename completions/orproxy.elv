@@ -41,6 +41,7 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --headers-timeout 'Seconds to wait for the upstream''s response headers (LLMs can take minutes)'
             cand --idle-timeout 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit'
             cand --shutdown-grace 'Seconds in-flight requests get to finish after SIGINT/SIGTERM'
+            cand --reprobe-interval 'Seconds between background GET /key re-checks of a key disabled by failures (0: never)'
             cand --referer 'HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own'
             cand --title 'X-Title sent to OpenRouter for app attribution, unless the client sent its own'
             cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
@@ -59,6 +60,7 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand list 'Show every key with its status, cooldown and failures'
             cand reactivate 'Put disabled or cooling keys back into rotation'
             cand remove 'Delete keys from the store'
+            cand check 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'orproxy;keys;add'= {
@@ -95,11 +97,21 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'orproxy;keys;check'= {
+            cand --upstream 'OpenRouter API base'
+            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --json 'Print a JSON array instead of a table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'orproxy;keys;help'= {
             cand add 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
             cand list 'Show every key with its status, cooldown and failures'
             cand reactivate 'Put disabled or cooling keys back into rotation'
             cand remove 'Delete keys from the store'
+            cand check 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'orproxy;keys;help;add'= {
@@ -109,6 +121,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
         &'orproxy;keys;help;reactivate'= {
         }
         &'orproxy;keys;help;remove'= {
+        }
+        &'orproxy;keys;help;check'= {
         }
         &'orproxy;keys;help;help'= {
         }
@@ -133,6 +147,7 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand list 'Show every key with its status, cooldown and failures'
             cand reactivate 'Put disabled or cooling keys back into rotation'
             cand remove 'Delete keys from the store'
+            cand check 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says'
         }
         &'orproxy;help;keys;add'= {
         }
@@ -141,6 +156,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
         &'orproxy;help;keys;reactivate'= {
         }
         &'orproxy;help;keys;remove'= {
+        }
+        &'orproxy;help;keys;check'= {
         }
         &'orproxy;help;generate'= {
         }

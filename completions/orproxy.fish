@@ -43,19 +43,21 @@ complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l connect-timeou
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l headers-timeout -d 'Seconds to wait for the upstream\'s response headers (LLMs can take minutes)' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l idle-timeout -d 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l shutdown-grace -d 'Seconds in-flight requests get to finish after SIGINT/SIGTERM' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l reprobe-interval -d 'Seconds between background GET /key re-checks of a key disabled by failures (0: never)' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l referer -d 'HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l title -d 'X-Title sent to OpenRouter for app attribution, unless the client sent its own' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
-complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -s h -l help -d 'Print help'
-complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -s V -l version -d 'Print version'
-complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -f -a "add" -d 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
-complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -f -a "list" -d 'Show every key with its status, cooldown and failures'
-complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -f -a "reactivate" -d 'Put disabled or cooling keys back into rotation'
-complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -f -a "remove" -d 'Delete keys from the store'
-complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove check help" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove check help" -s h -l help -d 'Print help'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove check help" -s V -l version -d 'Print version'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove check help" -f -a "add" -d 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove check help" -f -a "list" -d 'Show every key with its status, cooldown and failures'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove check help" -f -a "reactivate" -d 'Put disabled or cooling keys back into rotation'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove check help" -f -a "remove" -d 'Delete keys from the store'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove check help" -f -a "check" -d 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -l key -d 'A key to add (repeatable). Without it, keys are read from a hidden prompt or stdin' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -l label -d 'A label for the added keys' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -l upstream -d 'OpenRouter API base used to verify keys' -r
@@ -74,10 +76,16 @@ complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_su
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from remove" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from check" -l upstream -d 'OpenRouter API base' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from check" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from check" -l json -d 'Print a JSON array instead of a table'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "list" -d 'Show every key with its status, cooldown and failures'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "reactivate" -d 'Put disabled or cooling keys back into rotation'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Delete keys from the store'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "check" -d 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -l out-dir -d 'Directory that receives completions/ and man/' -r -F
 complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
@@ -91,3 +99,4 @@ complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_su
 complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "list" -d 'Show every key with its status, cooldown and failures'
 complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "reactivate" -d 'Put disabled or cooling keys back into rotation'
 complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "remove" -d 'Delete keys from the store'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "check" -d 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says'

@@ -117,6 +117,15 @@ pub struct ServeArgs {
     )]
     pub shutdown_grace: u64,
 
+    /// Seconds between background GET /key re-checks of a key disabled by failures (0: never)
+    #[arg(
+        long,
+        env = "ORPROXY_REPROBE_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 300
+    )]
+    pub reprobe_interval: u64,
+
     /// HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own
     #[arg(
         long,
@@ -159,6 +168,24 @@ pub enum KeysCommand {
     Reactivate(ReactivateArgs),
     /// Delete keys from the store
     Remove(RemoveArgs),
+    /// Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says
+    Check(CheckArgs),
+}
+
+/// `orproxy keys check`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Key IDs (or unique prefixes of them) [default: every key]
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    pub json: bool,
+
+    /// OpenRouter API base
+    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
+    pub upstream: String,
 }
 
 /// `orproxy keys add`

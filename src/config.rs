@@ -73,6 +73,9 @@ pub struct ServeConfig {
     pub idle_timeout: std::time::Duration,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: std::time::Duration,
+    /// Interval of background re-checks of keys disabled by failures
+    /// (None: never).
+    pub reprobe_interval: Option<std::time::Duration>,
     /// Default HTTP-Referer.
     pub referer: String,
     /// Default X-Title.
@@ -114,6 +117,8 @@ impl ServeConfig {
             headers_timeout: Duration::from_secs(args.headers_timeout.max(1)),
             idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
+            reprobe_interval: (args.reprobe_interval > 0)
+                .then(|| Duration::from_secs(args.reprobe_interval)),
             referer: args.referer.clone(),
             title: args.title.clone(),
         })

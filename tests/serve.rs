@@ -235,7 +235,7 @@ fn the_current_key_is_sticky() {
 fn rate_limited_key_cools_until_the_reset_in_milliseconds_and_the_next_lru_key_serves() {
     let (env, fake, server) = setup(3, &[]);
     // Make key 1 current and the most recently used.
-    assert_eq!(chat(&server, &json!({"model": "m"})).status, 200);
+    assert_eq!(chat(&server, &json!({"model": "m:free"})).status, 200);
     assert_eq!(
         fake.wait_requests(1, T)[0].key.as_deref(),
         Some(key(1).as_str())
@@ -265,7 +265,7 @@ fn rate_limited_key_cools_until_the_reset_in_milliseconds_and_the_next_lru_key_s
     );
     // Key 1 is never sent while cooling: key 2 is now sticky.
     for _ in 0..3 {
-        assert_eq!(chat(&server, &json!({"model": "m"})).status, 200);
+        assert_eq!(chat(&server, &json!({"model": "m:free"})).status, 200);
     }
     assert_eq!(fake.requests_for(&key(1)).len(), 2);
     // Key 2 rate-limited too: the least recently used of the rest is key 3.
@@ -290,8 +290,8 @@ fn a_new_cooldown_never_shortens_the_current_one() {
     );
     let s = &server;
     std::thread::scope(|scope| {
-        let a = scope.spawn(|| chat(s, &json!({"model": "m"})));
-        let b = scope.spawn(|| chat(s, &json!({"model": "m"})));
+        let a = scope.spawn(|| chat(s, &json!({"model": "m:free"})));
+        let b = scope.spawn(|| chat(s, &json!({"model": "m:free"})));
         assert_eq!(a.join().unwrap().status, 200);
         assert_eq!(b.join().unwrap().status, 200);
     });
@@ -412,7 +412,7 @@ fn client_errors_pass_through_and_never_count_against_the_key() {
 fn waits_for_a_cooling_key_within_max_wait() {
     let (_env, fake, server) = setup(1, &["--max-wait", "20"]);
     fake.push(&key(1), Reply::rate_limit_per_min(reset_ms_in(2)));
-    let r = chat(&server, &json!({"model": "m"}));
+    let r = chat(&server, &json!({"model": "m:free"}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.header("x-orproxy-attempts"),
@@ -428,7 +428,7 @@ fn fails_fast_with_retry_after_when_the_wait_is_too_long() {
     let (_env, fake, server) = setup(2, &["--max-wait", "1"]);
     fake.push(&key(1), Reply::rate_limit_per_min(reset_ms_in(40)));
     fake.push(&key(2), Reply::rate_limit_per_min(reset_ms_in(30)));
-    let r = chat(&server, &json!({"model": "m"}));
+    let r = chat(&server, &json!({"model": "m:free"}));
     let v = r.assert_openai_error(429);
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!(
@@ -441,7 +441,7 @@ fn fails_fast_with_retry_after_when_the_wait_is_too_long() {
         "{msg}"
     );
     // Nothing is sent on a cooling key.
-    assert_eq!(chat(&server, &json!({"model": "m"})).status, 429);
+    assert_eq!(chat(&server, &json!({"model": "m:free"})).status, 429);
     assert_eq!(fake.request_count(), 2);
 }
 

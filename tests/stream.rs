@@ -307,7 +307,7 @@ fn a_client_going_away_while_waiting_for_a_key_ends_the_wait() {
         Reply::rate_limit_per_min(crate::common::reset_ms_in(40)),
     );
     let mut s = TcpStream::connect(server.addr()).unwrap();
-    let body = json!({"model": "m"}).to_string();
+    let body = json!({"model": "m:free"}).to_string();
     write!(
         s,
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

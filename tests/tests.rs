@@ -6,6 +6,7 @@ mod common;
 mod generate;
 mod keys;
 mod lifecycle;
+mod openrouter;
 mod pty;
 mod serve;
 mod stream;

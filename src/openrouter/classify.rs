@@ -585,6 +585,24 @@ fn transient(info: &Info<'_>, answer: &Answer<'_>, now: DateTime<Utc>) -> Verdic
     }
 }
 
+/// The cap OpenRouter states in `X-RateLimit-Limit` (HTTP header first,
+/// then `error.metadata.headers`), e.g. 20 per minute or 50 per day.
+pub fn rate_limit_limit(answer: &Answer<'_>) -> Option<u32> {
+    let as_u32 =
+        |v: f64| (v.is_finite() && v >= 1.0 && v <= f64::from(u32::MAX)).then_some(v as u32);
+    if let Some(v) = http_header(answer.headers, "x-ratelimit-limit")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(as_u32)
+    {
+        return Some(v);
+    }
+    let json: Value = serde_json::from_slice(answer.body).ok()?;
+    let info = Info::from_json(Some(&json));
+    info.meta_header("x-ratelimit-limit")
+        .and_then(as_number)
+        .and_then(as_u32)
+}
+
 /// `X-RateLimit-Reset`: HTTP header first, then `metadata.headers`.
 fn reset_at(info: &Info<'_>, answer: &Answer<'_>) -> Option<DateTime<Utc>> {
     http_header(answer.headers, "x-ratelimit-reset")
@@ -1612,5 +1630,34 @@ mod tests {
                 assert!(r.start <= r.end && r.end <= body.len());
             }
         }
+    }
+
+    #[test]
+    fn rate_limit_limit_from_header_or_metadata() {
+        let day = br#"{"error":{"message":"Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day","code":429,"metadata":{"headers":{"X-RateLimit-Limit":"50","X-RateLimit-Remaining":"0","X-RateLimit-Reset":"1788220800000"},"provider_name":null}}}"#;
+        let answer =
+            |headers: &'static [(&'static str, &'static str)], body: &'static [u8]| Answer {
+                status: 429,
+                headers,
+                body,
+                model: None,
+            };
+        assert_eq!(rate_limit_limit(&answer(&[], day)), Some(50));
+        assert_eq!(
+            rate_limit_limit(&answer(&[("X-RateLimit-Limit", "20")], day)),
+            Some(20)
+        );
+        assert_eq!(
+            rate_limit_limit(&answer(
+                &[],
+                br#"{"error":{"metadata":{"headers":{"x-ratelimit-limit":1000}}}}"#
+            )),
+            Some(1000)
+        );
+        assert_eq!(rate_limit_limit(&answer(&[], b"not json")), None);
+        assert_eq!(
+            rate_limit_limit(&answer(&[("x-ratelimit-limit", "-1")], b"{}")),
+            None
+        );
     }
 }

@@ -7,14 +7,16 @@
 //! Nothing here reads the clock, touches the disk or blocks: every decision
 //! takes `now` as a parameter so it can be tested exactly.
 
+pub mod quota;
 pub mod state;
 
 #[cfg(test)]
 mod tests;
 
 use crate::secret::ApiKey;
-use crate::store::model::{KeyRecord, StoreFile};
+use crate::store::model::{KeyRecord, StoreFile, quota_account};
 use chrono::{DateTime, Utc};
+use quota::AccountUsage;
 use state::KeyState;
 use std::collections::{HashMap, HashSet};
 
@@ -51,6 +53,9 @@ pub struct PoolKey {
     pub generation: u64,
     /// Runtime state: cooldown, disabled flag, counters.
     pub state: KeyState,
+    /// Where its free-model requests are counted: the account, or
+    /// `key:<id>` when the account is unknown.
+    pub quota: String,
 }
 
 impl PoolKey {
@@ -63,6 +68,7 @@ impl PoolKey {
             account: record.account().map(str::to_owned),
             generation: record.generation,
             state: record.state.clone(),
+            quota: record.quota_account(),
         }
     }
 }
@@ -89,6 +95,9 @@ pub enum Choice {
         cooling: usize,
         /// Keys out of rotation until reactivated.
         disabled: usize,
+        /// Every key that is not disabled waits for its account's daily
+        /// free-model cap (so the wait is until 00:00 UTC).
+        all_daily: bool,
     },
 }
 
@@ -109,11 +118,17 @@ pub enum Outcome {
         reason: String,
         /// Park every key with the same known account too.
         account_wide: bool,
+        /// Park it for `:free` models only (an account's free-model cap):
+        /// paid models may still use it.
+        free_only: bool,
     },
     /// The key is unusable (e.g. 401): disable it at once.
     Disable {
         /// Why it was disabled.
         reason: String,
+        /// Re-check it in the background and bring it back when healthy
+        /// (false for a 401: the key is invalid).
+        recoverable: bool,
     },
     /// A 5xx, connection error or timeout: counts toward
     /// [`Settings::max_failures`].
@@ -191,20 +206,57 @@ pub struct Counts {
     pub disabled: usize,
 }
 
-/// A key's status without cloning its reasons; agrees with [`KeyState::status`].
+/// A key's status for one kind of request, without cloning its reasons.
 enum Class {
     Active,
-    Cooling(DateTime<Utc>),
+    /// Usable again at this instant; `daily` when it waits for a daily cap.
+    Cooling(DateTime<Utc>, bool),
     Disabled,
 }
 
+/// A key's class for a request (`free` for a `:free` model), counting its
+/// account's quota for free requests.
+fn class_for(
+    key: &PoolKey,
+    accounts: &HashMap<String, AccountUsage>,
+    now: DateTime<Utc>,
+    free: bool,
+) -> Class {
+    let state = &key.state;
+    if state.disabled {
+        return Class::Disabled;
+    }
+    let mut until = state.blocked_until(now, free);
+    let mut daily = false;
+    if let Some(u) = until {
+        daily = state.cooldown(now).is_none_or(|g| g < u)
+            && state
+                .free_cooldown_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("per-day"));
+    }
+    if free
+        && let Some(usage) = accounts.get(&key.quota)
+        && let Some(q) = usage.blocked_until(now)
+        && until.is_none_or(|u| q > u)
+    {
+        until = Some(q);
+        daily = usage.daily_blocked(now);
+    }
+    match until {
+        Some(u) => Class::Cooling(u, daily),
+        None => Class::Active,
+    }
+}
+
+/// The status class used for counts: any cooldown counts, quotas do not.
 fn classify(state: &KeyState, now: DateTime<Utc>) -> Class {
     if state.disabled {
         return Class::Disabled;
     }
-    match state.cooldown_until {
-        Some(until) if until > now => Class::Cooling(until),
-        _ => Class::Active,
+    match state.blocked_until(now, true) {
+        Some(until) => Class::Cooling(until, false),
+        None => Class::Active,
     }
 }
 
@@ -224,6 +276,8 @@ fn older(best: Candidate, idx: usize, last_used: Option<DateTime<Utc>>) -> Candi
 #[derive(Default)]
 struct Scan {
     counts: Counts,
+    /// Cooling keys that wait for a daily cap.
+    daily: usize,
     soonest: Option<DateTime<Utc>>,
     /// Least recently used usable key not in `exclude`.
     fresh: Candidate,
@@ -231,25 +285,32 @@ struct Scan {
     any: Candidate,
 }
 
-/// Park `key` until `until` unless it already cools at least as long.
+/// Park `key` until `until` unless it already cools at least as long
+/// (for free models only when `free_only`).
 fn park(
     key: &mut PoolKey,
     until: DateTime<Utc>,
     reason: &str,
+    free_only: bool,
     now: DateTime<Utc>,
 ) -> Option<Event> {
     if key.state.disabled || until <= now {
         return None;
     }
-    if key
-        .state
-        .cooldown_until
-        .is_some_and(|current| current >= until)
-    {
+    let state = &mut key.state;
+    let (slot, why) = if free_only {
+        (
+            &mut state.free_cooldown_until,
+            &mut state.free_cooldown_reason,
+        )
+    } else {
+        (&mut state.cooldown_until, &mut state.cooldown_reason)
+    };
+    if slot.is_some_and(|current| current >= until) {
         return None;
     }
-    key.state.cooldown_until = Some(until);
-    key.state.cooldown_reason = Some(reason.to_owned());
+    *slot = Some(until);
+    *why = Some(reason.to_owned());
     Some(Event::CooldownStarted {
         id: key.id.clone(),
         until,
@@ -258,12 +319,14 @@ fn park(
 }
 
 /// Disable `key` with `reason` unless it already is (the first reason stays).
-fn disable(key: &mut PoolKey, reason: String) -> Option<Event> {
+fn disable(key: &mut PoolKey, reason: String, recoverable: bool) -> Option<Event> {
     if key.state.disabled {
         return None;
     }
     key.state.disabled = true;
     key.state.disabled_reason = Some(reason.clone());
+    key.state.auto_recover = recoverable;
+    key.state.last_probe = None;
     Some(Event::Disabled {
         id: key.id.clone(),
         reason,
@@ -282,6 +345,30 @@ pub struct Pool {
     /// State changed since the last [`Pool::mark_clean`] or reconcile.
     dirty: bool,
     settings: Settings,
+    /// Free-model use per account (see [`PoolKey::quota`]).
+    accounts: HashMap<String, AccountUsage>,
+    /// Models backing off (OpenRouter's shared capacity): not before then.
+    models: HashMap<String, DateTime<Utc>>,
+}
+
+/// Which of an account's caps OpenRouter reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapKind {
+    /// Free-model requests per minute.
+    PerMinute,
+    /// Free-model requests per UTC day.
+    PerDay,
+}
+
+/// What a background `GET /key` re-check of a disabled key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The key answers and can spend: bring it back.
+    Healthy,
+    /// OpenRouter rejects the key (401): it stays disabled for good.
+    Invalid(String),
+    /// Still not usable (unreachable, no credit left...): check again later.
+    StillDown(String),
 }
 
 impl Pool {
@@ -307,6 +394,28 @@ impl Pool {
         pool
     }
 
+    /// Adopt what the store knows about accounts: persisted free-model
+    /// counts (another writer's, or from before a restart; counts only grow
+    /// within a day) and tiers and counts from `GET /key` info.
+    pub fn adopt_accounts(&mut self, file: &StoreFile, now: DateTime<Utc>) {
+        for (account, record) in &file.accounts {
+            self.accounts
+                .entry(account.clone())
+                .or_default()
+                .merge_record(record, now);
+        }
+        for record in &file.keys {
+            let Some(info) = &record.info else { continue };
+            let usage = self.accounts.entry(record.quota_account()).or_default();
+            if info.is_free_tier.is_some() {
+                usage.free_tier = info.is_free_tier;
+            }
+            if let (Some(checked), Some(f)) = (info.checked_at, &info.free_model_daily_requests) {
+                usage.adopt_report(checked, f.used, f.limit, f.remaining, now);
+            }
+        }
+    }
+
     /// The pool's settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -329,7 +438,7 @@ impl Pool {
         for key in &self.keys {
             match classify(&key.state, now) {
                 Class::Active => counts.active += 1,
-                Class::Cooling(_) => counts.cooling += 1,
+                Class::Cooling(..) => counts.cooling += 1,
                 Class::Disabled => counts.disabled += 1,
             }
         }
@@ -361,6 +470,19 @@ impl Pool {
     /// returned. The chosen key becomes the current key, gets
     /// `last_used = now`, and the pool becomes dirty.
     pub fn choose(&mut self, now: DateTime<Utc>, exclude: &[String]) -> Choice {
+        self.choose_for(now, exclude, false)
+    }
+
+    /// [`Pool::choose`] for one kind of request: with `free` (a `:free`
+    /// model), keys parked for free models only and keys whose account has
+    /// reached its free-model cap are skipped too, and the attempt is
+    /// counted against the chosen key's account.
+    pub fn choose_for(&mut self, now: DateTime<Utc>, exclude: &[String], free: bool) -> Choice {
+        if free {
+            for usage in self.accounts.values_mut() {
+                usage.roll(now);
+            }
+        }
         let excluded = |id: &str| exclude.iter().any(|e| e == id);
         let sticky = self
             .current
@@ -368,20 +490,21 @@ impl Pool {
             .filter(|id| !excluded(id))
             .and_then(|id| self.index.get(id).copied())
             .filter(|&idx| {
-                self.keys
-                    .get(idx)
-                    .is_some_and(|key| key.state.is_available(now))
+                self.keys.get(idx).is_some_and(|key| {
+                    matches!(class_for(key, &self.accounts, now, free), Class::Active)
+                })
             });
-        if let Some(choice) = sticky.and_then(|idx| self.hand_out(idx, now)) {
+        if let Some(choice) = sticky.and_then(|idx| self.hand_out(idx, now, free)) {
             return choice;
         }
 
         let mut scan = Scan::default();
         for (idx, key) in self.keys.iter().enumerate() {
-            match classify(&key.state, now) {
+            match class_for(key, &self.accounts, now, free) {
                 Class::Disabled => scan.counts.disabled += 1,
-                Class::Cooling(until) => {
+                Class::Cooling(until, daily) => {
                     scan.counts.cooling += 1;
+                    scan.daily += usize::from(daily);
                     scan.soonest = Some(scan.soonest.map_or(until, |s| s.min(until)));
                 }
                 Class::Active => {
@@ -395,7 +518,7 @@ impl Pool {
             }
         }
         let pick = scan.fresh.or(scan.any).map(|(idx, _)| idx);
-        if let Some(choice) = pick.and_then(|idx| self.hand_out(idx, now)) {
+        if let Some(choice) = pick.and_then(|idx| self.hand_out(idx, now, free)) {
             return choice;
         }
         Choice::Unavailable {
@@ -403,13 +526,20 @@ impl Pool {
             active: scan.counts.active,
             cooling: scan.counts.cooling,
             disabled: scan.counts.disabled,
+            all_daily: scan.counts.cooling > 0 && scan.daily == scan.counts.cooling,
         }
     }
 
     /// Hand out the key at `idx`: it becomes current and gets `last_used`.
-    fn hand_out(&mut self, idx: usize, now: DateTime<Utc>) -> Option<Choice> {
+    fn hand_out(&mut self, idx: usize, now: DateTime<Utc>, free: bool) -> Option<Choice> {
         let key = self.keys.get_mut(idx)?;
         key.state.last_used = Some(now);
+        if free {
+            self.accounts
+                .entry(key.quota.clone())
+                .or_default()
+                .record(now);
+        }
         self.dirty = true;
         self.current = Some(key.id.clone());
         Some(Choice::Use {
@@ -447,6 +577,7 @@ impl Pool {
                 until,
                 reason,
                 account_wide,
+                free_only,
             } => {
                 self.rotate_away_from(id);
                 let account = if account_wide {
@@ -458,20 +589,23 @@ impl Pool {
                     Some(account) => {
                         let same = |key: &&mut PoolKey| key.account.as_deref() == Some(&account);
                         for key in self.keys.iter_mut().filter(same) {
-                            events.extend(park(key, until, &reason, now));
+                            events.extend(park(key, until, &reason, free_only, now));
                         }
                     }
                     None => {
                         if let Some(key) = self.keys.get_mut(idx) {
-                            events.extend(park(key, until, &reason, now));
+                            events.extend(park(key, until, &reason, free_only, now));
                         }
                     }
                 }
             }
-            Outcome::Disable { reason } => {
+            Outcome::Disable {
+                reason,
+                recoverable,
+            } => {
                 self.rotate_away_from(id);
                 if let Some(key) = self.keys.get_mut(idx) {
-                    events.extend(disable(key, reason));
+                    events.extend(disable(key, reason, recoverable));
                 }
             }
             Outcome::Failure { reason } => {
@@ -485,7 +619,7 @@ impl Pool {
                     let n = state.consecutive_failures;
                     if n >= max {
                         let why = format!("{n} consecutive failures (last: {reason})");
-                        events.extend(disable(key, why));
+                        events.extend(disable(key, why, true));
                     }
                 }
             }
@@ -502,16 +636,135 @@ impl Pool {
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Event> {
         let mut events = Vec::new();
         for key in &mut self.keys {
-            if key.state.cooldown_until.is_some_and(|until| until <= now) {
-                key.state.cooldown_until = None;
-                key.state.cooldown_reason = None;
+            let state = &mut key.state;
+            let mut ended = false;
+            if state.cooldown_until.is_some_and(|until| until <= now) {
+                state.cooldown_until = None;
+                state.cooldown_reason = None;
+                ended = true;
+            }
+            if state.free_cooldown_until.is_some_and(|until| until <= now) {
+                state.free_cooldown_until = None;
+                state.free_cooldown_reason = None;
+                ended = true;
+            }
+            if ended {
                 self.dirty = true;
-                if !key.state.disabled {
+                if state.is_available_for(now, true) {
                     events.push(Event::Recovered { id: key.id.clone() });
                 }
             }
         }
+        self.models.retain(|_, until| *until > now);
         events
+    }
+
+    /// OpenRouter reported one of the account's caps for key `id` (from
+    /// `X-RateLimit-Limit`, when present). A daily cap that was hit also
+    /// holds the account until midnight.
+    pub fn note_cap(
+        &mut self,
+        id: &str,
+        kind: CapKind,
+        limit: Option<u32>,
+        hit: bool,
+        now: DateTime<Utc>,
+    ) {
+        let Some(quota) = self.get(id).map(|k| k.quota.clone()) else {
+            return;
+        };
+        let usage = self.accounts.entry(quota).or_default();
+        match kind {
+            CapKind::PerMinute => {
+                if limit.is_some() {
+                    usage.minute_limit = limit;
+                }
+            }
+            CapKind::PerDay => {
+                if limit.is_some() {
+                    usage.day_limit = limit;
+                }
+                if hit {
+                    usage.exhaust_day(now);
+                }
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// What is known of the free-model use of key `id`'s account.
+    pub fn usage_of(&self, id: &str) -> Option<&AccountUsage> {
+        self.get(id).and_then(|k| self.accounts.get(&k.quota))
+    }
+
+    /// OpenRouter's shared capacity for `model` is exhausted: hold requests
+    /// for it until `until` (only ever extended).
+    pub fn back_off_model(&mut self, model: &str, until: DateTime<Utc>) {
+        let entry = self.models.entry(model.to_owned()).or_insert(until);
+        if *entry < until {
+            *entry = until;
+        }
+    }
+
+    /// Until when requests for `model` are held, if they are at `now`.
+    pub fn model_backoff(&self, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.models.get(model).copied().filter(|until| *until > now)
+    }
+
+    /// Disabled keys due for a background `GET /key` re-check: recoverable
+    /// ones not checked within `every`. They are marked as checked now.
+    pub fn due_for_probe(
+        &mut self,
+        now: DateTime<Utc>,
+        every: chrono::TimeDelta,
+    ) -> Vec<(String, ApiKey)> {
+        let mut due = Vec::new();
+        for key in &mut self.keys {
+            let state = &mut key.state;
+            if state.disabled
+                && state.auto_recover
+                && state.last_probe.is_none_or(|last| now - last >= every)
+            {
+                state.last_probe = Some(now);
+                due.push((key.id.clone(), key.key.clone()));
+            }
+        }
+        if !due.is_empty() {
+            self.dirty = true;
+        }
+        due
+    }
+
+    /// Apply the result of a re-check of disabled key `id`.
+    pub fn probe_result(&mut self, id: &str, probe: Probe, now: DateTime<Utc>) -> Vec<Event> {
+        let Some(key) = self
+            .index
+            .get(id)
+            .copied()
+            .and_then(|i| self.keys.get_mut(i))
+        else {
+            return Vec::new();
+        };
+        if !key.state.disabled {
+            return Vec::new();
+        }
+        self.dirty = true;
+        match probe {
+            Probe::Healthy => {
+                key.state.reactivate();
+                key.state.last_probe = Some(now);
+                vec![Event::Recovered { id: key.id.clone() }]
+            }
+            Probe::Invalid(reason) => {
+                key.state.auto_recover = false;
+                key.state.disabled_reason = Some(reason.clone());
+                vec![Event::Disabled {
+                    id: key.id.clone(),
+                    reason,
+                }]
+            }
+            Probe::StillDown(_) => Vec::new(),
+        }
     }
 
     /// Merge the pool with the store file, read under the store's lock; the
@@ -524,8 +777,9 @@ impl Pool {
     /// state). Every file record then receives the pool's state. The pool
     /// takes the file's order and becomes clean. Events come in file order
     /// (added, reactivated), then removals in the pool's former order.
-    /// `_now` is accepted for symmetry with the other calls and not needed.
-    pub fn reconcile(&mut self, file: &mut StoreFile, _now: DateTime<Utc>) -> Vec<Event> {
+    /// Account counts are merged both ways (see [`Pool::adopt_accounts`]);
+    /// the file keeps today's counts of the accounts of stored keys.
+    pub fn reconcile(&mut self, file: &mut StoreFile, now: DateTime<Utc>) -> Vec<Event> {
         let mut old: HashMap<String, PoolKey> = HashMap::with_capacity(self.keys.len());
         let mut removed = Vec::new();
         {
@@ -551,6 +805,7 @@ impl Pool {
                     key.key = record.key.clone();
                     key.label = record.label.clone();
                     key.account = record.account().map(str::to_owned);
+                    key.quota = quota_account(key.account.as_deref(), &key.id);
                     if record.generation > key.generation {
                         key.state.reactivate();
                         events.push(Event::Reactivated { id: key.id.clone() });
@@ -574,6 +829,20 @@ impl Pool {
                 record.state = key.state.clone();
             }
         }
+
+        // Accounts: merge counts both ways; keep only accounts of stored
+        // keys, and only today's counts.
+        self.adopt_accounts(file, now);
+        let live: HashSet<&str> = keys.iter().map(|k| k.quota.as_str()).collect();
+        self.accounts
+            .retain(|account, _| live.contains(account.as_str()));
+        let today = now.date_naive();
+        file.accounts = self
+            .accounts
+            .iter()
+            .filter(|(_, usage)| usage.day == Some(today) && usage.day_count > 0)
+            .map(|(account, usage)| (account.clone(), usage.to_record()))
+            .collect();
 
         if self
             .current

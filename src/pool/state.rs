@@ -23,6 +23,16 @@ pub struct KeyState {
     pub requests_total: u64,
     /// Attempts with this key that failed.
     pub failures_total: u64,
+    /// The key must not be used for `:free` models before this instant
+    /// (an account's free-model cap); paid models may still use it.
+    pub free_cooldown_until: Option<DateTime<Utc>>,
+    /// Why it is parked for free models (e.g. `free-models-per-day`).
+    pub free_cooldown_reason: Option<String>,
+    /// A disabled key that the server re-checks with `GET /key` and brings
+    /// back when healthy (disabled by failures, not by a 401).
+    pub auto_recover: bool,
+    /// When the server last re-checked this disabled key.
+    pub last_probe: Option<DateTime<Utc>>,
 }
 
 /// What a key can do at a given instant. Computed, never stored.
@@ -56,25 +66,59 @@ impl Status {
 }
 
 impl KeyState {
-    /// The key's status at `now`: a cooldown in the past reads as active.
+    /// The key's status at `now`: a cooldown in the past reads as active. A
+    /// key parked only for free models reads as cooling, with that reason.
     pub fn status(&self, now: DateTime<Utc>) -> Status {
         if self.disabled {
             return Status::Disabled {
                 reason: self.disabled_reason.clone(),
             };
         }
-        match self.cooldown_until {
-            Some(until) if until > now => Status::Cooling {
+        match (self.cooldown(now), self.free_cooldown(now)) {
+            (Some(until), _) => Status::Cooling {
                 until,
                 reason: self.cooldown_reason.clone(),
             },
-            _ => Status::Active,
+            (None, Some(until)) => Status::Cooling {
+                until,
+                reason: self.free_cooldown_reason.clone(),
+            },
+            (None, None) => Status::Active,
         }
     }
 
-    /// Whether the key may be sent upstream at `now`.
+    /// The end of the general cooldown, if it is still running at `now`.
+    pub fn cooldown(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cooldown_until.filter(|until| *until > now)
+    }
+
+    /// The end of the free-models cooldown, if it is still running at `now`.
+    pub fn free_cooldown(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.free_cooldown_until.filter(|until| *until > now)
+    }
+
+    /// Whether the key may be sent upstream at `now` for any model.
     pub fn is_available(&self, now: DateTime<Utc>) -> bool {
-        !self.disabled && self.cooldown_until.is_none_or(|until| until <= now)
+        self.is_available_for(now, false)
+    }
+
+    /// Whether the key may be sent upstream at `now`, for a `:free` model
+    /// when `free`.
+    pub fn is_available_for(&self, now: DateTime<Utc>, free: bool) -> bool {
+        !self.disabled
+            && self.cooldown(now).is_none()
+            && !(free && self.free_cooldown(now).is_some())
+    }
+
+    /// When the key is usable again for this kind of request, if it is
+    /// cooling (None when usable now or disabled).
+    pub fn blocked_until(&self, now: DateTime<Utc>, free: bool) -> Option<DateTime<Utc>> {
+        if self.disabled {
+            return None;
+        }
+        let general = self.cooldown(now);
+        let free_part = if free { self.free_cooldown(now) } else { None };
+        general.max(free_part)
     }
 
     /// Bring the key back: clear disabled flag, cooldown and failure count.
@@ -84,7 +128,11 @@ impl KeyState {
         self.disabled_reason = None;
         self.cooldown_until = None;
         self.cooldown_reason = None;
+        self.free_cooldown_until = None;
+        self.free_cooldown_reason = None;
         self.consecutive_failures = 0;
+        self.auto_recover = false;
+        self.last_probe = None;
     }
 }
 
@@ -92,6 +140,58 @@ impl KeyState {
 mod tests {
     use super::*;
     use chrono::TimeDelta;
+
+    #[test]
+    fn free_cooldown_blocks_only_free_models_and_reads_as_cooling() {
+        let s = KeyState {
+            free_cooldown_until: Some(t0() + TimeDelta::hours(3)),
+            free_cooldown_reason: Some("free-models-per-day".into()),
+            ..KeyState::default()
+        };
+        assert!(s.is_available_for(t0(), false));
+        assert!(!s.is_available_for(t0(), true));
+        assert_eq!(
+            s.blocked_until(t0(), true),
+            Some(t0() + TimeDelta::hours(3))
+        );
+        assert_eq!(s.blocked_until(t0(), false), None);
+        assert_eq!(
+            s.status(t0()),
+            Status::Cooling {
+                until: t0() + TimeDelta::hours(3),
+                reason: Some("free-models-per-day".into())
+            }
+        );
+        assert_eq!(s.status(t0() + TimeDelta::hours(3)), Status::Active);
+    }
+
+    #[test]
+    fn general_cooldown_wins_the_status_and_blocks_everything() {
+        let s = KeyState {
+            cooldown_until: Some(t0() + TimeDelta::seconds(30)),
+            cooldown_reason: Some("rate-limited".into()),
+            free_cooldown_until: Some(t0() + TimeDelta::hours(3)),
+            free_cooldown_reason: Some("free-models-per-day".into()),
+            ..KeyState::default()
+        };
+        assert!(!s.is_available_for(t0(), false));
+        assert_eq!(s.status(t0()).name(), "cooling");
+        assert_eq!(
+            s.status(t0()),
+            Status::Cooling {
+                until: t0() + TimeDelta::seconds(30),
+                reason: Some("rate-limited".into())
+            }
+        );
+        assert_eq!(
+            s.blocked_until(t0(), true),
+            Some(t0() + TimeDelta::hours(3))
+        );
+        assert_eq!(
+            s.blocked_until(t0(), false),
+            Some(t0() + TimeDelta::seconds(30))
+        );
+    }
 
     fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
@@ -129,6 +229,10 @@ mod tests {
             disabled_reason: Some("401".into()),
             requests_total: 7,
             failures_total: 9,
+            free_cooldown_until: Some(t0()),
+            free_cooldown_reason: Some("free-models-per-day".into()),
+            auto_recover: true,
+            last_probe: Some(t0()),
         };
         s.reactivate();
         assert_eq!(

@@ -79,6 +79,7 @@ fn cooldown(until: DateTime<Utc>, reason: &str) -> Outcome {
         until,
         reason: reason.to_owned(),
         account_wide: false,
+        free_only: false,
     }
 }
 
@@ -87,6 +88,7 @@ fn account_cooldown(until: DateTime<Utc>, reason: &str) -> Outcome {
         until,
         reason: reason.to_owned(),
         account_wide: true,
+        free_only: false,
     }
 }
 
@@ -99,6 +101,7 @@ fn failure(reason: &str) -> Outcome {
 fn disable_outcome(reason: &str) -> Outcome {
     Outcome::Disable {
         reason: reason.to_owned(),
+        recoverable: false,
     }
 }
 
@@ -329,7 +332,8 @@ fn empty_pool_is_unavailable_with_no_soonest() {
             soonest: None,
             active: 0,
             cooling: 0,
-            disabled: 0
+            disabled: 0,
+            all_daily: false
         }
     );
     assert!(!pool.is_dirty());
@@ -352,7 +356,8 @@ fn unavailable_reports_the_earliest_cooldown_end_and_counts() {
             soonest: Some(t(30)),
             active: 0,
             cooling: 3,
-            disabled: 1
+            disabled: 1,
+            all_daily: false
         }
     );
     assert!(!pool.is_dirty());
@@ -369,7 +374,8 @@ fn all_disabled_is_unavailable_with_no_soonest() {
             soonest: None,
             active: 0,
             cooling: 0,
-            disabled: 2
+            disabled: 2,
+            all_daily: false
         }
     );
 }
@@ -1000,4 +1006,251 @@ fn dirty_flag_tracks_unsaved_changes() {
     let mut file = file_of(vec![rec("a"), rec("b")]);
     pool.reconcile(&mut file, t0());
     assert!(!pool.is_dirty());
+}
+
+// ---------------------------------------------------------- free models, quotas
+
+fn free_cooldown(until: DateTime<Utc>, reason: &str, account_wide: bool) -> Outcome {
+    Outcome::Cooldown {
+        until,
+        reason: reason.to_owned(),
+        account_wide,
+        free_only: true,
+    }
+}
+
+fn pick_free(pool: &mut Pool, now: DateTime<Utc>) -> String {
+    chosen(pool.choose_for(now, &[], true))
+}
+
+#[test]
+fn a_free_only_cooldown_blocks_free_requests_but_not_paid_ones() {
+    let mut pool = pool(&["a", "b"]);
+    pool.report(
+        "a",
+        free_cooldown(t(3600), "free-models-per-day", false),
+        t0(),
+    );
+    assert_eq!(pick_free(&mut pool, t(1)), "b");
+    // The same key still serves paid models.
+    assert_eq!(pick_excluding(&mut pool, t(2), &["b"]), "a");
+    assert_eq!(state(&pool, "a").status(t(2)).name(), "cooling");
+}
+
+#[test]
+fn account_wide_free_cooldown_parks_only_that_accounts_keys_for_free_models() {
+    let mut pool = pool_of(&[
+        rec_in("a", "acc1"),
+        rec_in("b", "acc1"),
+        rec_in("c", "acc2"),
+    ]);
+    let events = pool.report("a", free_cooldown(t(60), "free-models-per-min", true), t0());
+    assert_eq!(events.len(), 2);
+    assert_eq!(pick_free(&mut pool, t(1)), "c");
+    assert!(state(&pool, "b").free_cooldown_until.is_some());
+    assert_eq!(state(&pool, "c").free_cooldown_until, None);
+}
+
+#[test]
+fn free_requests_count_per_account_and_skip_keys_at_the_minute_cap() {
+    let mut pool = pool_of(&[
+        rec_in("a", "acc1"),
+        rec_in("b", "acc1"),
+        rec_in("c", "acc2"),
+    ]);
+    pool.note_cap("a", CapKind::PerMinute, Some(2), false, t0());
+    assert_eq!(pick_free(&mut pool, t(0)), "a");
+    assert_eq!(pick_free(&mut pool, t(1)), "a");
+    // acc1 has spent its 2 per minute: neither a nor b, though b was never used.
+    assert_eq!(pick_free(&mut pool, t(2)), "c");
+    assert_eq!(pool.usage_of("b").unwrap().day_count, 2);
+    // Paid requests are not limited by free-model caps: b (never used) serves.
+    assert_eq!(pick_excluding(&mut pool, t(3), &["c"]), "b");
+}
+
+#[test]
+fn at_the_cap_with_no_other_account_the_soonest_is_when_the_window_frees() {
+    let mut pool = pool(&["a"]);
+    pool.note_cap("a", CapKind::PerMinute, Some(1), false, t0());
+    assert_eq!(pick_free(&mut pool, t(10)), "a");
+    assert_eq!(
+        pool.choose_for(t(20), &[], true),
+        Choice::Unavailable {
+            soonest: Some(t(70)),
+            active: 0,
+            cooling: 1,
+            disabled: 0,
+            all_daily: false
+        }
+    );
+    assert_eq!(pick_free(&mut pool, t(70)), "a");
+}
+
+#[test]
+fn keys_of_unknown_accounts_count_as_their_own_account() {
+    let mut pool = pool(&["a", "b"]);
+    pool.note_cap("a", CapKind::PerMinute, Some(1), false, t0());
+    assert_eq!(pick_free(&mut pool, t(0)), "a");
+    assert_eq!(pick_free(&mut pool, t(1)), "b");
+    assert_eq!(pool.usage_of("b").unwrap().day_count, 1);
+}
+
+#[test]
+fn a_daily_cap_hit_holds_the_account_until_midnight_and_says_so() {
+    let mut pool = pool_of(&[rec_in("a", "acc1"), rec_in("b", "acc1")]);
+    let now = t0();
+    let midnight = quota::next_utc_midnight(now);
+    pool.note_cap("a", CapKind::PerDay, Some(50), true, now);
+    pool.report(
+        "a",
+        free_cooldown(midnight, "free-models-per-day", true),
+        now,
+    );
+    assert_eq!(
+        pool.choose_for(now, &[], true),
+        Choice::Unavailable {
+            soonest: Some(midnight),
+            active: 0,
+            cooling: 2,
+            disabled: 0,
+            all_daily: true
+        }
+    );
+    assert_eq!(pool.usage_of("b").unwrap().day_count, 50);
+    // The next day the account is fresh again.
+    pool.tick(midnight);
+    assert_eq!(pick_free(&mut pool, midnight + TimeDelta::seconds(1)), "a");
+}
+
+#[test]
+fn get_key_reports_seed_the_daily_count_and_remaining_zero_blocks() {
+    let now = t0();
+    let mut record = rec_in("a", "acc1");
+    if let Some(info) = record.info.as_mut() {
+        info.checked_at = Some(now);
+        info.is_free_tier = Some(true);
+        info.free_model_daily_requests = Some(crate::store::model::FreeModelDailyRequests {
+            used: Some(50),
+            limit: Some(50),
+            remaining: Some(0),
+        });
+    }
+    let file = file_of(vec![record.clone()]);
+    let mut pool = pool_of(&[record]);
+    pool.adopt_accounts(&file, now);
+    assert!(matches!(
+        pool.choose_for(now, &[], true),
+        Choice::Unavailable {
+            all_daily: true,
+            ..
+        }
+    ));
+    assert_eq!(pick(&mut pool, now), "a", "paid models are unaffected");
+}
+
+#[test]
+fn reconcile_merges_account_counts_both_ways_and_keeps_only_today() {
+    let now = t0();
+    let mut pool = pool(&["a"]);
+    pick_free(&mut pool, now);
+    let mut file = file_of(vec![rec("a")]);
+    file.accounts.insert(
+        "key:a".into(),
+        quota::AccountRecord {
+            day: Some(now.date_naive()),
+            free_requests: 9,
+            daily_limit: Some(50),
+        },
+    );
+    file.accounts.insert(
+        "gone-account".into(),
+        quota::AccountRecord {
+            day: Some(now.date_naive()),
+            free_requests: 3,
+            daily_limit: None,
+        },
+    );
+    pool.reconcile(&mut file, now);
+    assert_eq!(pool.usage_of("a").unwrap().day_count, 9);
+    assert_eq!(pool.usage_of("a").unwrap().daily_cap(), 50);
+    assert_eq!(file.accounts.len(), 1, "only accounts of stored keys");
+    assert_eq!(file.accounts["key:a"].free_requests, 9);
+    pick_free(&mut pool, now);
+    pool.reconcile(&mut file, now);
+    assert_eq!(file.accounts["key:a"].free_requests, 10);
+}
+
+#[test]
+fn model_backoff_only_extends_and_expires() {
+    let mut pool = pool(&["a"]);
+    pool.back_off_model("m", t(10));
+    pool.back_off_model("m", t(5));
+    assert_eq!(pool.model_backoff("m", t0()), Some(t(10)));
+    assert_eq!(pool.model_backoff("other", t0()), None);
+    assert_eq!(pool.model_backoff("m", t(10)), None);
+    pool.tick(t(11));
+    assert_eq!(
+        pool.model_backoff("m", t(9)),
+        None,
+        "forgotten after it ended"
+    );
+}
+
+#[test]
+fn failure_disabled_keys_are_probed_and_401_disabled_ones_are_not() {
+    let settings = Settings { max_failures: 1 };
+    let mut pool = Pool::from_records(&[rec("a"), rec("b"), rec("c")], settings);
+    pool.report("a", failure("HTTP 500"), t0());
+    pool.report(
+        "b",
+        disable_outcome("401 from OpenRouter: User not found."),
+        t0(),
+    );
+    assert!(state(&pool, "a").auto_recover);
+    assert!(!state(&pool, "b").auto_recover);
+    let every = TimeDelta::minutes(5);
+    let due: Vec<String> = pool
+        .due_for_probe(t(1), every)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(due, ["a"]);
+    assert!(
+        pool.due_for_probe(t(2), every).is_empty(),
+        "not again before the interval"
+    );
+    assert_eq!(pool.due_for_probe(t(301), every).len(), 1);
+    assert!(
+        pool.probe_result("a", Probe::StillDown("unreachable".into()), t(302))
+            .is_empty()
+    );
+    assert!(state(&pool, "a").disabled);
+    let events = pool.probe_result("a", Probe::Healthy, t(303));
+    assert_eq!(events, vec![Event::Recovered { id: "a".into() }]);
+    assert!(!state(&pool, "a").disabled);
+    assert_eq!(state(&pool, "a").failures_total, 1, "history kept");
+    assert_eq!(pick_excluding(&mut pool, t(304), &["c"]), "a");
+}
+
+#[test]
+fn a_probe_that_finds_the_key_invalid_stops_probing() {
+    let settings = Settings { max_failures: 1 };
+    let mut pool = Pool::from_records(&[rec("a")], settings);
+    pool.report("a", failure("timeout"), t0());
+    pool.due_for_probe(t(1), TimeDelta::minutes(5));
+    let events = pool.probe_result(
+        "a",
+        Probe::Invalid("401 from OpenRouter: User not found.".into()),
+        t(2),
+    );
+    assert_eq!(events.len(), 1);
+    assert!(!state(&pool, "a").auto_recover);
+    assert!(
+        pool.due_for_probe(t(1000), TimeDelta::minutes(5))
+            .is_empty()
+    );
+    assert_eq!(
+        state(&pool, "a").disabled_reason.as_deref(),
+        Some("401 from OpenRouter: User not found.")
+    );
 }

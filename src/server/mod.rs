@@ -104,8 +104,14 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
         handle.stop(true).await;
     });
     let writer = actix_web::rt::spawn(state_writer(shared.clone().into_inner()));
+    let prober = config
+        .reprobe_interval
+        .map(|every| actix_web::rt::spawn(reprober(shared.clone().into_inner(), every)));
     server.await?;
     writer.abort();
+    if let Some(prober) = prober {
+        prober.abort();
+    }
     // Final write of the state, after in-flight requests finished.
     let last = shared.into_inner();
     let _ = web::block(move || last.sync(true)).await;
@@ -146,6 +152,49 @@ async fn state_writer(shared: Arc<Shared>) {
         if web::block(move || s.sync(false)).await.is_err() {
             log::error!("the state writer's thread pool is gone");
         }
+    }
+}
+
+/// Re-check keys disabled by failures with `GET /key` (no quota spent) and
+/// bring back those that answer; a 401 ends the re-checks for that key.
+async fn reprober(shared: Arc<Shared>, every: Duration) {
+    let every_delta = chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::MAX);
+    let client = crate::openrouter::keyinfo::short_client(Duration::from_secs(15));
+    // Look often; each key is re-checked at most once per `every`.
+    let mut interval = tokio::time::interval(every.min(Duration::from_secs(5)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        for (id, key) in shared.due_for_probe(Utc::now(), every_delta) {
+            let result = crate::openrouter::keyinfo::fetch(
+                &client,
+                &shared.config.upstream,
+                &key,
+                Utc::now(),
+            )
+            .await;
+            let probe = probe_verdict(result);
+            log::info!(target: "orproxy::keys", "re-checked disabled key {id}: {probe:?}");
+            shared.probe_result(&id, probe, Utc::now());
+        }
+    }
+}
+
+/// What a `GET /key` answer means for a disabled key.
+fn probe_verdict(
+    result: Result<crate::store::model::KeyInfo, crate::openrouter::keyinfo::CheckError>,
+) -> crate::pool::Probe {
+    use crate::openrouter::keyinfo::CheckError;
+    use crate::pool::Probe;
+    match result {
+        Ok(info) if info.limit_remaining.is_some_and(|left| left <= 0.0) => {
+            Probe::StillDown("no credit left under the key's own limit".to_owned())
+        }
+        Ok(_) => Probe::Healthy,
+        Err(CheckError::Rejected { status, message }) => {
+            Probe::Invalid(format!("{status} from OpenRouter: {message}"))
+        }
+        Err(e) => Probe::StillDown(e.to_string()),
     }
 }
 

@@ -6,7 +6,7 @@ use super::errors::ApiError;
 use super::relay::{self, BodyError, Upstream};
 use super::state::Shared;
 use crate::openrouter::classify::{self, Answer, Verdict};
-use crate::pool::{Choice, Outcome};
+use crate::pool::{CapKind, Choice, Outcome};
 use crate::secret::{ApiKey, redact};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -73,6 +73,12 @@ struct Peek<'a> {
     model: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<bool>,
+}
+
+/// Whether `model` is one of OpenRouter's free variants, whose limits are
+/// the account's free-model caps.
+fn is_free_model(model: &str) -> bool {
+    model.ends_with(":free")
 }
 
 /// Headers never forwarded upstream.
@@ -164,6 +170,7 @@ pub async fn handle(
         url,
         headers: forwarded_headers(req.headers(), &shared),
         body,
+        free: model.as_deref().is_some_and(is_free_model),
         model,
         anonymous_ok: kind == Endpoint::Models,
     };
@@ -214,6 +221,8 @@ struct Outgoing {
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     model: Option<String>,
+    /// A `:free` model: the account's free-model caps apply.
+    free: bool,
     /// `GET /models` needs no key: with none usable, send it without one.
     anonymous_ok: bool,
 }
@@ -296,7 +305,7 @@ async fn run_attempts(
     let mut attempts: u32 = 0;
     let mut last: Option<Fallback> = None;
     loop {
-        let chosen = match wait_for_key(shared, &tried, deadline, request.anonymous_ok).await {
+        let chosen = match wait_for_key(shared, &tried, deadline, request).await {
             Ok(chosen) => chosen,
             // The last key just got disabled: what the upstream said is more
             // useful than "no usable key".
@@ -352,7 +361,7 @@ async fn wait_for_key(
     shared: &Shared,
     tried: &[String],
     deadline: Instant,
-    anonymous_ok: bool,
+    request: &Outgoing,
 ) -> Result<Option<(String, ApiKey)>, ApiError> {
     loop {
         // Register for wake-ups before looking, so none is missed.
@@ -360,13 +369,24 @@ async fn wait_for_key(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let now = Utc::now();
-        match shared.choose(now, tried) {
+        if let Some(model) = request.model.as_deref()
+            && let Some(until) = shared.model_backoff(model, now)
+        {
+            let wait = (until - now).to_std().unwrap_or_default();
+            if Instant::now() + wait > deadline {
+                return Err(model_busy(model, until, now));
+            }
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        match shared.choose(now, tried, request.free) {
             Choice::Use { id, key } => return Ok(Some((id, key))),
-            Choice::Unavailable { .. } if anonymous_ok => return Ok(None),
+            Choice::Unavailable { .. } if request.anonymous_ok => return Ok(None),
             Choice::Unavailable {
                 soonest,
                 cooling,
                 disabled,
+                all_daily,
                 ..
             } => {
                 let Some(soonest) = soonest else {
@@ -374,7 +394,11 @@ async fn wait_for_key(
                 };
                 let wait = (soonest - now).to_std().unwrap_or_default();
                 if Instant::now() + wait > deadline {
-                    return Err(all_cooling(soonest, now, cooling, disabled));
+                    return Err(if all_daily {
+                        daily_quota_spent(soonest, now)
+                    } else {
+                        all_cooling(soonest, now, cooling, disabled)
+                    });
                 }
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
@@ -383,6 +407,59 @@ async fn wait_for_key(
             }
         }
     }
+}
+
+/// Whole seconds from `now` to `until`, rounded up, at least 1.
+fn secs_until(until: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
+    let delta = until - now;
+    u64::try_from(delta.num_seconds() + i64::from(delta.subsec_nanos() > 0))
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn human_secs(secs: u64) -> String {
+    crate::human::span(chrono::TimeDelta::seconds(
+        i64::try_from(secs).unwrap_or(i64::MAX),
+    ))
+}
+
+/// Every key waits for its account's daily free-model cap.
+fn daily_quota_spent(midnight: DateTime<Utc>, now: DateTime<Utc>) -> ApiError {
+    let secs = secs_until(midnight, now);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        "daily_free_quota_spent",
+        format!(
+            "The daily free-model quota of every OpenRouter account in orproxy's pool is spent. \
+             It resets at 00:00 UTC ({}, in {}). Paid models still work.",
+            crate::store::view::rfc3339(midnight),
+            human_secs(secs)
+        ),
+    )
+    .retry_after(secs)
+    .should_retry(false)
+}
+
+/// OpenRouter's shared capacity for the model is exhausted for longer than
+/// the request may wait.
+fn model_busy(model: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> ApiError {
+    let secs = secs_until(until, now);
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        "model_at_capacity",
+        format!(
+            "OpenRouter reports high demand for {model}; no key helps with that. Try again in {}, \
+             or use another model (or the `models` fallback list).",
+            human_secs(secs)
+        ),
+    )
+    .retry_after(secs);
+    if secs > 120 {
+        err = err.should_retry(false);
+    }
+    err
 }
 
 fn no_usable_key(cooling: usize, disabled: usize) -> ApiError {
@@ -408,10 +485,7 @@ fn all_cooling(
     cooling: usize,
     disabled: usize,
 ) -> ApiError {
-    let delta = soonest - now;
-    let secs = u64::try_from(delta.num_seconds() + i64::from(delta.subsec_nanos() > 0))
-        .unwrap_or(1)
-        .max(1);
+    let secs = secs_until(soonest, now);
     let mut err = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limit_error",
@@ -419,9 +493,7 @@ fn all_cooling(
         format!(
             "All usable keys are rate-limited: {cooling} cooling, {disabled} disabled. \
              The soonest is free in {}.",
-            crate::human::span(chrono::TimeDelta::seconds(
-                i64::try_from(secs).unwrap_or(i64::MAX)
-            ))
+            human_secs(secs)
         ),
     )
     .retry_after(secs);
@@ -619,52 +691,82 @@ async fn attempt(
         };
 
     let reason = verdict.reason();
+    // The upstream's own wait hint, for its answer if it goes to the client.
+    let hint = match &verdict {
+        Verdict::ModelCapacity { retry_after } | Verdict::ProviderLimited { retry_after } => {
+            Some(*retry_after)
+        }
+        Verdict::Transient {
+            retry_after: Some(d),
+            ..
+        } => Some(*d),
+        _ => None,
+    };
+    let now = Utc::now();
+    let cap = || {
+        classify::rate_limit_limit(&Answer {
+            status: status.as_u16(),
+            headers: &header_pairs,
+            body: judged_bytes.as_deref().unwrap_or_default(),
+            model: request.model.as_deref(),
+        })
+    };
+    let cooldown = |until, account_wide, free_only| Outcome::Cooldown {
+        until,
+        reason: reason.to_owned(),
+        account_wide,
+        free_only,
+    };
+    let retry_now = Some(Duration::ZERO);
     let (outcome, next) = match verdict {
         Verdict::Success => (Outcome::Success, None),
         Verdict::ClientError => (Outcome::Neutral, None),
-        Verdict::AccountPerMinute { until }
-        | Verdict::AccountDaily { until }
-        | Verdict::InsufficientCredits { until } => (
-            Outcome::Cooldown {
-                until,
-                reason: reason.to_owned(),
-                account_wide: true,
-            },
-            Some(Duration::ZERO),
-        ),
-        Verdict::KeyRateLimited { until } => (
-            Outcome::Cooldown {
-                until,
-                reason: reason.to_owned(),
-                account_wide: false,
-            },
-            Some(Duration::ZERO),
-        ),
-        Verdict::KeyLimit {
+        // The account's free-model caps: park the account's keys for free
+        // models (paid models still work), and remember the cap.
+        Verdict::AccountPerMinute { until } => {
+            if let Some(id) = &key_id {
+                shared.note_cap(id, CapKind::PerMinute, cap(), true, now);
+            }
+            (cooldown(until, true, true), retry_now)
+        }
+        Verdict::AccountDaily { until } => {
+            if let Some(id) = &key_id {
+                shared.note_cap(id, CapKind::PerDay, cap(), true, now);
+            }
+            (cooldown(until, true, true), retry_now)
+        }
+        Verdict::InsufficientCredits { until } => (cooldown(until, true, false), retry_now),
+        Verdict::KeyRateLimited { until }
+        | Verdict::KeyLimit {
             until: Some(until), ..
-        } => (
-            Outcome::Cooldown {
-                until,
-                reason: reason.to_owned(),
-                account_wide: false,
-            },
-            Some(Duration::ZERO),
-        ),
+        } => (cooldown(until, false, false), retry_now),
         Verdict::KeyLimit { until: None, .. } => (
             Outcome::Disable {
                 reason: "OpenRouter: key limit exceeded (total limit)".to_owned(),
+                recoverable: true,
             },
-            Some(Duration::ZERO),
+            retry_now,
         ),
         Verdict::InvalidKey { reason } => (
             Outcome::Disable {
                 reason: format!("401 from OpenRouter: {}", redact(&reason)),
+                recoverable: false,
             },
-            Some(Duration::ZERO),
+            retry_now,
         ),
-        Verdict::ModelCapacity { retry_after } | Verdict::ProviderLimited { retry_after } => {
-            (Outcome::Neutral, Some(retry_after))
-        }
+        // Not the key's fault: no key helps. The model backs off for every
+        // request; this one waits for it within --max-wait.
+        Verdict::ModelCapacity { retry_after } => match request.model.as_deref() {
+            Some(model) => {
+                shared.back_off_model(
+                    model,
+                    now + chrono::TimeDelta::from_std(retry_after).unwrap_or_default(),
+                );
+                (Outcome::Neutral, retry_now)
+            }
+            None => (Outcome::Neutral, Some(retry_after)),
+        },
+        Verdict::ProviderLimited { retry_after } => (Outcome::Neutral, Some(retry_after)),
         Verdict::Transient {
             provider,
             retry_after,
@@ -695,7 +797,7 @@ async fn attempt(
         report(outcome);
         // The client never saw this answer; if attempts run out it gets it
         // as the upstream sent it, with an honest Retry-After when known.
-        let retry_hint = (!delay.is_zero()).then_some(delay);
+        let retry_hint = hint.or((!delay.is_zero()).then_some(delay));
         return Next::Retry {
             delay,
             fallback: Fallback::Upstream(deliver(build(retry_hint), relay_prefix, rest)),

@@ -2,7 +2,7 @@
 //! synchronisation with the store file behind the request path.
 
 use crate::config::ServeConfig;
-use crate::pool::{Choice, Counts, Event, Outcome, Pool, Settings};
+use crate::pool::{CapKind, Choice, Counts, Event, Outcome, Pool, Probe, Settings};
 use crate::store::model::StoreFile;
 use crate::store::{Stamp, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -33,12 +33,13 @@ struct SyncState {
 impl Shared {
     /// Build the shared state from a store already read at start.
     pub fn new(config: ServeConfig, store: Store, file: &StoreFile) -> Self {
-        let pool = Pool::from_records(
+        let mut pool = Pool::from_records(
             &file.keys,
             Settings {
                 max_failures: config.max_failures,
             },
         );
+        pool.adopt_accounts(file, Utc::now());
         let stamp = store.stamp();
         Self {
             pool: Mutex::new(pool),
@@ -58,9 +59,55 @@ impl Shared {
         self.pool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Pick a key for an attempt.
-    pub fn choose(&self, now: DateTime<Utc>, exclude: &[String]) -> Choice {
-        self.pool().choose(now, exclude)
+    /// Pick a key for an attempt (`free`: for a `:free` model).
+    pub fn choose(&self, now: DateTime<Utc>, exclude: &[String], free: bool) -> Choice {
+        self.pool().choose_for(now, exclude, free)
+    }
+
+    /// Until when requests for `model` are held (OpenRouter's shared
+    /// capacity for it is exhausted).
+    pub fn model_backoff(&self, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.pool().model_backoff(model, now)
+    }
+
+    /// Hold requests for `model` until `until`.
+    pub fn back_off_model(&self, model: &str, until: DateTime<Utc>) {
+        log::info!(
+            target: "orproxy::keys",
+            "model {model} is at capacity on OpenRouter: holding its requests until {}",
+            crate::store::view::rfc3339(until)
+        );
+        self.pool().back_off_model(model, until);
+    }
+
+    /// Disabled keys due for a background re-check.
+    pub fn due_for_probe(
+        &self,
+        now: DateTime<Utc>,
+        every: chrono::TimeDelta,
+    ) -> Vec<(String, crate::secret::ApiKey)> {
+        self.pool().due_for_probe(now, every)
+    }
+
+    /// Apply a re-check's result; wakes waiters when the key is back.
+    pub fn probe_result(&self, id: &str, probe: Probe, now: DateTime<Utc>) {
+        let events = self.pool().probe_result(id, probe, now);
+        if !events.is_empty() {
+            log_events(&events);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Record an account cap OpenRouter reported through key `id`.
+    pub fn note_cap(
+        &self,
+        id: &str,
+        kind: CapKind,
+        limit: Option<u32>,
+        hit: bool,
+        now: DateTime<Utc>,
+    ) {
+        self.pool().note_cap(id, kind, limit, hit, now);
     }
 
     /// Record what happened to an attempt made with key `id`.

@@ -1,9 +1,11 @@
 //! The key store's on-disk format: `{"version": 1, "keys": [...]}`.
 
+use crate::pool::quota::AccountRecord;
 use crate::pool::state::KeyState;
 use crate::secret::ApiKey;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The store format version this build reads and writes.
 pub const STORE_VERSION: u32 = 1;
@@ -16,6 +18,10 @@ pub struct StoreFile {
     /// Every key, in the order they were added.
     #[serde(default)]
     pub keys: Vec<KeyRecord>,
+    /// Free-model requests counted per OpenRouter account (or per key, for
+    /// keys whose account is unknown: `key:<id>`) for the current UTC day.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub accounts: BTreeMap<String, AccountRecord>,
 }
 
 impl Default for StoreFile {
@@ -23,6 +29,7 @@ impl Default for StoreFile {
         Self {
             version: STORE_VERSION,
             keys: Vec::new(),
+            accounts: BTreeMap::new(),
         }
     }
 }
@@ -55,6 +62,20 @@ impl KeyRecord {
     /// The account the key belongs to, when OpenRouter told us.
     pub fn account(&self) -> Option<&str> {
         self.info.as_ref()?.creator_user_id.as_deref()
+    }
+
+    /// The key under which its account's quota is counted: the account, or
+    /// the key itself (`key:<id>`) when the account is unknown.
+    pub fn quota_account(&self) -> String {
+        quota_account(self.account(), &self.id)
+    }
+}
+
+/// See [`KeyRecord::quota_account`].
+pub fn quota_account(account: Option<&str>, id: &str) -> String {
+    match account {
+        Some(a) => a.to_owned(),
+        None => format!("key:{id}"),
     }
 }
 

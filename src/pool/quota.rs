@@ -1,0 +1,299 @@
+//! Per-account counting of `:free` model requests, so that a key whose
+//! account has reached its cap is skipped before a request is spent on
+//! learning it. OpenRouter's free-model limits belong to the account, per
+//! minute and per UTC day, and failed attempts count too.
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// OpenRouter's documented free-model requests per minute.
+pub const FREE_PER_MINUTE: u32 = 20;
+/// Free-model requests per day for accounts that bought less than 10 credits.
+pub const FREE_PER_DAY_LOW: u32 = 50;
+/// Free-model requests per day for accounts that bought 10 credits or more.
+pub const FREE_PER_DAY_HIGH: u32 = 1000;
+
+/// The next 00:00 UTC after `now`, when daily caps reset.
+pub fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
+    let tomorrow = now.date_naive().succ_opt().unwrap_or(NaiveDate::MAX);
+    tomorrow.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+/// What is known about one account's free-model use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountUsage {
+    /// The UTC day `day_count` belongs to.
+    pub day: Option<NaiveDate>,
+    /// Free-model attempts sent on that day (from any of its keys).
+    pub day_count: u32,
+    /// The daily cap, when OpenRouter told us (header or `GET /key`).
+    pub day_limit: Option<u32>,
+    /// Whether the account is on the free tier (`GET /key`), which sets
+    /// the documented daily cap when no exact one is known.
+    pub free_tier: Option<bool>,
+    /// Send times of free-model attempts in the last minute.
+    pub minute: VecDeque<DateTime<Utc>>,
+    /// The per-minute cap, when OpenRouter told us.
+    pub minute_limit: Option<u32>,
+}
+
+/// The state of an account that is persisted in the store (the per-minute
+/// window is too short-lived to be worth it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AccountRecord {
+    /// The UTC day the count belongs to.
+    pub day: Option<NaiveDate>,
+    /// Free-model requests sent that day.
+    pub free_requests: u32,
+    /// The daily cap, when known exactly.
+    pub daily_limit: Option<u32>,
+}
+
+impl AccountUsage {
+    /// The daily cap in force: the known one, else the documented one for
+    /// the tier; an unknown tier gets the higher figure, so that a key is
+    /// never skipped before its real cap.
+    pub fn daily_cap(&self) -> u32 {
+        self.day_limit.unwrap_or(match self.free_tier {
+            Some(true) => FREE_PER_DAY_LOW,
+            _ => FREE_PER_DAY_HIGH,
+        })
+    }
+
+    /// The per-minute cap in force.
+    pub fn minute_cap(&self) -> u32 {
+        self.minute_limit.unwrap_or(FREE_PER_MINUTE)
+    }
+
+    /// Forget what belongs to an earlier day or minute.
+    pub fn roll(&mut self, now: DateTime<Utc>) {
+        let today = now.date_naive();
+        if self.day != Some(today) {
+            self.day = Some(today);
+            self.day_count = 0;
+        }
+        let horizon = now - TimeDelta::minutes(1);
+        while self.minute.front().is_some_and(|t| *t <= horizon) {
+            self.minute.pop_front();
+        }
+    }
+
+    /// When the account may send a free-model request again, if it is at a
+    /// cap now; None when it may send now. Call [`AccountUsage::roll`] first.
+    pub fn blocked_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.day == Some(now.date_naive()) && self.day_count >= self.daily_cap() {
+            return Some(next_utc_midnight(now));
+        }
+        let cap = usize::try_from(self.minute_cap()).unwrap_or(usize::MAX);
+        if self.minute.len() >= cap {
+            // Free again when enough of the window has expired.
+            let idx = self.minute.len() - cap;
+            return self.minute.get(idx).map(|t| *t + TimeDelta::minutes(1));
+        }
+        None
+    }
+
+    /// Whether the block at `now` (if any) is the daily cap.
+    pub fn daily_blocked(&self, now: DateTime<Utc>) -> bool {
+        self.day == Some(now.date_naive()) && self.day_count >= self.daily_cap()
+    }
+
+    /// Count one free-model attempt sent at `now`.
+    pub fn record(&mut self, now: DateTime<Utc>) {
+        self.roll(now);
+        self.day_count = self.day_count.saturating_add(1);
+        self.minute.push_back(now);
+        // Never keep more than the window can matter for.
+        let keep = usize::try_from(self.minute_cap())
+            .unwrap_or(usize::MAX)
+            .max(1);
+        while self.minute.len() > keep {
+            self.minute.pop_front();
+        }
+    }
+
+    /// The daily cap is reached today: hold the account until midnight.
+    pub fn exhaust_day(&mut self, now: DateTime<Utc>) {
+        self.roll(now);
+        self.day_count = self.day_count.max(self.daily_cap());
+    }
+
+    /// Adopt what OpenRouter reported (`GET /key`'s
+    /// `free_model_daily_requests`, checked at `checked`): counts only grow
+    /// within a day, and `remaining: 0` holds until the next midnight.
+    pub fn adopt_report(
+        &mut self,
+        checked: DateTime<Utc>,
+        used: Option<u64>,
+        limit: Option<u64>,
+        remaining: Option<u64>,
+        now: DateTime<Utc>,
+    ) {
+        self.roll(now);
+        if let Some(limit) = limit.and_then(|l| u32::try_from(l).ok()) {
+            self.day_limit = Some(limit);
+        }
+        if checked.date_naive() != now.date_naive() {
+            return;
+        }
+        if let Some(used) = used.and_then(|u| u32::try_from(u).ok()) {
+            self.day_count = self.day_count.max(used);
+        }
+        if remaining == Some(0) {
+            self.exhaust_day(now);
+        }
+    }
+
+    /// The persisted part.
+    pub fn to_record(&self) -> AccountRecord {
+        AccountRecord {
+            day: self.day,
+            free_requests: self.day_count,
+            daily_limit: self.day_limit,
+        }
+    }
+
+    /// Merge a persisted record (another writer's count of the same day).
+    pub fn merge_record(&mut self, record: &AccountRecord, now: DateTime<Utc>) {
+        self.roll(now);
+        if record.day == self.day {
+            self.day_count = self.day_count.max(record.free_requests);
+        }
+        if self.day_limit.is_none() {
+            self.day_limit = record.daily_limit;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        NaiveDate::from_ymd_opt(2026, 11, 27)
+            .unwrap()
+            .and_hms_opt(h, m, s)
+            .unwrap()
+            .and_utc()
+    }
+
+    #[test]
+    fn next_midnight_is_the_start_of_the_next_utc_day() {
+        assert_eq!(
+            next_utc_midnight(t(13, 5, 0)),
+            t(0, 0, 0) + TimeDelta::days(1)
+        );
+        assert_eq!(
+            next_utc_midnight(t(0, 0, 0)),
+            t(0, 0, 0) + TimeDelta::days(1)
+        );
+    }
+
+    #[test]
+    fn caps_default_by_tier() {
+        let mut u = AccountUsage::default();
+        assert_eq!(u.daily_cap(), 1000, "unknown tier: never skip early");
+        u.free_tier = Some(true);
+        assert_eq!(u.daily_cap(), 50);
+        u.day_limit = Some(200);
+        assert_eq!(u.daily_cap(), 200);
+        assert_eq!(u.minute_cap(), 20);
+    }
+
+    #[test]
+    fn daily_cap_blocks_until_midnight_and_resets_next_day() {
+        let mut u = AccountUsage {
+            free_tier: Some(true),
+            ..AccountUsage::default()
+        };
+        for i in 0..50 {
+            u.record(t(10, i / 20 * 2, i % 20));
+        }
+        u.roll(t(12, 0, 0));
+        assert_eq!(u.day_count, 50);
+        assert_eq!(
+            u.blocked_until(t(12, 0, 0)),
+            Some(t(0, 0, 0) + TimeDelta::days(1))
+        );
+        assert!(u.daily_blocked(t(12, 0, 0)));
+        let tomorrow = t(0, 0, 1) + TimeDelta::days(1);
+        u.roll(tomorrow);
+        assert_eq!(u.day_count, 0);
+        assert_eq!(u.blocked_until(tomorrow), None);
+    }
+
+    #[test]
+    fn minute_cap_blocks_until_the_window_frees() {
+        let mut u = AccountUsage::default();
+        for i in 0..20 {
+            u.record(t(10, 0, i));
+        }
+        u.roll(t(10, 0, 30));
+        assert_eq!(u.blocked_until(t(10, 0, 30)), Some(t(10, 1, 0)));
+        assert!(!u.daily_blocked(t(10, 0, 30)));
+        u.roll(t(10, 1, 0));
+        assert_eq!(u.minute.len(), 19);
+        assert_eq!(u.blocked_until(t(10, 1, 0)), None);
+    }
+
+    #[test]
+    fn learned_minute_limit_applies() {
+        let mut u = AccountUsage {
+            minute_limit: Some(2),
+            ..AccountUsage::default()
+        };
+        u.record(t(10, 0, 0));
+        assert_eq!(u.blocked_until(t(10, 0, 1)), None);
+        u.record(t(10, 0, 5));
+        assert_eq!(u.blocked_until(t(10, 0, 6)), Some(t(10, 1, 0)));
+    }
+
+    #[test]
+    fn reports_from_get_key_raise_counts_and_remaining_zero_holds_the_day() {
+        let mut u = AccountUsage::default();
+        u.record(t(9, 0, 0));
+        u.adopt_report(t(9, 30, 0), Some(30), Some(50), Some(20), t(10, 0, 0));
+        assert_eq!((u.day_count, u.day_limit), (30, Some(50)));
+        // A lower figure never lowers the count within the day.
+        u.adopt_report(t(9, 40, 0), Some(3), Some(50), Some(47), t(10, 0, 0));
+        assert_eq!(u.day_count, 30);
+        u.adopt_report(t(9, 50, 0), Some(50), Some(50), Some(0), t(10, 0, 0));
+        assert_eq!(
+            u.blocked_until(t(10, 0, 0)),
+            Some(t(0, 0, 0) + TimeDelta::days(1))
+        );
+        // A report from yesterday sets the limit but not today's count.
+        let mut v = AccountUsage::default();
+        v.adopt_report(
+            t(9, 0, 0) - TimeDelta::days(1),
+            Some(49),
+            Some(50),
+            Some(0),
+            t(10, 0, 0),
+        );
+        assert_eq!((v.day_count, v.day_limit), (0, Some(50)));
+    }
+
+    #[test]
+    fn records_merge_by_day_taking_the_larger_count() {
+        let mut u = AccountUsage::default();
+        u.record(t(9, 0, 0));
+        let today = AccountRecord {
+            day: Some(t(0, 0, 0).date_naive()),
+            free_requests: 7,
+            daily_limit: Some(50),
+        };
+        u.merge_record(&today, t(10, 0, 0));
+        assert_eq!((u.day_count, u.day_limit), (7, Some(50)));
+        let old = AccountRecord {
+            day: Some(t(0, 0, 0).date_naive() - TimeDelta::days(1)),
+            free_requests: 40,
+            daily_limit: None,
+        };
+        u.merge_record(&old, t(10, 0, 0));
+        assert_eq!(u.day_count, 7);
+        assert_eq!(u.to_record(), today);
+    }
+}
