@@ -478,11 +478,6 @@ impl Pool {
     /// reached its free-model cap are skipped too, and the attempt is
     /// counted against the chosen key's account.
     pub fn choose_for(&mut self, now: DateTime<Utc>, exclude: &[String], free: bool) -> Choice {
-        if free {
-            for usage in self.accounts.values_mut() {
-                usage.roll(now);
-            }
-        }
         let excluded = |id: &str| exclude.iter().any(|e| e == id);
         let sticky = self
             .current

@@ -81,13 +81,17 @@ impl AccountUsage {
     }
 
     /// When the account may send a free-model request again, if it is at a
-    /// cap now; None when it may send now. Call [`AccountUsage::roll`] first.
+    /// cap now; None when it may send now. Entries of earlier days and
+    /// minutes are ignored, so no [`AccountUsage::roll`] is needed first.
     pub fn blocked_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if self.day == Some(now.date_naive()) && self.day_count >= self.daily_cap() {
+        if self.daily_blocked(now) {
             return Some(next_utc_midnight(now));
         }
+        let horizon = now - TimeDelta::minutes(1);
+        let expired = self.minute.iter().take_while(|t| **t <= horizon).count();
+        let recent = self.minute.len() - expired;
         let cap = usize::try_from(self.minute_cap()).unwrap_or(usize::MAX);
-        if self.minute.len() >= cap {
+        if recent >= cap {
             // Free again when enough of the window has expired.
             let idx = self.minute.len() - cap;
             return self.minute.get(idx).map(|t| *t + TimeDelta::minutes(1));
@@ -211,7 +215,6 @@ mod tests {
         for i in 0..50 {
             u.record(t(10, i / 20 * 2, i % 20));
         }
-        u.roll(t(12, 0, 0));
         assert_eq!(u.day_count, 50);
         assert_eq!(
             u.blocked_until(t(12, 0, 0)),
@@ -219,9 +222,13 @@ mod tests {
         );
         assert!(u.daily_blocked(t(12, 0, 0)));
         let tomorrow = t(0, 0, 1) + TimeDelta::days(1);
+        assert_eq!(
+            u.blocked_until(tomorrow),
+            None,
+            "yesterday's count does not block"
+        );
         u.roll(tomorrow);
         assert_eq!(u.day_count, 0);
-        assert_eq!(u.blocked_until(tomorrow), None);
     }
 
     #[test]
@@ -230,12 +237,12 @@ mod tests {
         for i in 0..20 {
             u.record(t(10, 0, i));
         }
-        u.roll(t(10, 0, 30));
         assert_eq!(u.blocked_until(t(10, 0, 30)), Some(t(10, 1, 0)));
         assert!(!u.daily_blocked(t(10, 0, 30)));
+        // Without rolling first: the expired entry no longer counts.
+        assert_eq!(u.blocked_until(t(10, 1, 0)), None);
         u.roll(t(10, 1, 0));
         assert_eq!(u.minute.len(), 19);
-        assert_eq!(u.blocked_until(t(10, 1, 0)), None);
     }
 
     #[test]
