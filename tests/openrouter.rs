@@ -3,7 +3,7 @@
 //! per account; disabled keys re-checked.
 
 use crate::common::fake_openrouter::{FakeOpenRouter, KeyInfoReply, Reply};
-use crate::common::{Env, Server, chat, key, key_id, reset_ms_in, wait_until};
+use crate::common::{Env, Server, chat, key, key_id, reset_ms_in, setup, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
@@ -35,14 +35,6 @@ fn setup_accounts(accounts: &[(usize, &str)], args: &[&str]) -> (Env, FakeOpenRo
         ])
         .success();
     }
-    let server = env.serve(&fake.base_url(), args);
-    (env, fake, server)
-}
-
-fn setup(keys: usize, args: &[&str]) -> (Env, FakeOpenRouter, Server) {
-    let env = Env::new();
-    let fake = FakeOpenRouter::start();
-    env.add_keys(&(1..=keys).map(key).collect::<Vec<_>>());
     let server = env.serve(&fake.base_url(), args);
     (env, fake, server)
 }

@@ -2,19 +2,11 @@
 //! headers, rotation, cooldowns, failures, waiting.
 
 use crate::common::fake_openrouter::{FakeOpenRouter, Reply};
-use crate::common::{Env, chat, key, key_id, request, reset_ms_in, wait_until};
+use crate::common::{Env, chat, key, key_id, request, reset_ms_in, setup, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
-
-fn setup(keys: usize, args: &[&str]) -> (Env, FakeOpenRouter, crate::common::Server) {
-    let env = Env::new();
-    let fake = FakeOpenRouter::start();
-    env.add_keys(&(1..=keys).map(key).collect::<Vec<_>>());
-    let server = env.serve(&fake.base_url(), args);
-    (env, fake, server)
-}
 
 #[test]
 fn bodies_pass_through_byte_for_byte_with_the_pool_key() {

@@ -1,22 +1,14 @@
 //! Streaming through `orproxy serve`: SSE relayed intact, retries before the
 //! first event only, mid-stream failures surfaced, disconnects propagated.
 
-use crate::common::fake_openrouter::{FakeOpenRouter, Reply, SseEnd, SseStep};
-use crate::common::{Env, Server, key, key_id, request};
+use crate::common::fake_openrouter::{Reply, SseEnd, SseStep};
+use crate::common::{Env, Server, key, key_id, raw_chat_request, request, setup};
 use serde_json::json;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
-
-fn setup(keys: usize, args: &[&str]) -> (Env, FakeOpenRouter, Server) {
-    let env = Env::new();
-    let fake = FakeOpenRouter::start();
-    env.add_keys(&(1..=keys).map(key).collect::<Vec<_>>());
-    let server = env.serve(&fake.base_url(), args);
-    (env, fake, server)
-}
 
 fn stream_chat(server: &Server) -> crate::common::Resp {
     request(
@@ -207,15 +199,7 @@ fn an_unreachable_upstream_is_a_502_and_slow_headers_a_504() {
 
 /// Send a streaming request on a raw socket, read until `marker` appears.
 fn open_stream(server: &Server, marker: &str) -> TcpStream {
-    let mut s = TcpStream::connect(server.addr()).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    let body = json!({"model": "m", "stream": true}).to_string();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let mut s = raw_chat_request(server, &json!({"model": "m", "stream": true}));
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&seen).contains(marker) {
@@ -263,14 +247,7 @@ fn a_client_going_away_during_a_silent_stream_closes_the_upstream_connection() {
 fn a_client_going_away_before_headers_closes_the_upstream_connection() {
     let (_env, fake, server) = setup(1, &[]);
     fake.push(&key(1), Reply::HangBeforeHeaders);
-    let mut s = TcpStream::connect(server.addr()).unwrap();
-    let body = json!({"model": "m"}).to_string();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let s = raw_chat_request(&server, &json!({"model": "m"}));
     fake.wait_requests(1, T);
     assert!(fake.open_connections() >= 1);
     drop(s);
@@ -306,14 +283,7 @@ fn a_client_going_away_while_waiting_for_a_key_ends_the_wait() {
         &key(1),
         Reply::rate_limit_per_min(crate::common::reset_ms_in(40)),
     );
-    let mut s = TcpStream::connect(server.addr()).unwrap();
-    let body = json!({"model": "m:free"}).to_string();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let s = raw_chat_request(&server, &json!({"model": "m:free"}));
     crate::common::wait_until("the key to cool", T, || {
         server.log().contains("cooling until")
     });

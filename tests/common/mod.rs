@@ -370,3 +370,29 @@ pub fn key_id(key: &str) -> String {
     let d = Sha256::digest(key.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect::<String>()[..8].to_owned()
 }
+
+/// A store with keys `key(1)..=key(n)` (unverified), the fake OpenRouter,
+/// and `orproxy serve ARGS...` in front of it.
+pub fn setup(keys: usize, args: &[&str]) -> (Env, fake_openrouter::FakeOpenRouter, Server) {
+    let env = Env::new();
+    let fake = fake_openrouter::FakeOpenRouter::start();
+    env.add_keys(&(1..=keys).map(key).collect::<Vec<_>>());
+    let server = env.serve(&fake.base_url(), args);
+    (env, fake, server)
+}
+
+/// Open a raw connection to `server` and send a chat request with `body`,
+/// for tests that control the socket (disconnects).
+pub fn raw_chat_request(server: &Server, body: &serde_json::Value) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let body = body.to_string();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
