@@ -143,7 +143,13 @@ pub async fn handle(
         }
         _ => {}
     }
-    let body = read_body(&req, payload, shared.config.max_body).await?;
+    let body = read_body(
+        &req,
+        payload,
+        shared.config.max_body,
+        shared.config.idle_timeout,
+    )
+    .await?;
     let (model, stream) = if kind == Endpoint::JsonPost {
         let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!("The request body is not valid JSON: {e}"))
@@ -227,10 +233,13 @@ struct Outgoing {
     anonymous_ok: bool,
 }
 
+/// Read the client's body, up to `limit` bytes, with at most `idle` between
+/// two chunks (a client trickling its body must not hold a worker forever).
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    idle: Duration,
 ) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
@@ -241,7 +250,18 @@ async fn read_body(
         return Err(ApiError::too_large(limit));
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-    while let Some(chunk) = payload.next().await {
+    loop {
+        let next = tokio::time::timeout(idle, payload.next())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    "request_timeout",
+                    format!("The request body stalled for {} s", idle.as_secs()),
+                )
+            })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk
             .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
@@ -591,7 +611,7 @@ async fn attempt(
     } else {
         CLASSIFY_CAP
     };
-    let (judged_bytes, relay_prefix, rest): (Option<Vec<u8>>, Bytes, Option<Upstream>) =
+    let (judged_bytes, relay_prefix, rest): (Option<Bytes>, Bytes, Option<Upstream>) =
         if status.is_success() && is_sse {
             match relay::hold_first_event(&mut body, HOLD_CAP, idle).await {
                 Ok(held) if held.ended && held.first.is_none() => {
@@ -600,7 +620,7 @@ async fn attempt(
                 }
                 Ok(held) => {
                     let rest = (!held.ended).then_some(body);
-                    (held.first, held.bytes, rest)
+                    (held.first.map(Bytes::from), held.bytes, rest)
                 }
                 Err(e) => return broken_body(&report, e, attempt_no),
             }
@@ -615,7 +635,7 @@ async fn attempt(
                     );
                     return broken_body(&report, e, attempt_no);
                 }
-                Ok(prefix) if prefix.complete => (Some(prefix.bytes.to_vec()), prefix.bytes, None),
+                Ok(prefix) if prefix.complete => (Some(prefix.bytes.clone()), prefix.bytes, None),
                 // Too long to judge: a large success body, relayed as it comes.
                 Ok(prefix) => (None, prefix.bytes, Some(body)),
                 Err(e) => return broken_body(&report, e, attempt_no),
