@@ -1,5 +1,6 @@
 //! Clients nobody on this project wrote, driving `orproxy serve` in front of the
-//! fake OpenRouter: the official OpenAI Python and Node SDKs (`tests/clients/`).
+//! fake OpenRouter: the official OpenAI Python and Node SDKs (`tests/clients/`) and
+//! the README's curl example as written.
 //!
 //! Each test scripts the fake, starts orproxy, runs the client as a subprocess and
 //! checks what it printed and what reached the fake. The SDK scripts check what the
@@ -8,7 +9,7 @@
 //! The clients are installed by `scripts/install-test-clients`; `scripts/test` runs it
 //! and points these tests at them with `ORPROXY_TEST_PYTHON` (a Python with the SDK)
 //! and `ORPROXY_TEST_NODE` (Node.js; the SDK is in `tests/clients/node/node_modules`).
-//! Without them, plain `cargo test` skips these tests, except under CI, where they fail.
+//! Without them, plain `cargo test` skips the SDK tests, except under CI, where they fail.
 
 use crate::common::fake_openrouter::{CHAT_OK_CONTENT, FakeOpenRouter, Recorded, Reply, SseEnd};
 use crate::common::{Env, Server, key, reset_ms_in};
@@ -408,4 +409,78 @@ sdk_tests! {
     an_upstream_error_event_mid_stream_raises_an_api_error: stream_error_event,
     a_stream_cut_mid_way_raises_an_api_error: stream_cut,
     the_sdks_own_retry_succeeds_once_a_key_is_free: retry_after_rotation,
+}
+
+// ---------------------------------------------------------------------------------------
+// The README's curl example, as written
+// ---------------------------------------------------------------------------------------
+
+/// Each `curl http://localhost:3000...` command in the README's ```sh blocks, with its
+/// continuation lines.
+fn readme_curl_commands(readme: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("```") {
+            in_sh = !in_sh && trimmed == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        if let Some(cmd) = current.as_mut() {
+            cmd.push('\n');
+            cmd.push_str(line);
+        } else if trimmed.starts_with("curl http://localhost:3000") {
+            current = Some(line.to_owned());
+        }
+        if current.is_some() && !trimmed.ends_with('\\') {
+            commands.extend(current.take());
+        }
+    }
+    commands
+}
+
+#[test]
+fn readme_curl_examples_run_as_written() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let commands = readme_curl_commands(&readme);
+    assert!(!commands.is_empty(), "no curl example found in README.md");
+    let (_env, fake, server) = setup(1, &[]);
+    for (n, example) in commands.iter().enumerate() {
+        assert!(
+            example.contains("/v1/chat/completions"),
+            "this test knows how to check chat completions only: {example}"
+        );
+        let command = example.replace("localhost:3000", &server.addr());
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(&command);
+        clean_client_env(&mut sh);
+        let ran = run(sh);
+        assert_eq!(ran.code, Some(0), "{command}\n{ran}");
+        let answer: serde_json::Value = serde_json::from_str(&ran.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {command}\n{ran}"));
+        assert_eq!(answer["object"], "chat.completion", "{answer}");
+        assert_eq!(
+            answer["choices"][0]["message"]["content"], CHAT_OK_CONTENT,
+            "{answer}"
+        );
+        let got = fake.wait_requests(n + 1, T);
+        assert_eq!(got[n].path, "/api/v1/chat/completions");
+        assert_eq!(got[n].key.as_deref(), Some(key(1).as_str()));
+    }
+}
+
+#[test]
+fn the_readme_curl_extractor_keeps_continuation_lines() {
+    let readme = "```sh\n# a comment\naider --foo\n\ncurl http://localhost:3000/v1/x \\\n  -H 'A: b' \\\n  -d '{}'\ncurl http://localhost:3000/v1/y\n```\n\n```\ncurl http://localhost:3000/v1/not-sh\n```\n";
+    assert_eq!(
+        readme_curl_commands(readme),
+        vec![
+            "curl http://localhost:3000/v1/x \\\n  -H 'A: b' \\\n  -d '{}'".to_owned(),
+            "curl http://localhost:3000/v1/y".to_owned(),
+        ]
+    );
 }
