@@ -1,15 +1,16 @@
 //! Clients nobody on this project wrote, driving `orproxy serve` in front of the
-//! fake OpenRouter: the official OpenAI Python and Node SDKs (`tests/clients/`) and
-//! the README's curl example as written.
+//! fake OpenRouter: the official OpenAI Python and Node SDKs (`tests/clients/`),
+//! the README's curl example as written, and aider.
 //!
 //! Each test scripts the fake, starts orproxy, runs the client as a subprocess and
 //! checks what it printed and what reached the fake. The SDK scripts check what the
 //! SDK returned themselves and exit non-zero with a message otherwise.
 //!
 //! The clients are installed by `scripts/install-test-clients`; `scripts/test` runs it
-//! and points these tests at them with `ORPROXY_TEST_PYTHON` (a Python with the SDK)
-//! and `ORPROXY_TEST_NODE` (Node.js; the SDK is in `tests/clients/node/node_modules`).
-//! Without them, plain `cargo test` skips the SDK tests, except under CI, where they fail.
+//! and points these tests at them with `ORPROXY_TEST_PYTHON` (a Python with the SDK),
+//! `ORPROXY_TEST_NODE` (Node.js; the SDK is in `tests/clients/node/node_modules`) and
+//! `ORPROXY_TEST_AIDER` (an aider executable). Without them, plain `cargo test` skips
+//! these tests, except under CI, where they fail.
 
 use crate::common::fake_openrouter::{CHAT_OK_CONTENT, FakeOpenRouter, Recorded, Reply, SseEnd};
 use crate::common::{Env, Server, key, reset_ms_in};
@@ -67,6 +68,7 @@ fn clean_client_env(cmd: &mut Command) {
         let name = name.to_string_lossy().to_string();
         let upper = name.to_ascii_uppercase();
         if upper.starts_with("OPENAI_")
+            || upper.starts_with("AIDER_")
             || ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NODE_OPTIONS"].contains(&upper.as_str())
         {
             cmd.env_remove(name);
@@ -483,4 +485,107 @@ fn the_readme_curl_extractor_keeps_continuation_lines() {
             "curl http://localhost:3000/v1/y".to_owned(),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// aider
+// ---------------------------------------------------------------------------------------
+
+static AIDER_SKIPPED: Once = Once::new();
+
+#[test]
+fn aider_sends_its_chat_through_orproxy() {
+    let Some(aider) = tool("ORPROXY_TEST_AIDER", "aider", &AIDER_SKIPPED) else {
+        return;
+    };
+    let (_env, fake, server) = setup(1, &[]);
+    let answer = "Hello from the fake, through orproxy";
+    fake.set_fallback(Reply::sse_chat(&[
+        "Hello from the fake, ",
+        "through orproxy",
+    ]));
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    let project = work.path().join("project");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&project).unwrap();
+    // What aider would otherwise download litellm's model list for (context size, price),
+    // described the way aider's docs say to for a model it does not know.
+    let metadata = work.path().join("model-metadata.json");
+    let model_info = serde_json::json!({
+        format!("openai/{MODEL}"): {
+            "max_input_tokens": 131_072,
+            "max_output_tokens": 8192,
+            "input_cost_per_token": 0,
+            "output_cost_per_token": 0,
+            "litellm_provider": "openai",
+            "mode": "chat"
+        }
+    });
+    std::fs::write(&metadata, model_info.to_string()).unwrap();
+    let mut cmd = Command::new(&aider);
+    cmd.args([
+        "--openai-api-base",
+        &server.url("/v1"),
+        "--openai-api-key",
+        "dummy-key",
+        "--model",
+        &format!("openai/{MODEL}"),
+        "--message",
+        "Say hello",
+        "--yes-always",
+        "--no-git",
+        "--no-auto-commits",
+        "--no-check-update",
+        "--no-show-release-notes",
+        "--no-analytics",
+        "--no-show-model-warnings",
+        "--no-pretty",
+        "--no-fancy-input",
+        "--no-detect-urls",
+        "--map-tokens",
+        "0",
+        "--model-metadata-file",
+    ])
+    .arg(&metadata)
+    .current_dir(&project)
+    .env("HOME", &home)
+    // Nothing may be fetched from the internet: litellm's bundled model list, no
+    // tokenizer download (litellm falls back to its bundled tiktoken encoding).
+    .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    .env("HF_HUB_OFFLINE", "1")
+    .env("TERM", "dumb");
+    clean_client_env(&mut cmd);
+    let ran = run(cmd);
+    assert_eq!(ran.code, Some(0), "aider failed:\n{ran}");
+    assert!(
+        ran.stdout.contains(answer),
+        "aider showed the answer:\n{ran}"
+    );
+    for host in [
+        "raw.githubusercontent.com",
+        "huggingface.co",
+        "openrouter.ai",
+    ] {
+        assert!(
+            !format!("{}{}", ran.stdout, ran.stderr).contains(host),
+            "aider tried to reach {host}:\n{ran}"
+        );
+    }
+    let chats: Vec<Recorded> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/chat/completions")
+        .collect();
+    assert!(
+        !chats.is_empty(),
+        "no chat request reached the fake:\n{ran}"
+    );
+    let body = chats[0].json();
+    assert_eq!(
+        body["model"], MODEL,
+        "aider's model, without its openai/ prefix"
+    );
+    assert_eq!(chats[0].key.as_deref(), Some(key(1).as_str()));
+    assert!(body["messages"].to_string().contains("Say hello"), "{body}");
 }
