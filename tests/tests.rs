@@ -3,6 +3,7 @@
 
 mod common;
 
+mod clients;
 mod generate;
 mod keys;
 mod lifecycle;
