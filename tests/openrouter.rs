@@ -201,6 +201,8 @@ fn a_daily_count_learned_from_get_key_stops_requests_at_the_cap() {
         1
     );
     // The count survives a restart (it is kept in the store).
+    let mut server = server;
+    assert_eq!(server.signal_and_wait("TERM").code(), Some(0));
     drop(server);
     let server = env.serve(&fake.base_url(), &["--max-wait", "1"]);
     chat(&server, &json!({"model": FREE})).assert_openai_error(429);

@@ -274,11 +274,11 @@ fn a_new_cooldown_never_shortens_the_current_one() {
     let short = reset_ms_in(60);
     fake.push(
         &key(1),
-        Reply::rate_limit_per_min(long).delayed(Duration::from_millis(300)),
+        Reply::rate_limit_per_min(long).delayed(Duration::from_millis(1000)),
     );
     fake.push(
         &key(1),
-        Reply::rate_limit_per_min(short).delayed(Duration::from_millis(900)),
+        Reply::rate_limit_per_min(short).delayed(Duration::from_millis(2000)),
     );
     let s = &server;
     std::thread::scope(|scope| {
