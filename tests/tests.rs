@@ -3,9 +3,14 @@
 
 mod common;
 
+mod access;
+mod admin;
 mod generate;
 mod keys;
 mod lifecycle;
+mod logs;
+mod metrics;
 mod pty;
+mod secrets;
 mod serve;
 mod stream;
