@@ -88,6 +88,8 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
         'orproxy;keys;list' {
             [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array instead of a table')
+            [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits')
+            [CompletionResult]::new('--watch', '--watch', [CompletionResultType]::ParameterName, 'Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

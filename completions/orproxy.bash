@@ -387,7 +387,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys__subcmd__list)
-            opts="-h -V --json --store --help --version"
+            opts="-w -h -V --json --watch --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -81,6 +81,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
         &'orproxy;keys;list'= {
             cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
             cand --json 'Print a JSON array instead of a table'
+            cand -w 'Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits'
+            cand --watch 'Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'

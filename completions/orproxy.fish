@@ -71,6 +71,7 @@ complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_su
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -l json -d 'Print a JSON array instead of a table'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -s w -l watch -d 'Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from reactivate" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F

@@ -228,6 +228,10 @@ pub struct ListArgs {
     /// Print a JSON array instead of a table
     #[arg(long)]
     pub json: bool,
+
+    /// Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits
+    #[arg(long, short = 'w', conflicts_with = "json")]
+    pub watch: bool,
 }
 
 /// `orproxy keys reactivate`

@@ -14,3 +14,4 @@ mod pty;
 mod secrets;
 mod serve;
 mod stream;
+mod watch;
