@@ -290,7 +290,15 @@ impl DailyFile {
             if switching {
                 cleanup(&self.dir, today, self.retention_days);
             }
-            let file = open_append(&daily_path(&self.dir, self.kind, today))?;
+            let path = daily_path(&self.dir, self.kind, today);
+            let file = match open_append(&path) {
+                // The directory was removed while running: make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    create_private_dir(&self.dir)?;
+                    open_append(&path)?
+                }
+                other => other?,
+            };
             *open = Some((today, file));
         }
         let mut bytes = Vec::with_capacity(line.len() + 1);
@@ -469,6 +477,22 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_removed_directory_is_made_again_at_the_next_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let clock = Arc::new(FakeClock(Mutex::new(date("2026-03-14"))));
+        let file = DailyFile::new(&logs, "keys", 14, clock.clone());
+        file.write_line("first").unwrap();
+        fs::remove_dir_all(&logs).unwrap();
+        clock.set(date("2026-03-15"));
+        file.write_line("second").unwrap();
+        assert_eq!(
+            fs::read_to_string(logs.join("keys-2026-03-15.log")).unwrap(),
+            "second\n"
+        );
     }
 
     #[test]
