@@ -110,7 +110,6 @@ struct Record {
     pending_delay: Option<Duration>,
     upstream_time: Duration,
     waited: Duration,
-    ready_at: Option<Instant>,
     status: u16,
     first_byte: Option<Instant>,
     bytes: u64,
@@ -230,6 +229,23 @@ impl Ctx {
 }
 
 impl Record {
+    /// The response is ready to go: count it now (rather than when its body
+    /// ends), so a scrape right after a client got its answer sees it.
+    fn response_started(&mut self) {
+        let ready = Instant::now();
+        metrics().request(&self.route, self.status);
+        if self.proxied
+            && let Some(started) = self.started
+        {
+            let spent = ready.saturating_duration_since(started);
+            metrics().overhead(
+                spent
+                    .saturating_sub(self.upstream_time)
+                    .saturating_sub(self.waited),
+            );
+        }
+    }
+
     fn finish(&mut self) {
         let now = Instant::now();
         let started = self.started.unwrap_or(now);
@@ -259,17 +275,6 @@ impl Record {
             if self.log_bodies && self.proxied {
                 response_body = Some(body_value(body));
             }
-        }
-        metrics().request(&self.route, self.status);
-        if self.proxied
-            && let Some(ready) = self.ready_at
-        {
-            let spent = ready.saturating_duration_since(started);
-            metrics().overhead(
-                spent
-                    .saturating_sub(self.upstream_time)
-                    .saturating_sub(self.waited),
-            );
         }
         if self.quiet {
             return;
@@ -575,7 +580,10 @@ pub async fn middleware(
             // Handlers turn their errors into responses; this is only a
             // middleware's error, answered by actix outside of this one.
             let status = e.as_response_error().status_code().as_u16();
-            ctx.with(|r| r.status = status);
+            ctx.with(|r| {
+                r.status = status;
+                r.response_started();
+            });
             ctx.finish();
             return Err(e);
         }
@@ -592,7 +600,7 @@ pub async fn middleware(
     let mut guard = None;
     ctx.with(|r| {
         r.status = status;
-        r.ready_at = Some(Instant::now());
+        r.response_started();
         if sse {
             r.sse = Some(SseScan {
                 text: r.log_bodies.then(String::new),
