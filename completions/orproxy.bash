@@ -446,7 +446,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys__subcmd__list)
-            opts="-h -V --json --store --help --version"
+            opts="-w -h -V --json --watch --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -500,7 +500,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__serve)
-            opts="-h -V --host --port --upstream --max-attempts --max-failures --max-wait --workers --max-body --connect-timeout --headers-timeout --idle-timeout --shutdown-grace --reprobe-interval --referer --title --store --help --version"
+            opts="-h -V --host --port --upstream --max-attempts --max-failures --max-wait --workers --max-body --connect-timeout --headers-timeout --idle-timeout --shutdown-grace --reprobe-interval --referer --title --admin-token --client-token --allow-open --log-dir --log-retention-days --log-bodies --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -563,6 +563,22 @@ _orproxy() {
                     return 0
                     ;;
                 --title)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-retention-days)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -46,7 +46,13 @@ complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l shutdown-grace
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l reprobe-interval -d 'Seconds between background GET /key re-checks of a key disabled by failures (0: never)' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l referer -d 'HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l title -d 'X-Title sent to OpenRouter for app attribution, unless the client sent its own' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l admin-token -d 'Token that turns the admin API (/admin/keys) on; send it as `Authorization: Bearer TOKEN`. Prefer the environment variable: command lines are visible to other local users' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l client-token -d 'Only clients sending this bearer token may use /v1 and /metrics (repeatable; the environment variable is comma-separated). Without any, every token is accepted' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l log-dir -d 'Directory of the daily log files requests-, errors- and keys-YYYY-MM-DD.log [default: $XDG_STATE_HOME/orproxy/logs, i.e. ~/.local/state/orproxy/logs]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l log-retention-days -d 'Days the log files are kept; 0 keeps them forever (also from LOG_RETENTION_DAYS, as the original Node server read it) [default: 14]' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l allow-open -d 'Listen on a non-loopback address without client tokens: an open proxy that anyone who reaches it can use to spend your keys\' quota'
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l log-bodies -d 'Also write message contents (request bodies, non-streamed response bodies, streamed text) to the request log. Off by default: they are your users\' private data'
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and not __fish_seen_subcommand_from add list reactivate remove check help" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
@@ -67,6 +73,7 @@ complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_su
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -l json -d 'Print a JSON array instead of a table'
+complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -s w -l watch -d 'Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from reactivate" -l store -d 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r -F

@@ -143,6 +143,47 @@ pub struct ServeArgs {
         default_value = "orproxy"
     )]
     pub title: String,
+
+    /// Token that turns the admin API (/admin/keys) on; send it as `Authorization: Bearer TOKEN`.
+    /// Prefer the environment variable: command lines are visible to other local users
+    #[arg(
+        long,
+        env = "ORPROXY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Only clients sending this bearer token may use /v1 and /metrics (repeatable; the
+    /// environment variable is comma-separated). Without any, every token is accepted
+    #[arg(
+        long = "client-token",
+        env = "ORPROXY_CLIENT_TOKENS",
+        value_name = "TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub client_tokens: Vec<String>,
+
+    /// Listen on a non-loopback address without client tokens: an open proxy that anyone who
+    /// reaches it can use to spend your keys' quota
+    #[arg(long, env = "ORPROXY_ALLOW_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_open: bool,
+
+    /// Directory of the daily log files requests-, errors- and keys-YYYY-MM-DD.log
+    /// [default: $XDG_STATE_HOME/orproxy/logs, i.e. ~/.local/state/orproxy/logs]
+    #[arg(long, env = "ORPROXY_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+
+    /// Days the log files are kept; 0 keeps them forever (also from LOG_RETENTION_DAYS, as the
+    /// original Node server read it) [default: 14]
+    #[arg(long, env = "ORPROXY_LOG_RETENTION_DAYS", value_name = "DAYS")]
+    pub log_retention_days: Option<u32>,
+
+    /// Also write message contents (request bodies, non-streamed response bodies, streamed
+    /// text) to the request log. Off by default: they are your users' private data
+    #[arg(long, env = "ORPROXY_LOG_BODIES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub log_bodies: bool,
 }
 
 /// `orproxy keys`
@@ -214,6 +255,10 @@ pub struct ListArgs {
     /// Print a JSON array instead of a table
     #[arg(long)]
     pub json: bool,
+
+    /// Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits
+    #[arg(long, short = 'w', conflicts_with = "json")]
+    pub watch: bool,
 }
 
 /// `orproxy keys reactivate`

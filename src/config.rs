@@ -1,5 +1,7 @@
 //! Turning raw arguments and the environment into checked settings.
 
+use crate::logging::LogFiles;
+use crate::secret::BearerToken;
 use std::path::PathBuf;
 
 /// Why settings could not be worked out.
@@ -42,6 +44,35 @@ pub enum ServeConfigError {
     /// See [`ConfigError`].
     #[error(transparent)]
     Store(#[from] ConfigError),
+    /// A client or admin token cannot be used.
+    #[error("invalid {what}: {reason}")]
+    Token {
+        /// Which flag.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: crate::secret::KeyError,
+    },
+    /// A non-loopback address without client tokens and without --allow-open.
+    #[error(
+        "refusing to listen on {host}, which is not a loopback address, without client tokens: \
+         anyone who can reach it could use your OpenRouter keys and spend their quota. \
+         Require tokens with --client-token TOKEN (repeatable, or ORPROXY_CLIENT_TOKENS=tok1,tok2), \
+         listen on 127.0.0.1, or pass --allow-open if an open proxy is really what you want"
+    )]
+    OpenBind {
+        /// The --host given.
+        host: String,
+    },
+    /// `LOG_RETENTION_DAYS` is set but not a number of days.
+    #[error(
+        "invalid LOG_RETENTION_DAYS {0:?}: expected a whole number of days (0 keeps logs forever)"
+    )]
+    Retention(String),
+    /// No --log-dir and no state directory to default to.
+    #[error(
+        "cannot find a state directory for the logs: pass --log-dir DIR or set ORPROXY_LOG_DIR"
+    )]
+    NoStateDir,
 }
 
 /// Checked settings for `orproxy serve`.
@@ -80,6 +111,70 @@ pub struct ServeConfig {
     pub referer: String,
     /// Default X-Title.
     pub title: String,
+    /// The admin API's token (None: the admin API is off).
+    pub admin_token: Option<BearerToken>,
+    /// Tokens clients must send (empty: any token is accepted).
+    pub client_tokens: Vec<BearerToken>,
+    /// The daily log files.
+    pub log_files: LogFiles,
+    /// Log message contents too.
+    pub log_bodies: bool,
+}
+
+/// Legacy environment variables the original Node server read, looked up by
+/// the caller so that checking stays a pure function.
+#[derive(Debug, Clone, Default)]
+pub struct LegacyEnv {
+    /// `PORT`.
+    pub port: Option<String>,
+    /// `LOG_RETENTION_DAYS`.
+    pub log_retention_days: Option<String>,
+}
+
+impl LegacyEnv {
+    /// Read them from the process environment.
+    pub fn from_process() -> Self {
+        Self {
+            port: std::env::var("PORT").ok(),
+            log_retention_days: std::env::var("LOG_RETENTION_DAYS").ok(),
+        }
+    }
+}
+
+/// Days log files are kept unless configured otherwise.
+pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 14;
+
+/// The log directory: --log-dir / ORPROXY_LOG_DIR, else
+/// `$XDG_STATE_HOME/orproxy/logs` (the local data directory where there is no
+/// state directory, as on macOS).
+pub fn log_dir(flag: Option<PathBuf>) -> Result<PathBuf, ServeConfigError> {
+    if let Some(path) = flag {
+        return Ok(path);
+    }
+    dirs::state_dir()
+        .or_else(dirs::data_local_dir)
+        .map(|d| d.join("orproxy").join("logs"))
+        .ok_or(ServeConfigError::NoStateDir)
+}
+
+/// Whether `host` only ever means this machine: a loopback IP, `localhost`,
+/// or a name that resolves to loopback addresses only.
+pub fn is_loopback(host: &str) -> bool {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return ip.is_loopback();
+    }
+    if bare.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match (bare, 0).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 impl ServeConfig {
@@ -87,10 +182,10 @@ impl ServeConfig {
     pub fn from_args(
         store: Option<PathBuf>,
         args: &crate::cli::ServeArgs,
-        port_env: Option<String>,
+        legacy: LegacyEnv,
     ) -> Result<Self, ServeConfigError> {
         use std::time::Duration;
-        let port = match (args.port, port_env) {
+        let port = match (args.port, legacy.port) {
             (Some(p), _) => p,
             (None, Some(raw)) if !raw.trim().is_empty() => raw
                 .trim()
@@ -102,6 +197,33 @@ impl ServeConfig {
         if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
             return Err(ServeConfigError::Upstream(args.upstream.clone()));
         }
+        let token = |what, raw: &str| {
+            BearerToken::parse(raw.trim())
+                .map_err(|reason| ServeConfigError::Token { what, reason })
+        };
+        let admin_token = match args.admin_token.as_deref() {
+            Some(raw) if !raw.trim().is_empty() => Some(token("--admin-token", raw)?),
+            _ => None,
+        };
+        let client_tokens = args
+            .client_tokens
+            .iter()
+            .filter(|raw| !raw.trim().is_empty())
+            .map(|raw| token("--client-token", raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        if client_tokens.is_empty() && !args.allow_open && !is_loopback(&args.host) {
+            return Err(ServeConfigError::OpenBind {
+                host: args.host.clone(),
+            });
+        }
+        let retention_days = match (args.log_retention_days, legacy.log_retention_days) {
+            (Some(days), _) => days,
+            (None, Some(raw)) if !raw.trim().is_empty() => raw
+                .trim()
+                .parse()
+                .map_err(|_| ServeConfigError::Retention(raw.clone()))?,
+            _ => DEFAULT_LOG_RETENTION_DAYS,
+        };
         Ok(Self {
             store: store_path(store)?,
             host: args.host.clone(),
@@ -121,6 +243,13 @@ impl ServeConfig {
                 .then(|| Duration::from_secs(args.reprobe_interval)),
             referer: args.referer.clone(),
             title: args.title.clone(),
+            admin_token,
+            client_tokens,
+            log_files: LogFiles {
+                dir: log_dir(args.log_dir.clone())?,
+                retention_days,
+            },
+            log_bodies: args.log_bodies,
         })
     }
 }
@@ -150,6 +279,23 @@ pub fn parse_size(raw: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "192.168.1.10", "10.0.0.1"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
 
     #[test]
     fn sizes() {

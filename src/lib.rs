@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 /// Run a parsed command line.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    logging::install_panic_hook();
     match &cli.command {
         cli::Command::Keys(args) => {
             let store = store::Store::new(config::store_path(cli.store.clone())?);

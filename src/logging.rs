@@ -1,38 +1,519 @@
-//! Logging setup (flexi_logger). The level comes from `RUST_LOG` (default
-//! `info`); every line passes through key redaction.
+//! Logging setup (flexi_logger): the console, and the daily log files of
+//! `orproxy serve`.
+//!
+//! - Console (stderr): one readable line per event, at the level `RUST_LOG`
+//!   asks for (default `info`).
+//! - `requests-YYYY-MM-DD.log`: one JSON line per request, written through the
+//!   `{requests}` writer (see [`crate::server::request_log`]).
+//! - `errors-YYYY-MM-DD.log`: every warning and error, with where it happened.
+//! - `keys-YYYY-MM-DD.log`: every key event (target `orproxy::keys`).
+//!
+//! The files use the local date, switch at local midnight, and files of these
+//! three kinds older than the retention are deleted at start and at every
+//! switch. flexi_logger's own file writer names rotated files its own way, so
+//! the files are written by [`DailyFile`], a small [`LogWriter`]. The file
+//! writes do not depend on `RUST_LOG`: quietening the console never loses a
+//! warning or a key event from the files. Every line, everywhere, passes
+//! through [`redact`], so no `sk-or-…` key is ever written in full.
 
-use flexi_logger::{DeferredNow, Logger, WriteMode};
-use log::Record;
+use crate::secret::redact;
+use chrono::{DateTime, Local, NaiveDate, TimeDelta};
+use flexi_logger::writers::LogWriter;
+use flexi_logger::{DeferredNow, LogSpecBuilder, LogSpecification, Logger, WriteMode};
+use log::{Level, LevelFilter, Record};
+use std::cell::Cell;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// Console logging on stderr, one line per event.
-pub fn init_console() {
-    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info, actix_server=warn".to_owned());
-    let logger = Logger::try_with_str(&spec)
-        .or_else(|_| Logger::try_with_str("info"))
-        .map(|l| l.format(line).write_mode(WriteMode::Direct).log_to_stderr());
-    if let Ok(logger) = logger
-        && let Ok(handle) = logger.start()
-    {
-        // Keep the logger alive for the life of the process.
-        std::mem::forget(handle);
+/// The flexi_logger writer target of the request log: `log::info!(target:
+/// REQUESTS_TARGET, ...)` writes one line to `requests-YYYY-MM-DD.log` only.
+pub const REQUESTS_TARGET: &str = "{requests}";
+/// The log target of key events: console and `keys-YYYY-MM-DD.log`.
+pub const KEYS_TARGET: &str = "orproxy::keys";
+/// The kinds of daily files, which are also their name prefixes.
+pub const KINDS: [&str; 3] = ["requests", "errors", "keys"];
+/// The console's level when `RUST_LOG` is not set.
+const DEFAULT_SPEC: &str = "info, actix_server=warn";
+
+/// Where and how long the log files are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFiles {
+    /// The directory holding the daily files.
+    pub dir: PathBuf,
+    /// Files older than this many days are deleted; 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The log directory could not be created or used.
+    #[error(
+        "cannot use the log directory {path}: {source} (choose another with --log-dir or ORPROXY_LOG_DIR)"
+    )]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// flexi_logger refused to start.
+    #[error("cannot start logging: {0}")]
+    Start(#[from] flexi_logger::FlexiLoggerError),
+}
+
+/// The date the daily files are named after. Injected so that tests can
+/// move through midnight.
+pub trait Clock: Send + Sync {
+    /// Today, in the local time zone.
+    fn today(&self) -> NaiveDate;
+}
+
+/// The system clock in the local time zone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalClock;
+
+impl Clock for LocalClock {
+    fn today(&self) -> NaiveDate {
+        Local::now().date_naive()
     }
 }
 
-fn line(
-    w: &mut dyn std::io::Write,
-    now: &mut DeferredNow,
-    record: &Record<'_>,
-) -> std::io::Result<()> {
-    let target = record
-        .target()
-        .strip_prefix("orproxy::")
-        .unwrap_or(record.target());
-    write!(
-        w,
-        "{} {:<5} {:<8} {}",
-        now.format("%Y-%m-%dT%H:%M:%S%.3f%:z"),
-        record.level(),
-        target,
-        crate::secret::redact(&record.args().to_string())
-    )
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Set while this thread is inside one of our writers, so that a panic
+    /// there is not logged through the same (locked) writer again.
+    static IN_WRITER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Start logging for `orproxy serve`: the console plus the three daily files
+/// in `files.dir` (created 0700; files are 0600). Old files are cleaned up
+/// before the first line is written.
+pub fn init_server(files: &LogFiles) -> Result<(), LogError> {
+    create_private_dir(&files.dir).map_err(|source| LogError::Dir {
+        path: files.dir.clone(),
+        source,
+    })?;
+    let clock: Arc<dyn Clock> = Arc::new(LocalClock);
+    let removed = cleanup(&files.dir, clock.today(), files.retention_days);
+    let daily = |kind| DailyFile::new(&files.dir, kind, files.retention_days, clock.clone());
+    let console = console_spec();
+    let router = Router {
+        console: console.clone(),
+        errors: daily("errors"),
+        keys: daily("keys"),
+    };
+    let handle = Logger::with(file_spec(&console))
+        .log_to_writer(Box::new(router))
+        .add_writer("requests", Box::new(RequestsWriter(daily("requests"))))
+        .write_mode(WriteMode::Direct)
+        .start()?;
+    // Keep the logger alive for the life of the process.
+    std::mem::forget(handle);
+    STARTED.store(true, Ordering::SeqCst);
+    for path in removed {
+        log::info!("removed the old log file {}", path.display());
+    }
+    Ok(())
+}
+
+/// The console's specification: `RUST_LOG`, else `info`.
+fn console_spec() -> LogSpecification {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| LogSpecification::parse(s).ok())
+        .or_else(|| LogSpecification::parse(DEFAULT_SPEC).ok())
+        .unwrap_or_else(LogSpecification::info)
+}
+
+/// What the logger lets through: the console's specification, widened so
+/// that warnings and errors (for the errors file) and key events (for the
+/// keys file) are never filtered out before they reach the files.
+fn file_spec(console: &LogSpecification) -> LogSpecification {
+    let mut builder = LogSpecBuilder::from_module_filters(console.module_filters());
+    let mut has_default = false;
+    for filter in console.module_filters() {
+        let level = filter.level_filter.max(LevelFilter::Warn);
+        match &filter.module_name {
+            Some(name) => builder.module(name, level),
+            None => {
+                has_default = true;
+                builder.default(level)
+            }
+        };
+    }
+    if !has_default {
+        builder.default(LevelFilter::Warn);
+    }
+    let keys_level = [Level::Trace, Level::Debug, Level::Info]
+        .into_iter()
+        .find(|l| console.enabled(*l, KEYS_TARGET))
+        .map_or(LevelFilter::Info, |l| l.to_level_filter());
+    builder.module(KEYS_TARGET, keys_level);
+    builder.build()
+}
+
+/// Log a panic (its message redacted) instead of letting the default hook
+/// print it: a panic message may quote a key. Installed for every command.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned());
+        let thread = std::thread::current();
+        let message = redact(&format!(
+            "thread '{}' panicked{location}: {payload}",
+            thread.name().unwrap_or("<unnamed>")
+        ));
+        if STARTED.load(Ordering::SeqCst) && !IN_WRITER.with(Cell::get) {
+            log::error!(target: "orproxy::panic", "{message}");
+        } else {
+            eprintln!("orproxy: {message}");
+        }
+    }));
+}
+
+/// The primary writer: the console (filtered by `RUST_LOG`), warnings and
+/// errors into the errors file, key events into the keys file.
+struct Router {
+    console: LogSpecification,
+    errors: DailyFile,
+    keys: DailyFile,
+}
+
+impl LogWriter for Router {
+    fn write(&self, now: &mut DeferredNow, record: &Record<'_>) -> io::Result<()> {
+        let _guard = WriterGuard::enter();
+        let message = redact(&record.args().to_string());
+        let time = now.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string();
+        let short = short_target(record.target());
+        if self.console.enabled(record.level(), record.target()) {
+            let line = format!("{time} {:<5} {short:<8} {message}\n", record.level());
+            let _ = io::stderr().lock().write_all(line.as_bytes());
+        }
+        if record.level() <= Level::Warn {
+            let line = format!("{time} {:<5} {short}: {message}", record.level());
+            self.errors.write_line(&line)?;
+        }
+        if record.target() == KEYS_TARGET {
+            let line = format!("{time} {:<5} {message}", record.level());
+            self.keys.write_line(&line)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+/// `orproxy::server::state` → `server::state`, `orproxy::keys` → `keys`.
+fn short_target(target: &str) -> &str {
+    target.strip_prefix("orproxy::").unwrap_or(target)
+}
+
+/// The `{requests}` writer: each record is one JSON line.
+struct RequestsWriter(DailyFile);
+
+impl LogWriter for RequestsWriter {
+    fn write(&self, _now: &mut DeferredNow, record: &Record<'_>) -> io::Result<()> {
+        let _guard = WriterGuard::enter();
+        self.0.write_line(&redact(&record.args().to_string()))
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn max_log_level(&self) -> LevelFilter {
+        LevelFilter::Info
+    }
+}
+
+struct WriterGuard(bool);
+
+impl WriterGuard {
+    fn enter() -> Self {
+        Self(IN_WRITER.with(|w| w.replace(true)))
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        IN_WRITER.with(|w| w.set(self.0));
+    }
+}
+
+/// One kind of daily file: `<dir>/<kind>-YYYY-MM-DD.log`, switched when the
+/// clock's date changes; each switch also deletes old files.
+pub struct DailyFile {
+    dir: PathBuf,
+    kind: &'static str,
+    retention_days: u32,
+    clock: Arc<dyn Clock>,
+    open: Mutex<Option<(NaiveDate, File)>>,
+}
+
+impl DailyFile {
+    /// A daily file of `kind` in `dir`; nothing is opened until the first line.
+    pub fn new(dir: &Path, kind: &'static str, retention_days: u32, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            kind,
+            retention_days,
+            clock,
+            open: Mutex::new(None),
+        }
+    }
+
+    /// Append one line (a newline is added) to today's file.
+    pub fn write_line(&self, line: &str) -> io::Result<()> {
+        let today = self.clock.today();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.as_ref().is_none_or(|(date, _)| *date != today) {
+            // A new day (or the first line): the old file is closed, and
+            // files that are now too old go.
+            let switching = open.is_some();
+            *open = None;
+            if switching {
+                cleanup(&self.dir, today, self.retention_days);
+            }
+            let path = daily_path(&self.dir, self.kind, today);
+            let file = match open_append(&path) {
+                // The directory was removed while running: make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    create_private_dir(&self.dir)?;
+                    open_append(&path)?
+                }
+                other => other?,
+            };
+            *open = Some((today, file));
+        }
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        match open.as_mut() {
+            // One write per line on an O_APPEND file: lines never interleave.
+            Some((_, file)) => file.write_all(&bytes),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `<dir>/<kind>-YYYY-MM-DD.log`.
+pub fn daily_path(dir: &Path, kind: &str, date: NaiveDate) -> PathBuf {
+    dir.join(format!("{kind}-{}.log", date.format("%Y-%m-%d")))
+}
+
+/// The kind and date of a daily file name, if it is one of ours.
+fn parse_daily_name(name: &str) -> Option<(&'static str, NaiveDate)> {
+    let stem = name.strip_suffix(".log")?;
+    KINDS.into_iter().find_map(|kind| {
+        let date = stem.strip_prefix(kind)?.strip_prefix('-')?;
+        (date.len() == 10)
+            .then(|| NaiveDate::parse_from_str(date, "%Y-%m-%d").ok())
+            .flatten()
+            .map(|d| (kind, d))
+    })
+}
+
+/// Delete the daily files in `dir` dated more than `retention_days` days
+/// before `today` (none when `retention_days` is 0). Other files are never
+/// touched. Returns the deleted paths.
+pub fn cleanup(dir: &Path, today: NaiveDate, retention_days: u32) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    if retention_days == 0 {
+        return removed;
+    }
+    let Some(oldest_kept) = today.checked_sub_signed(TimeDelta::days(i64::from(retention_days)))
+    else {
+        return removed;
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((_, date)) = name.to_str().and_then(parse_daily_name) else {
+            continue;
+        };
+        if date < oldest_kept && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let path = entry.path();
+            if fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+    }
+    removed.sort();
+    removed
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Create `dir` (and parents) with mode 0700 when it does not exist yet.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Now, in the local time zone, as the log files write it.
+pub fn local_now() -> DateTime<Local> {
+    Local::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeClock(Mutex<NaiveDate>);
+
+    impl FakeClock {
+        fn set(&self, d: NaiveDate) {
+            *self.0.lock().unwrap() = d;
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn today(&self) -> NaiveDate {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn date(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn names_are_kind_dash_local_date() {
+        assert_eq!(
+            daily_path(Path::new("/x"), "requests", date("2026-03-07")),
+            Path::new("/x/requests-2026-03-07.log")
+        );
+        assert_eq!(
+            parse_daily_name("errors-2026-03-07.log"),
+            Some(("errors", date("2026-03-07")))
+        );
+        assert_eq!(parse_daily_name("errors-2026-3-7.log"), None);
+        assert_eq!(parse_daily_name("other-2026-03-07.log"), None);
+        assert_eq!(parse_daily_name("keys-2026-03-07.log.gz"), None);
+        assert_eq!(parse_daily_name("requests2026-03-07.log"), None);
+    }
+
+    #[test]
+    fn switches_file_at_midnight_and_cleans_up_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FakeClock(Mutex::new(date("2026-03-14"))));
+        for old in [
+            "requests-2026-02-28.log", // 15 days before the 15th: goes at the switch
+            "errors-2026-03-01.log",   // 14 days before the 15th: kept
+            "keys-2020-01-01.log",
+            "notes-2020-01-01.log", // not ours
+            "requests-latest.log",  // not ours
+        ] {
+            fs::write(dir.path().join(old), "old\n").unwrap();
+        }
+        let file = DailyFile::new(dir.path(), "requests", 14, clock.clone());
+        file.write_line("one").unwrap();
+        file.write_line("two").unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("requests-2026-03-14.log")).unwrap(),
+            "one\ntwo\n"
+        );
+        // Nothing is cleaned before the first switch (the server cleans at start).
+        assert!(dir.path().join("keys-2020-01-01.log").exists());
+
+        clock.set(date("2026-03-15"));
+        file.write_line("three").unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("requests-2026-03-15.log")).unwrap(),
+            "three\n"
+        );
+        assert_eq!(
+            names(dir.path()),
+            [
+                "errors-2026-03-01.log",
+                "notes-2020-01-01.log",
+                "requests-2026-03-14.log",
+                "requests-2026-03-15.log",
+                "requests-latest.log",
+            ]
+        );
+        let mode = fs::metadata(dir.path().join("requests-2026-03-15.log"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_removed_directory_is_made_again_at_the_next_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let clock = Arc::new(FakeClock(Mutex::new(date("2026-03-14"))));
+        let file = DailyFile::new(&logs, "keys", 14, clock.clone());
+        file.write_line("first").unwrap();
+        fs::remove_dir_all(&logs).unwrap();
+        clock.set(date("2026-03-15"));
+        file.write_line("second").unwrap();
+        assert_eq!(
+            fs::read_to_string(logs.join("keys-2026-03-15.log")).unwrap(),
+            "second\n"
+        );
+    }
+
+    #[test]
+    fn zero_retention_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("keys-2000-01-01.log"), "").unwrap();
+        assert!(cleanup(dir.path(), date("2026-01-01"), 0).is_empty());
+        let removed = cleanup(dir.path(), date("2026-01-01"), 1);
+        assert_eq!(removed, [dir.path().join("keys-2000-01-01.log")]);
+    }
+
+    #[test]
+    fn file_spec_never_hides_warnings_or_key_events() {
+        let console = LogSpecification::parse("error, actix_server=off").unwrap();
+        let spec = file_spec(&console);
+        assert!(spec.enabled(Level::Warn, "orproxy::server::state"));
+        assert!(spec.enabled(Level::Warn, "actix_server::worker"));
+        assert!(spec.enabled(Level::Info, KEYS_TARGET));
+        assert!(!spec.enabled(Level::Info, "orproxy::requests"));
+        let verbose = file_spec(&LogSpecification::parse("debug").unwrap());
+        assert!(verbose.enabled(Level::Debug, "orproxy::requests"));
+        assert!(verbose.enabled(Level::Debug, KEYS_TARGET));
+    }
 }

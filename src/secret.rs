@@ -93,6 +93,30 @@ impl fmt::Display for ApiKey {
     }
 }
 
+/// A bearer token a client or the admin sends to orproxy (a client token or
+/// the admin token). `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// Check a configured token: not empty, no whitespace or control
+    /// characters (it could not be sent in a header).
+    pub fn parse(raw: &str) -> Result<Self, KeyError> {
+        ApiKey::parse(raw).map(|k| Self(k.0))
+    }
+
+    /// The token itself, for comparisons only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken(…)")
+    }
+}
+
 /// Mask any key-like string: keep a known prefix and the last four characters.
 pub fn mask(raw: &str) -> String {
     let prefix = ["sk-or-v1-", "sk-or-", "sk-"]

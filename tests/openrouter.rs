@@ -328,17 +328,19 @@ fn an_error_inside_a_200_body_is_retried_on_another_key() {
 fn keys_disabled_by_failures_are_rechecked_and_come_back() {
     let (env, fake, server) = setup(2, &["--max-failures", "1", "--reprobe-interval", "1"]);
     fake.push(&key(1), Reply::server_error(500));
+    // While OpenRouter still fails for key 1, re-checks leave it disabled.
+    fake.set_key_info(&key(1), KeyInfoReply::Custom(Reply::server_error(503)));
     fake.set_key_info(&key(2), KeyInfoReply::Invalid);
     fake.push(&key(2), Reply::unauthorized());
     let r = chat(&server, &json!({"model": PAID}));
     // Key 1 failed (disabled at 1 failure), key 2 answered 401 (disabled):
     // the upstream's last answer reaches the client.
     assert!(r.status == 401 || r.status == 500, "{}", r.text());
-    wait_until("the re-check", T, || {
-        server
-            .log()
-            .contains(&format!("re-checked disabled key {}", key_id(&key(1))))
-    });
+    let rechecked = format!("re-checked disabled key {}", key_id(&key(1)));
+    wait_until("a failed re-check", T, || server.log().contains(&rechecked));
+    assert_eq!(chat(&server, &json!({"model": PAID})).status, 503);
+    // OpenRouter answers again: the next re-check brings the key back.
+    fake.set_key_info(&key(1), KeyInfoReply::Ok(key_info("user_a", 0, 1000)));
     wait_until("key 1 back after a healthy GET /key", T, || {
         env.list_json()[0]["status"] == "active" && env.list_json()[0]["failures_total"] == 1
     });

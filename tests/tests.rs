@@ -3,11 +3,17 @@
 
 mod common;
 
+mod access;
+mod admin;
 mod clients;
 mod generate;
 mod keys;
 mod lifecycle;
+mod logs;
+mod metrics;
 mod openrouter;
 mod pty;
+mod secrets;
 mod serve;
 mod stream;
+mod watch;

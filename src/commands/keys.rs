@@ -224,6 +224,9 @@ enum Verified {
 }
 
 fn list(store: &Store, args: &ListArgs) -> anyhow::Result<ExitCode> {
+    if args.watch {
+        return super::watch::run(store);
+    }
     let file = store.load()?;
     let now = Utc::now();
     if args.json {

@@ -3,3 +3,4 @@
 pub mod generate;
 pub mod keys;
 pub mod serve;
+pub mod watch;

@@ -1,7 +1,7 @@
 //! `orproxy serve`: check settings, prepare the store, run the server.
 
 use crate::cli::ServeArgs;
-use crate::config::ServeConfig;
+use crate::config::{LegacyEnv, ServeConfig};
 use crate::secret::ApiKey;
 use crate::store::{Store, ops};
 use anyhow::Context;
@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 /// Run the proxy until SIGINT/SIGTERM.
 pub fn run(store_flag: Option<PathBuf>, args: &ServeArgs) -> anyhow::Result<()> {
-    let config = ServeConfig::from_args(store_flag, args, std::env::var("PORT").ok())?;
-    crate::logging::init_console();
+    let config = ServeConfig::from_args(store_flag, args, LegacyEnv::from_process())?;
+    crate::logging::init_server(&config.log_files)?;
     let store = Store::new(&config.store);
     let env_keys = std::env::var("OPENROUTER_API_KEYS").unwrap_or_default();
     let file = if env_keys.trim().is_empty() {

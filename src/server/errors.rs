@@ -100,7 +100,8 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         json!({
             "error": {
-                "message": self.message,
+                // Messages may quote what the client sent: never a full key.
+                "message": crate::secret::redact(&self.message),
                 "type": self.kind,
                 "param": null,
                 "code": self.code,

@@ -1,10 +1,14 @@
 //! The actix-web server: routes, the proxy handler, health, and the state
 //! writer that runs beside them.
 
+pub mod admin;
+pub mod auth;
 pub mod disconnect;
 pub mod errors;
+pub mod metrics;
 pub mod proxy;
 pub mod relay;
+pub mod request_log;
 pub mod state;
 
 use crate::config::ServeConfig;
@@ -49,17 +53,33 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
     let addr = format!("{}:{}", config.host, config.port);
     let data = shared.clone();
     let (connect_timeout, headers_timeout) = (config.connect_timeout, config.headers_timeout);
+    let access = web::Data::new(auth::Access::new(
+        config.admin_token.as_ref(),
+        &config.client_tokens,
+    ));
+    let scrape = web::Data::new(metrics::Scrape(metrics::registry(
+        shared.clone().into_inner(),
+    )));
     let mut server = HttpServer::new(move || {
+        use actix_web::middleware::from_fn;
         App::new()
             .app_data(data.clone())
+            .app_data(access.clone())
+            .app_data(scrape.clone())
             .app_data(web::Data::new(proxy::UpstreamClient::new(
                 connect_timeout,
                 headers_timeout,
             )))
             .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics::handle))
+            .service(admin::scope())
             .route("/v1/{tail:.*}", web::to(proxy::handle))
             .route("/api/v1/{tail:.*}", web::to(proxy::handle))
             .default_service(web::to(not_found))
+            // The last wrap is the outermost: every request is logged,
+            // including the ones the token check turns away.
+            .wrap(from_fn(auth::clients))
+            .wrap(from_fn(request_log::middleware))
     })
     .on_connect(disconnect::on_connect)
     .shutdown_timeout(config.shutdown_grace.as_secs())
@@ -81,12 +101,26 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
         .map_or_else(|| addr.clone(), ToString::to_string);
     let counts = shared.counts(Utc::now());
     println!(
-        "orproxy listening on http://{bound}/v1 | store {} | upstream {} | keys: {} active, {} cooling, {} disabled",
+        "orproxy listening on http://{bound}/v1 | store {} | upstream {} | keys: {} active, {} cooling, {} disabled | logs {}",
         shared.store.path().display(),
         config.upstream,
         counts.active,
         counts.cooling,
-        counts.disabled
+        counts.disabled,
+        config.log_files.dir.display()
+    );
+    println!(
+        "access: {} | admin API: {} | metrics: http://{bound}/metrics",
+        match config.client_tokens.len() {
+            0 => "any bearer token (no --client-token)".to_owned(),
+            1 => "1 client token".to_owned(),
+            n => format!("{n} client tokens"),
+        },
+        if config.admin_token.is_some() {
+            "on at /admin/keys"
+        } else {
+            "off (no --admin-token)"
+        }
     );
     if counts.active + counts.cooling == 0 {
         println!(

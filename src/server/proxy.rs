@@ -161,6 +161,7 @@ pub async fn handle(
     } else {
         (None, false)
     };
+    super::request_log::current().request(model.as_deref(), stream, &body);
     let mut url = format!("{}/{}", shared.config.upstream, tail);
     if let Some(q) = req.uri().query() {
         url.push('?');
@@ -199,20 +200,7 @@ pub async fn handle(
         }
         result = run_attempts(&shared, &upstream.client, &request, started) => result,
     };
-    let status = match &result {
-        Ok(res) => res.status().as_u16(),
-        Err(e) => e.status.as_u16(),
-    };
-    log::info!(
-        target: "orproxy::requests",
-        "{} {} model={} stream={} -> {} in {} ms",
-        request.method,
-        path,
-        request.model.as_deref().unwrap_or("-"),
-        stream,
-        status,
-        started.elapsed().as_millis()
-    );
+    // The request's log line is written by `request_log` once the body is sent.
     result
 }
 
@@ -383,6 +371,7 @@ async fn wait_for_key(
     deadline: Instant,
     request: &Outgoing,
 ) -> Result<Option<(String, ApiKey)>, ApiError> {
+    let mut waited = super::metrics::KeyWait::default();
     loop {
         // Register for wake-ups before looking, so none is missed.
         let notified = shared.changed.notified();
@@ -420,6 +409,7 @@ async fn wait_for_key(
                         all_cooling(soonest, now, cooling, disabled)
                     });
                 }
+                waited.waiting();
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = &mut notified => {}
@@ -523,8 +513,30 @@ fn all_cooling(
     err
 }
 
-/// One upstream attempt with `key` (or none), and what to do next.
+/// One upstream attempt, recorded in the request log and metrics.
 async fn attempt(
+    shared: &Shared,
+    client: &awc::Client,
+    request: &Outgoing,
+    key: Option<(&str, &ApiKey)>,
+    attempt_no: u32,
+) -> Next {
+    let log = super::request_log::current();
+    let started = Instant::now();
+    let next = attempt_once(shared, client, request, key, attempt_no).await;
+    let (status, error, delay) = match &next {
+        Next::Respond(res) => (Some(res.status().as_u16()), None, None),
+        Next::Retry { delay, fallback } => match fallback {
+            Fallback::Upstream(res) => (Some(res.status().as_u16()), None, Some(*delay)),
+            Fallback::Error(e) => (None, Some((e.code, e.message.as_str())), Some(*delay)),
+        },
+    };
+    log.attempt(key.map(|k| k.0), status, error, delay, started.elapsed());
+    next
+}
+
+/// One upstream attempt with `key` (or none), and what to do next.
+async fn attempt_once(
     shared: &Shared,
     client: &awc::Client,
     request: &Outgoing,
@@ -683,6 +695,7 @@ async fn attempt(
                 return builder.body(prefix);
             }
             let key_for_log = key_id.clone();
+            let log = super::request_log::current();
             builder.streaming(relay::relay(
                 prefix,
                 rest,
@@ -694,6 +707,7 @@ async fn attempt(
                 },
                 super::disconnect::closed(&request.req),
                 Box::new(move |end: relay::End| {
+                    log.stream_end(&end);
                     let key = key_for_log.as_deref().unwrap_or("-");
                     match end {
                         relay::End::Complete => {}
@@ -711,6 +725,7 @@ async fn attempt(
         };
 
     let reason = verdict.reason();
+    super::request_log::current().verdict(reason);
     // The upstream's own wait hint, for its answer if it goes to the client.
     let hint = match &verdict {
         Verdict::ModelCapacity { retry_after } | Verdict::ProviderLimited { retry_after } => {

@@ -126,6 +126,14 @@ impl Shared {
         self.pool().len()
     }
 
+    /// Every key's ID and status at `now`, in pool order (for metrics).
+    pub fn key_statuses(&self, now: DateTime<Utc>) -> Vec<(String, crate::pool::state::Status)> {
+        self.pool()
+            .keys()
+            .map(|k| (k.id.clone(), k.state.status(now)))
+            .collect()
+    }
+
     /// Once a second: end expired cooldowns, wake waiters for recovered keys.
     pub fn tick(&self, now: DateTime<Utc>) {
         let events = self.pool().tick(now);
@@ -186,6 +194,7 @@ fn report_store_error(state: &mut SyncState, e: &StoreError) {
 
 /// Log key events, one line each.
 pub fn log_events(events: &[Event]) {
+    super::metrics::metrics().key_events(events);
     for event in events {
         match event {
             Event::CooldownStarted { id, until, reason } => log::info!(

@@ -149,6 +149,8 @@ pub struct Server {
     pub base: String,
     pub stdout_first_line: String,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Everything on stdout after the first line.
+    pub stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Env {
@@ -178,13 +180,18 @@ impl Env {
             }
         });
         let (tx, rx) = std::sync::mpsc::channel();
+        let rest = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let rest2 = rest.clone();
         std::thread::spawn(move || {
             let mut lines = std::io::BufReader::new(stdout).lines();
             if let Some(Ok(first)) = lines.next() {
                 let _ = tx.send(first);
             }
             // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
+            for line in lines {
+                let Ok(line) = line else { break };
+                rest2.lock().unwrap().push_str(&(line + "\n"));
+            }
         });
         let first = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
             Ok(line) => line,
@@ -204,6 +211,7 @@ impl Env {
             base: format!("http://{addr}"),
             stdout_first_line: first,
             stderr: log,
+            stdout: rest,
         }
     }
 }

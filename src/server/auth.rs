@@ -1,0 +1,256 @@
+//! Who may use the server: client tokens for the proxy (and `/metrics`), the
+//! admin token for `/admin`. Tokens are compared in constant time, as
+//! SHA-256 digests so that not even their length shows in the timing.
+
+use super::errors::ApiError;
+use crate::secret::BearerToken;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::middleware::Next;
+use actix_web::{Error, ResponseError, web};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The configured tokens, as digests.
+#[derive(Clone, Default)]
+pub struct Access {
+    admin: Option<[u8; 32]>,
+    clients: Vec<[u8; 32]>,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The bearer token of a request, if it sent one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether `presented` is one of `allowed`, without stopping at the first
+/// match or mismatch.
+fn matches_any(presented: &str, allowed: &[[u8; 32]]) -> bool {
+    let presented = digest(presented);
+    let mut found = subtle::Choice::from(0);
+    for token in allowed {
+        found |= presented.ct_eq(token);
+    }
+    found.into()
+}
+
+impl Access {
+    /// From the configured tokens.
+    pub fn new(admin: Option<&BearerToken>, clients: &[BearerToken]) -> Self {
+        Self {
+            admin: admin.map(|t| digest(t.expose())),
+            clients: clients.iter().map(|t| digest(t.expose())).collect(),
+        }
+    }
+
+    /// Whether client tokens are required.
+    pub fn clients_restricted(&self) -> bool {
+        !self.clients.is_empty()
+    }
+
+    /// Whether the admin API is on.
+    pub fn admin_enabled(&self) -> bool {
+        self.admin.is_some()
+    }
+
+    /// May this request use the proxy? Any token when no client tokens are
+    /// configured; otherwise one of them. `/metrics` also takes the admin token.
+    pub fn check_client(&self, headers: &HeaderMap, admin_ok: bool) -> Result<(), ApiError> {
+        if self.clients.is_empty() {
+            return Ok(());
+        }
+        let Some(token) = bearer(headers) else {
+            return Err(unauthorized(
+                "invalid_api_key",
+                "You didn't provide an API key. This orproxy requires one of its client tokens \
+                 as `Authorization: Bearer TOKEN`.",
+            ));
+        };
+        let admin = admin_ok && self.admin.is_some_and(|a| matches_any(token, &[a]));
+        if matches_any(token, &self.clients) || admin {
+            Ok(())
+        } else {
+            Err(unauthorized(
+                "invalid_api_key",
+                "Incorrect API key provided. This orproxy accepts only its configured client \
+                 tokens (--client-token / ORPROXY_CLIENT_TOKENS); the OpenRouter keys stay on the \
+                 server.",
+            ))
+        }
+    }
+
+    /// May this request use the admin API?
+    pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(admin) = self.admin else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "admin_api_disabled",
+                "The admin API is off. Turn it on by starting `orproxy serve` with \
+                 --admin-token TOKEN (or ORPROXY_ADMIN_TOKEN=TOKEN, which keeps it out of the \
+                 process list), then send `Authorization: Bearer TOKEN`.",
+            ));
+        };
+        match bearer(headers) {
+            None => Err(unauthorized(
+                "missing_admin_token",
+                "The admin API needs the admin token (--admin-token / ORPROXY_ADMIN_TOKEN) as \
+                 `Authorization: Bearer TOKEN`.",
+            )),
+            Some(token) if matches_any(token, &[admin]) => Ok(()),
+            Some(_) => Err(unauthorized(
+                "invalid_admin_token",
+                "The admin token is not correct.",
+            )),
+        }
+    }
+}
+
+fn unauthorized(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        code,
+        message,
+    )
+}
+
+fn access(req: &ServiceRequest) -> Access {
+    req.app_data::<web::Data<Access>>()
+        .map(|a| a.get_ref().clone())
+        .unwrap_or_default()
+}
+
+/// Answer `req` with `err` instead of calling the service.
+fn reject<B>(
+    req: ServiceRequest,
+    err: &ApiError,
+) -> ServiceResponse<actix_web::body::EitherBody<B>> {
+    let mut res = err.error_response();
+    if err.status == StatusCode::UNAUTHORIZED {
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"orproxy\""),
+        );
+    }
+    req.into_response(res).map_into_right_body()
+}
+
+/// Middleware for everything but `/health` and `/admin`: client tokens,
+/// when configured.
+pub async fn clients(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let path = req.path();
+    let open = path == "/health" || path == "/admin" || path.starts_with("/admin/");
+    if !open && let Err(e) = access(&req).check_client(req.headers(), path == "/metrics") {
+        return Ok(reject(req, &e));
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// Middleware for `/admin`: the admin token.
+pub async fn admin(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    if let Err(e) = access(&req).check_admin(req.headers()) {
+        return Ok(reject(req, &e));
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::HeaderValue;
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        }
+        h
+    }
+
+    fn tok(s: &str) -> BearerToken {
+        BearerToken::parse(s).unwrap()
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(&headers(Some("Bearer abc"))), Some("abc"));
+        assert_eq!(bearer(&headers(Some("bearer   abc "))), Some("abc"));
+        assert_eq!(bearer(&headers(Some("Basic abc"))), None);
+        assert_eq!(bearer(&headers(Some("Bearer"))), None);
+        assert_eq!(bearer(&headers(None)), None);
+    }
+
+    #[test]
+    fn clients_open_without_tokens_and_checked_with_them() {
+        let open = Access::new(None, &[]);
+        assert!(open.check_client(&headers(None), false).is_ok());
+        let access = Access::new(Some(&tok("admin-secret")), &[tok("one"), tok("two")]);
+        assert!(
+            access
+                .check_client(&headers(Some("Bearer two")), false)
+                .is_ok()
+        );
+        assert!(
+            access
+                .check_client(&headers(Some("Bearer one")), false)
+                .is_ok()
+        );
+        let e = access
+            .check_client(&headers(Some("Bearer three")), false)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(e.code, "invalid_api_key");
+        assert!(access.check_client(&headers(None), false).is_err());
+        assert!(
+            access
+                .check_client(&headers(Some("Bearer admin-secret")), false)
+                .is_err()
+        );
+        assert!(
+            access
+                .check_client(&headers(Some("Bearer admin-secret")), true)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn admin_off_wrong_and_right() {
+        let off = Access::new(None, &[]);
+        let e = off.check_admin(&headers(Some("Bearer x"))).unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert!(e.message.contains("--admin-token"));
+        let on = Access::new(Some(&tok("s3cret-admin")), &[]);
+        assert_eq!(
+            on.check_admin(&headers(None)).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            on.check_admin(&headers(Some("Bearer s3cret")))
+                .unwrap_err()
+                .code,
+            "invalid_admin_token"
+        );
+        assert!(
+            on.check_admin(&headers(Some("Bearer s3cret-admin")))
+                .is_ok()
+        );
+    }
+}

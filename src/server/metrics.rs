@@ -1,0 +1,335 @@
+//! `GET /metrics`: Prometheus text format (0.0.4), built with
+//! `prometheus-client`.
+//!
+//! Counters and histograms live in one process-wide [`Metrics`] so that any
+//! part of the server can record into it; the per-key series are read from
+//! the pool at scrape time by [`KeyCollector`]. Nothing here ever holds a
+//! key: keys are labelled by their ID.
+
+use super::state::Shared;
+use crate::pool::Event;
+use crate::pool::state::Status;
+use actix_web::{HttpResponse, web};
+use chrono::Utc;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+/// Labels of `orproxy_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route, e.g. `/v1/chat/completions` (also for `/api/v1/...`).
+    pub route: String,
+    /// The HTTP status sent to the client.
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
+}
+
+/// Every counter, gauge and histogram orproxy keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    attempts: Family<VerdictLabels, Counter>,
+    retries: Counter,
+    key_waits: Histogram,
+    cooldowns: Family<ReasonLabels, Counter>,
+    key_events: Family<EventLabels, Counter>,
+    active_streams: Gauge,
+    upstream_latency: Histogram,
+    overhead: Histogram,
+}
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+const OVERHEAD_BUCKETS: [f64; 12] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+const WAIT_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    requests: Family::default(),
+    attempts: Family::default(),
+    retries: Counter::default(),
+    key_waits: Histogram::new(WAIT_BUCKETS),
+    cooldowns: Family::default(),
+    key_events: Family::default(),
+    active_streams: Gauge::default(),
+    upstream_latency: Histogram::new(LATENCY_BUCKETS),
+    overhead: Histogram::new(OVERHEAD_BUCKETS),
+});
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    /// A request answered with `status` on `route`.
+    pub fn request(&self, route: &str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// An upstream attempt judged `verdict` after `latency`; `retry` when it
+    /// was not the request's first.
+    pub fn attempt(&self, verdict: &str, latency: Duration, retry: bool) {
+        self.attempts
+            .get_or_create(&VerdictLabels {
+                verdict: verdict.to_owned(),
+            })
+            .inc();
+        self.upstream_latency.observe(latency.as_secs_f64());
+        if retry {
+            self.retries.inc();
+        }
+    }
+
+    /// Time orproxy itself spent on a request.
+    pub fn overhead(&self, took: Duration) {
+        self.overhead.observe(took.as_secs_f64());
+    }
+
+    /// A request waited this long for a free key.
+    pub fn key_wait(&self, took: Duration) {
+        self.key_waits.observe(took.as_secs_f64());
+    }
+
+    /// A streamed response started; the guard ends it when dropped.
+    pub fn stream_started(&self) -> StreamGuard {
+        self.active_streams.inc();
+        StreamGuard(())
+    }
+
+    /// Count key events (cooldowns by reason, and every event by kind).
+    pub fn key_events(&self, events: &[Event]) {
+        for event in events {
+            let name = match event {
+                Event::CooldownStarted { reason, .. } => {
+                    self.cooldowns
+                        .get_or_create(&ReasonLabels {
+                            reason: reason.clone(),
+                        })
+                        .inc();
+                    "cooldown"
+                }
+                Event::Disabled { .. } => "disabled",
+                Event::Recovered { .. } => "recovered",
+                Event::Added { .. } => "added",
+                Event::Removed { .. } => "removed",
+                Event::Reactivated { .. } => "reactivated",
+            };
+            self.key_events
+                .get_or_create(&EventLabels { event: name })
+                .inc();
+        }
+    }
+}
+
+/// An active stream; decrements `orproxy_active_streams` when dropped.
+#[derive(Debug)]
+pub struct StreamGuard(());
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        METRICS.active_streams.dec();
+    }
+}
+
+/// Measures one wait for a free key: started when the request first has to
+/// wait, observed once when dropped (key found, gave up, or client gone).
+#[derive(Debug, Default)]
+pub struct KeyWait(Option<Instant>);
+
+impl KeyWait {
+    /// The request is about to wait (again); the first call starts the clock.
+    pub fn waiting(&mut self) {
+        self.0.get_or_insert_with(Instant::now);
+    }
+}
+
+impl Drop for KeyWait {
+    fn drop(&mut self) {
+        if let Some(started) = self.0 {
+            let took = started.elapsed();
+            METRICS.key_wait(took);
+            super::request_log::current().key_wait(took);
+        }
+    }
+}
+
+/// The registry scraped by `GET /metrics`: the process-wide metrics plus the
+/// per-key series of `shared`'s pool.
+pub fn registry(shared: Arc<Shared>) -> Registry {
+    let m = metrics();
+    let mut r = Registry::with_prefix("orproxy");
+    r.register(
+        "requests",
+        "Requests answered, by route and HTTP status",
+        m.requests.clone(),
+    );
+    r.register(
+        "upstream_attempts",
+        "Upstream attempts, by orproxy's verdict on the answer",
+        m.attempts.clone(),
+    );
+    r.register(
+        "retries",
+        "Upstream attempts after a request's first",
+        m.retries.clone(),
+    );
+    r.register(
+        "key_wait_seconds",
+        "Waits for a free key (count) and how long they took",
+        m.key_waits.clone(),
+    );
+    r.register(
+        "cooldowns",
+        "Key cooldowns started or extended, by reason",
+        m.cooldowns.clone(),
+    );
+    r.register(
+        "key_events",
+        "Key events (added, removed, cooldown, disabled, recovered, reactivated)",
+        m.key_events.clone(),
+    );
+    r.register(
+        "active_streams",
+        "Streamed (SSE) responses being relayed now",
+        m.active_streams.clone(),
+    );
+    r.register(
+        "upstream_latency_seconds",
+        "Time per upstream attempt until its answer could be judged (headers, and the first event of a stream)",
+        m.upstream_latency.clone(),
+    );
+    r.register(
+        "overhead_seconds",
+        "Time orproxy spent on a request before its response started, excluding upstream attempts, waits for a key and back-off",
+        m.overhead.clone(),
+    );
+    r.register_collector(Box::new(KeyCollector { shared }));
+    r
+}
+
+/// The per-key series, read from the pool at each scrape.
+struct KeyCollector {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for KeyCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyCollector")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyStateLabels {
+    key_id: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+const STATES: [&str; 3] = ["active", "cooling", "disabled"];
+
+impl Collector for KeyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let now = Utc::now();
+        let keys = self.shared.key_statuses(now);
+        let gauge_type = ConstGauge::new(0i64).metric_type();
+
+        let mut counts = [0i64; 3];
+        for (_, status) in &keys {
+            if let Some(i) = STATES.iter().position(|s| *s == status.name()) {
+                counts[i] += 1;
+            }
+        }
+        let mut family =
+            encoder.encode_descriptor("keys", "Keys in each state", None, gauge_type)?;
+        for (state, count) in STATES.iter().zip(counts) {
+            ConstGauge::new(count).encode(family.encode_family(&StateLabels { state })?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "key_state",
+            "Each key's state, by ID: 1 for its current state, 0 for the others",
+            None,
+            gauge_type,
+        )?;
+        for (id, status) in &keys {
+            for state in STATES {
+                let labels = KeyStateLabels {
+                    key_id: id.clone(),
+                    state,
+                };
+                let value = i64::from(status.name() == state);
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "key_cooldown_seconds",
+            "Seconds until each key's cooldown ends (0 when not cooling)",
+            None,
+            ConstGauge::new(0f64).metric_type(),
+        )?;
+        for (id, status) in &keys {
+            let left = match status {
+                Status::Cooling { until, .. } => {
+                    (*until - now).num_milliseconds().max(0) as f64 / 1000.0
+                }
+                _ => 0.0,
+            };
+            let labels = KeyLabels { key_id: id.clone() };
+            ConstGauge::new(left).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The scrape registry, shared by every worker.
+pub struct Scrape(pub Registry);
+
+/// `GET /metrics`.
+pub async fn handle(scrape: web::Data<Scrape>) -> HttpResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::prometheus_text::encode(&mut body, &scrape.0) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type(prometheus_client::encoding::prometheus_text::CONTENT_TYPE)
+            .body(body),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
