@@ -158,6 +158,7 @@ pub enum End {
 }
 
 /// What the relay knows about the body it relays.
+#[derive(Debug, Clone)]
 pub struct RelaySpec {
     /// Longest silence between upstream chunks.
     pub idle: Duration,
@@ -170,66 +171,64 @@ pub struct RelaySpec {
     pub content_length: Option<u64>,
 }
 
-/// Relay state: the held prefix, then the rest of the upstream body.
-struct Relay {
-    prefix: Option<Bytes>,
-    body: Option<Upstream>,
-    spec: RelaySpec,
-    sent: u64,
-    /// The last bytes sent (at most [`TAIL`]), to judge how the body ended.
+/// What has been relayed of a body, as far as judging its end needs: how
+/// many bytes, and the last few of them. Pure, so it can be tested (and
+/// fuzzed) without a connection.
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    bytes: u64,
+    /// The last bytes sent (at most [`TAIL`]).
     tail: Vec<u8>,
-    gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
-    on_end: Option<Box<dyn FnOnce(End)>>,
 }
 
 const TAIL: usize = 16;
 
-impl Relay {
-    fn remember(&mut self, chunk: &Bytes) {
-        self.sent += chunk.len() as u64;
+impl Sent {
+    /// Count `chunk` as sent.
+    pub fn remember(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
         self.tail
             .extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL)..]);
         let excess = self.tail.len().saturating_sub(TAIL);
         self.tail.drain(..excess);
     }
 
+    /// Bytes sent so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// Whether what was sent so far ends with a complete SSE event.
-    fn at_event_boundary(&self) -> bool {
+    pub fn at_event_boundary(&self) -> bool {
         let t = self.tail.as_slice();
         t.is_empty() || t.ends_with(b"\n\n") || t.ends_with(b"\r\r") || t.ends_with(b"\r\n\r\n")
     }
 
-    /// Whether the body that just ended is whole. awc reports a connection
-    /// closed mid-body as a normal end, so this is judged from the bytes.
-    fn truncation(&self) -> Option<BodyError> {
+    /// Whether the body that just ended after these bytes is whole. awc
+    /// reports a connection closed mid-body as a normal end, so this is
+    /// judged from the bytes.
+    pub fn truncation(&self, spec: &RelaySpec) -> Option<BodyError> {
         let cut = |what: &str| Some(BodyError::Broken(what.to_owned()));
-        if let Some(len) = self.spec.content_length
-            && self.sent < len
+        if let Some(len) = spec.content_length
+            && self.bytes < len
         {
             return cut("the connection closed before the whole body arrived");
         }
-        if self.spec.sse {
+        if spec.sse {
             if !self.at_event_boundary() {
                 return cut("the connection closed in the middle of an event");
             }
             let trimmed = self.tail.trim_ascii_end();
-            if self.spec.expects_done && !trimmed.ends_with(b"[DONE]") {
+            if spec.expects_done && !trimmed.ends_with(b"[DONE]") {
                 return cut("the stream ended without [DONE]");
             }
         }
         None
     }
 
-    fn finish(&mut self, end: End) {
-        self.body = None;
-        if let Some(f) = self.on_end.take() {
-            f(end);
-        }
-    }
-
-    /// The bytes that end a failed SSE stream: close a cut-off event, then
-    /// one OpenAI-shaped error event.
-    fn error_tail(&self, e: &BodyError) -> Bytes {
+    /// The bytes that end a failed SSE stream after these: close a cut-off
+    /// event, then one OpenAI-shaped error event and `[DONE]`.
+    pub fn error_tail(&self, e: &BodyError) -> Bytes {
         let mut out = BytesMut::new();
         if !self.at_event_boundary() {
             out.extend_from_slice(b"\n\n");
@@ -238,6 +237,25 @@ impl Relay {
             "The upstream stream failed after it started: {e}"
         )));
         out.freeze()
+    }
+}
+
+/// Relay state: the held prefix, then the rest of the upstream body.
+struct Relay {
+    prefix: Option<Bytes>,
+    body: Option<Upstream>,
+    spec: RelaySpec,
+    sent: Sent,
+    gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
+    on_end: Option<Box<dyn FnOnce(End)>>,
+}
+
+impl Relay {
+    fn finish(&mut self, end: End) {
+        self.body = None;
+        if let Some(f) = self.on_end.take() {
+            f(end);
+        }
     }
 }
 
@@ -257,8 +275,7 @@ pub fn relay(
         prefix: Some(prefix),
         body,
         spec,
-        sent: 0,
-        tail: Vec::with_capacity(2 * TAIL),
+        sent: Sent::default(),
         gone,
         on_end: Some(on_end),
     };
@@ -266,7 +283,7 @@ pub fn relay(
         if let Some(prefix) = st.prefix.take()
             && !prefix.is_empty()
         {
-            st.remember(&prefix);
+            st.sent.remember(&prefix);
             return Some((Ok(prefix), st));
         }
         st.on_end.as_ref()?;
@@ -286,10 +303,10 @@ pub fn relay(
                 return None;
             }
             Some(Ok(Some(chunk))) => {
-                st.remember(&chunk);
+                st.sent.remember(&chunk);
                 return Some((Ok(chunk), st));
             }
-            Some(Ok(None)) => match st.truncation() {
+            Some(Ok(None)) => match st.sent.truncation(&st.spec) {
                 None => {
                     st.finish(End::Complete);
                     return None;
@@ -299,11 +316,79 @@ pub fn relay(
             Some(Err(e)) => e,
         };
         let item = if st.spec.sse {
-            Ok(st.error_tail(&failure))
+            Ok(st.sent.error_tail(&failure))
         } else {
             Err(actix_web::error::ErrorBadGateway(failure.to_string()))
         };
         st.finish(End::UpstreamFailed(failure));
         Some((item, st))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(sse: bool, expects_done: bool, content_length: Option<u64>) -> RelaySpec {
+        RelaySpec {
+            idle: Duration::from_secs(1),
+            sse,
+            expects_done,
+            content_length,
+        }
+    }
+
+    fn sent(chunks: &[&[u8]]) -> Sent {
+        let mut sent = Sent::default();
+        for c in chunks {
+            sent.remember(c);
+        }
+        sent
+    }
+
+    #[test]
+    fn a_stream_is_whole_only_at_an_event_boundary_after_done() {
+        let sse = spec(true, true, None);
+        assert!(
+            sent(&[b"data: {}\n\n", b"data: [DONE]\n\n"])
+                .truncation(&sse)
+                .is_none()
+        );
+        // The boundary split over chunks, and CR line ends.
+        assert!(
+            sent(&[b"data: [DONE]\r\n", b"\r\n"])
+                .truncation(&sse)
+                .is_none()
+        );
+        assert!(sent(&[b"data: [DONE]\r", b"\r"]).truncation(&sse).is_none());
+        assert!(sent(&[b"data: {}\n\n"]).truncation(&sse).is_some());
+        assert!(sent(&[b"data: [DONE]\n"]).truncation(&sse).is_some());
+        assert!(sent(&[b"data: {\"a\""]).truncation(&sse).is_some());
+        // Without [DONE] expected, any event boundary is a clean end.
+        assert!(
+            sent(&[b"data: {}\n\n"])
+                .truncation(&spec(true, false, None))
+                .is_none()
+        );
+        // Nothing sent at all is a boundary (an empty stream).
+        assert!(Sent::default().at_event_boundary());
+    }
+
+    #[test]
+    fn a_body_shorter_than_its_content_length_is_cut() {
+        let body = spec(false, false, Some(10));
+        assert!(sent(&[b"12345", b"6789"]).truncation(&body).is_some());
+        assert!(sent(&[b"12345", b"67890"]).truncation(&body).is_none());
+        assert_eq!(sent(&[b"12345", b"67890"]).bytes(), 10);
+    }
+
+    #[test]
+    fn the_error_tail_closes_a_cut_event_first() {
+        let e = BodyError::Broken("cut".to_owned());
+        let tail = sent(&[b"data: {\"a\""]).error_tail(&e);
+        assert!(tail.starts_with(b"\n\ndata: {"));
+        assert!(tail.ends_with(b"data: [DONE]\n\n"));
+        let tail = sent(&[b"data: {}\n\n"]).error_tail(&e);
+        assert!(tail.starts_with(b"data: {"));
+    }
 }
