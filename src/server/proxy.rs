@@ -508,10 +508,10 @@ async fn attempt(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let is_sse = head_headers
+    let content_type = head_headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+        .and_then(|v| v.to_str().ok());
+    let is_sse = content_type.is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
 
     // Read enough of the answer to judge it.
     let cap = if !status.is_success() {
@@ -519,6 +519,11 @@ async fn attempt(
     } else {
         CLASSIFY_CAP
     };
+    // awc ends a chunked body that the upstream cut off as if it were whole:
+    // a JSON success must at least parse.
+    let judge_json = status.is_success()
+        && !matches!(status, StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT)
+        && request.method != Method::HEAD;
     let (judged_bytes, relay_prefix, rest): (Option<Vec<u8>>, Bytes, Option<Upstream>) =
         if status.is_success() && is_sse {
             match relay::hold_first_event(&mut body, HOLD_CAP, idle).await {
@@ -540,6 +545,16 @@ async fn attempt(
                 {
                     let e = BodyError::Broken(
                         "the connection closed before the whole body arrived".to_owned(),
+                    );
+                    return broken_body(&report, e, attempt_no);
+                }
+                Ok(prefix)
+                    if prefix.complete
+                        && judge_json
+                        && relay::json_cut_short(content_type, &prefix.bytes) =>
+                {
+                    let e = BodyError::Broken(
+                        "the connection closed before the whole JSON body arrived".to_owned(),
                     );
                     return broken_body(&report, e, attempt_no);
                 }

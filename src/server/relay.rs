@@ -131,6 +131,18 @@ pub async fn hold_first_event(
     }
 }
 
+/// Whether a whole body declared as JSON (`application/json` or `+json`) is
+/// not one JSON document: a body cut short by the upstream. Any other content
+/// type is not judged.
+pub fn json_cut_short(content_type: Option<&str>, body: &[u8]) -> bool {
+    let is_json = content_type.is_some_and(|ct| {
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json")
+            || essence.to_ascii_lowercase().ends_with("+json")
+    });
+    is_json && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
+}
+
 /// The error event ending a stream that broke after it started.
 pub fn sse_error_event(message: &str) -> Bytes {
     let event = serde_json::json!({
@@ -390,5 +402,16 @@ mod tests {
         assert!(tail.ends_with(b"data: [DONE]\n\n"));
         let tail = sent(&[b"data: {}\n\n"]).error_tail(&e);
         assert!(tail.starts_with(b"data: {"));
+    }
+
+    #[test]
+    fn json_bodies_must_parse_and_others_are_not_judged() {
+        let json = Some("application/json; charset=utf-8");
+        assert!(json_cut_short(json, b"{\"id\":\"gen-1\",\"choi"));
+        assert!(json_cut_short(json, b""));
+        assert!(!json_cut_short(json, b" {\"id\": 1}\n"));
+        assert!(json_cut_short(Some("application/problem+json"), b"{"));
+        assert!(!json_cut_short(Some("text/plain"), b"{"));
+        assert!(!json_cut_short(None, b"{"));
     }
 }
