@@ -1001,3 +1001,18 @@ fn dirty_flag_tracks_unsaved_changes() {
     pool.reconcile(&mut file, t0());
     assert!(!pool.is_dirty());
 }
+
+#[test]
+fn next_available_is_now_the_soonest_cooldown_end_or_none() {
+    let mut p = pool(&["a", "b"]);
+    assert_eq!(p.next_available(t0()), Some(t0()));
+    p.report("a", cooldown(t(90), "rate-limited"), t0());
+    assert_eq!(p.next_available(t0()), Some(t0()), "b is still free");
+    p.report("b", cooldown(t(30), "rate-limited"), t0());
+    assert_eq!(p.next_available(t0()), Some(t(30)));
+    p.report("b", disable_outcome("401"), t0());
+    assert_eq!(p.next_available(t0()), Some(t(90)));
+    p.report("a", disable_outcome("401"), t0());
+    assert_eq!(p.next_available(t0()), None);
+    assert_eq!(pool(&[]).next_available(t0()), None);
+}

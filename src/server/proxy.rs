@@ -301,7 +301,7 @@ async fn run_attempts(
             // The last key just got disabled: what the upstream said is more
             // useful than "no usable key".
             Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
-                return last.map_or(Err(e), Fallback::into_result);
+                return last.map_or(Err(e), |f| f.into_result(shared));
             }
             Err(e) => return Err(e),
         };
@@ -310,7 +310,7 @@ async fn run_attempts(
             attempts += 1;
             return match attempt(shared, client, request, None, attempts).await {
                 Next::Respond(res) => Ok(res),
-                Next::Retry { fallback, .. } => fallback.into_result(),
+                Next::Retry { fallback, .. } => fallback.into_result(shared),
             };
         };
         attempts += 1;
@@ -321,13 +321,13 @@ async fn run_attempts(
             Next::Respond(res) => return Ok(res),
             Next::Retry { delay, fallback } => {
                 if attempts >= shared.config.max_attempts {
-                    return fallback.into_result();
+                    return fallback.into_result(shared);
                 }
                 if !delay.is_zero() {
                     if Instant::now() + delay
                         > deadline.max(Instant::now() + Duration::from_secs(2))
                     {
-                        return fallback.into_result();
+                        return fallback.into_result(shared);
                     }
                     tokio::time::sleep(delay).await;
                 }
@@ -338,12 +338,45 @@ async fn run_attempts(
 }
 
 impl Fallback {
-    fn into_result(self) -> Result<HttpResponse, ApiError> {
+    /// The answer for the client. An upstream 429 that names no wait (a key's
+    /// rate limit, when attempts ran out) gets the pool's own estimate: the
+    /// seconds until some key can serve again.
+    fn into_result(self, shared: &Shared) -> Result<HttpResponse, ApiError> {
         match self {
-            Fallback::Upstream(res) => Ok(res),
+            Fallback::Upstream(mut res) => {
+                if res.status() == StatusCode::TOO_MANY_REQUESTS
+                    && !res.headers().contains_key(header::RETRY_AFTER)
+                {
+                    let now = Utc::now();
+                    if let Some(at) = shared.next_available(now) {
+                        let secs = whole_seconds_until(at, now);
+                        let headers = res.headers_mut();
+                        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                        headers.insert(
+                            HeaderName::from_static("retry-after-ms"),
+                            HeaderValue::from(secs.saturating_mul(1000)),
+                        );
+                        if secs > 120 {
+                            headers.insert(
+                                HeaderName::from_static("x-should-retry"),
+                                HeaderValue::from_static("false"),
+                            );
+                        }
+                    }
+                }
+                Ok(res)
+            }
             Fallback::Error(e) => Err(e),
         }
     }
+}
+
+/// Seconds from `now` until `at`, rounded up, at least 1.
+fn whole_seconds_until(at: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
+    let delta = at - now;
+    u64::try_from(delta.num_seconds() + i64::from(delta.subsec_nanos() > 0))
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Wait (without spinning) until the pool has a key, or answer why not.
@@ -408,10 +441,7 @@ fn all_cooling(
     cooling: usize,
     disabled: usize,
 ) -> ApiError {
-    let delta = soonest - now;
-    let secs = u64::try_from(delta.num_seconds() + i64::from(delta.subsec_nanos() > 0))
-        .unwrap_or(1)
-        .max(1);
+    let secs = whole_seconds_until(soonest, now);
     let mut err = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limit_error",
