@@ -11,12 +11,17 @@ use crate::config::ServeConfig;
 use crate::pool::Counts;
 use crate::store::Store;
 use crate::store::model::StoreFile;
+use actix_web::http::KeepAlive;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::Utc;
 use errors::ApiError;
 use state::Shared;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a client may take to send a request's head, and may stay silent
+/// while sending its body.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -65,9 +70,12 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
     .shutdown_timeout(config.shutdown_grace.as_secs())
     // SIGINT and SIGTERM both stop gracefully (actix's own SIGINT is forced).
     .disable_signals()
-    // Idle keep-alive connections must not pile up forever.
-    .keep_alive(Duration::from_secs(75))
-    .client_request_timeout(Duration::from_secs(30));
+    // One request per client connection. actix times out only the head of a
+    // connection's first request (`client_request_timeout`); on a kept-alive
+    // connection a client could trickle its next head byte by byte forever.
+    // Reconnecting costs next to nothing beside an LLM call.
+    .keep_alive(KeepAlive::Disabled)
+    .client_request_timeout(CLIENT_TIMEOUT);
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }

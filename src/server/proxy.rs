@@ -232,7 +232,11 @@ async fn read_body(
         return Err(ApiError::too_large(limit));
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-    while let Some(chunk) = payload.next().await {
+    // A client that stops sending its body must not hold the connection.
+    while let Some(chunk) = tokio::time::timeout(super::CLIENT_TIMEOUT, payload.next())
+        .await
+        .map_err(|_| ApiError::request_timeout(super::CLIENT_TIMEOUT))?
+    {
         let chunk = chunk
             .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
