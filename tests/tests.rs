@@ -3,6 +3,7 @@
 
 mod common;
 
+mod faults;
 mod generate;
 mod keys;
 mod lifecycle;
