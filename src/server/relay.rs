@@ -191,13 +191,24 @@ pub struct Sent {
     bytes: u64,
     /// The last bytes sent (at most [`TAIL`]).
     tail: Vec<u8>,
+    /// The last bytes sent before any trailing whitespace (at most
+    /// `DONE.len()`), however much whitespace followed them.
+    last_word: Vec<u8>,
 }
 
 const TAIL: usize = 16;
+const DONE: &[u8] = b"[DONE]";
 
 impl Sent {
     /// Count `chunk` as sent.
     pub fn remember(&mut self, chunk: &[u8]) {
+        let content = chunk.trim_ascii_end();
+        if !content.is_empty() {
+            // What precedes this chunk's content counts too, whitespace and all.
+            let mut word = self.tail.clone();
+            word.extend_from_slice(&content[content.len().saturating_sub(DONE.len())..]);
+            self.last_word = word.split_off(word.len().saturating_sub(DONE.len()));
+        }
         self.bytes += chunk.len() as u64;
         self.tail
             .extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL)..]);
@@ -210,10 +221,21 @@ impl Sent {
         self.bytes
     }
 
-    /// Whether what was sent so far ends with a complete SSE event.
+    /// Whether what was sent so far ends with a complete SSE event: with a
+    /// blank line, whatever mix of line ends (CRLF, LF, CR) came before it.
     pub fn at_event_boundary(&self) -> bool {
         let t = self.tail.as_slice();
-        t.is_empty() || t.ends_with(b"\n\n") || t.ends_with(b"\r\r") || t.ends_with(b"\r\n\r\n")
+        let line_end = |t: &[u8]| t.ends_with(b"\n") || t.ends_with(b"\r");
+        match t
+            .strip_suffix(b"\r\n")
+            .or_else(|| t.strip_suffix(b"\n"))
+            .or_else(|| t.strip_suffix(b"\r"))
+        {
+            // The last line is blank when the one before it ended too (or
+            // when nothing came before it).
+            Some(rest) => rest.is_empty() || line_end(rest),
+            None => t.is_empty(),
+        }
     }
 
     /// Whether the body that just ended after these bytes is whole. awc
@@ -230,8 +252,7 @@ impl Sent {
             if !self.at_event_boundary() {
                 return cut("the connection closed in the middle of an event");
             }
-            let trimmed = self.tail.trim_ascii_end();
-            if spec.expects_done && !trimmed.ends_with(b"[DONE]") {
+            if spec.expects_done && self.last_word != DONE {
                 return cut("the stream ended without [DONE]");
             }
         }
@@ -381,6 +402,33 @@ mod tests {
             sent(&[b"data: {}\n\n"])
                 .truncation(&spec(true, false, None))
                 .is_none()
+        );
+        // However much whitespace follows [DONE].
+        let padded = [&b"data: [DONE]"[..], &[b'\n'; 40]].concat();
+        assert!(sent(&[&padded]).truncation(&sse).is_none());
+        assert!(
+            sent(&[b"data: [DONE]\n\n", &[b'\n'; 40], b"\r\n"])
+                .truncation(&sse)
+                .is_none()
+        );
+        // Found by fuzzing (fuzz/fuzz_targets/relay_end.rs).
+        let found = format!("\n{:58}data: [DONE]{:70}\r\r\r\r\r\r", "", "");
+        assert!(sent(&[found.as_bytes()]).truncation(&sse).is_none());
+        // Mixed line ends still close an event; a lone CRLF does not.
+        assert!(sent(&[b"data: [DONE]\n\r\n"]).truncation(&sse).is_none());
+        assert!(sent(&[b"data: [DONE]\r\r\n"]).truncation(&sse).is_none());
+        assert!(sent(&[b"data: [DONE]\r\n\n"]).truncation(&sse).is_none());
+        assert!(sent(&[b"data: [DONE]\r\n"]).truncation(&sse).is_some());
+        assert!(sent(&[b"data: [DONE]\n\r"]).truncation(&sse).is_none());
+        assert!(
+            sent(&[b"data: [DO", b"NE]", b"\n\n"])
+                .truncation(&sse)
+                .is_none()
+        );
+        assert!(
+            sent(&[b"data: [DONE]\n\n: more\n\n"])
+                .truncation(&sse)
+                .is_some()
         );
         // Nothing sent at all is a boundary (an empty stream).
         assert!(Sent::default().at_event_boundary());
