@@ -16,7 +16,7 @@
 //! Every request (built-in routes included) is recorded before it is answered.
 //!
 //! Model templating: any occurrence of [`MODEL_MARKER`] in a `Raw` body or in an SSE
-//! `Bytes` step is replaced, at reply time, by the request's JSON `model` field
+//! `Bytes` or `Repeat` step is replaced, at reply time, by the request's JSON `model` field
 //! (JSON-string-escaped, without quotes), or by `openrouter/auto` when there is none.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
