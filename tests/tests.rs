@@ -6,6 +6,7 @@ mod common;
 mod access;
 mod admin;
 mod clients;
+mod faults;
 mod generate;
 mod keys;
 mod lifecycle;

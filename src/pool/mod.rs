@@ -445,6 +445,19 @@ impl Pool {
         counts
     }
 
+    /// When some key can serve next: `now` if one is active, else the soonest
+    /// cooldown end; `None` when every key is disabled or there is none.
+    pub fn next_available(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.keys
+            .iter()
+            .filter_map(|key| match classify(&key.state, now) {
+                Class::Active => Some(now),
+                Class::Cooling(until, _) => Some(until),
+                Class::Disabled => None,
+            })
+            .min()
+    }
+
     /// The key with this ID.
     pub fn get(&self, id: &str) -> Option<&PoolKey> {
         self.index.get(id).and_then(|&idx| self.keys.get(idx))

@@ -1254,3 +1254,18 @@ fn a_probe_that_finds_the_key_invalid_stops_probing() {
         Some("401 from OpenRouter: User not found.")
     );
 }
+
+#[test]
+fn next_available_is_now_the_soonest_cooldown_end_or_none() {
+    let mut p = pool(&["a", "b"]);
+    assert_eq!(p.next_available(t0()), Some(t0()));
+    p.report("a", cooldown(t(90), "rate-limited"), t0());
+    assert_eq!(p.next_available(t0()), Some(t0()), "b is still free");
+    p.report("b", cooldown(t(30), "rate-limited"), t0());
+    assert_eq!(p.next_available(t0()), Some(t(30)));
+    p.report("b", disable_outcome("401"), t0());
+    assert_eq!(p.next_available(t0()), Some(t(90)));
+    p.report("a", disable_outcome("401"), t0());
+    assert_eq!(p.next_available(t0()), None);
+    assert_eq!(pool(&[]).next_available(t0()), None);
+}

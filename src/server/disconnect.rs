@@ -7,25 +7,161 @@
 //! duplicate of its socket descriptor, and long operations race against the
 //! socket's read-closed (EPOLLRDHUP) readiness on that duplicate. Nothing is
 //! ever read from it: the request bytes stay actix's.
+//!
+//! The same duplicate bounds slow request heads. actix times out only the
+//! head of a connection's *first* request (`client_request_timeout`); on a
+//! kept-alive connection a client could trickle its next head forever. A
+//! small watchdog per connection notices bytes arriving while no request is
+//! in flight, and hangs up if no request has started [`CLIENT_TIMEOUT`]
+//! later. It ends with the connection.
 
+use super::CLIENT_TIMEOUT;
 use actix_web::HttpRequest;
-use actix_web::dev::Extensions;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use bytes::Bytes;
 use std::any::Any;
+use std::cell::Cell;
 use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 use tokio::io::Interest;
+use tokio::sync::oneshot;
 
 /// A duplicate of the client connection's socket, stored with the connection
-/// and dropped with it.
-struct ClientSocket(OwnedFd);
+/// and dropped with it (which also ends its watchdog).
+struct ClientSocket {
+    fd: OwnedFd,
+    activity: Rc<Activity>,
+    _alive: oneshot::Sender<()>,
+}
 
-/// `HttpServer::on_connect` hook: remember a duplicate of the socket.
+/// What the connection's requests are doing, for the watchdog.
+#[derive(Default)]
+struct Activity {
+    /// Requests whose head was complete (counted when they reach the app).
+    started: Cell<u64>,
+    /// Requests whose response has not finished yet.
+    in_flight: Cell<u32>,
+}
+
+/// `HttpServer::on_connect` hook: remember a duplicate of the socket and
+/// start the connection's head watchdog.
 pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
-    if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
-        && let Ok(fd) = stream.as_fd().try_clone_to_owned()
-    {
-        ext.insert(ClientSocket(fd));
+    let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    let Ok(fd) = stream.as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let activity = Rc::new(Activity::default());
+    let (alive, gone) = oneshot::channel();
+    if let Ok(watched) = fd.try_clone() {
+        actix_web::rt::spawn(head_watchdog(watched, activity.clone(), gone));
+    }
+    ext.insert(ClientSocket {
+        fd,
+        activity,
+        _alive: alive,
+    });
+}
+
+fn to_tokio(fd: OwnedFd) -> Option<tokio::net::TcpStream> {
+    tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd)).ok()
+}
+
+/// Hang up on a connection whose next request head has been arriving for
+/// [`CLIENT_TIMEOUT`] without becoming a request. Ends when the connection
+/// does (`gone`), dropping its duplicate of the socket.
+async fn head_watchdog(fd: OwnedFd, activity: Rc<Activity>, mut gone: oneshot::Receiver<()>) {
+    let Some(stream) = to_tokio(fd) else { return };
+    loop {
+        let ready = tokio::select! {
+            _ = &mut gone => return,
+            ready = stream.ready(Interest::READABLE) => ready,
+        };
+        match ready {
+            Ok(r) if r.is_read_closed() => return,
+            Err(_) => return,
+            Ok(_) => {}
+        }
+        if activity.in_flight.get() == 0 {
+            // Bytes of a new request head: it has CLIENT_TIMEOUT to complete.
+            let seen = activity.started.get();
+            tokio::select! {
+                _ = &mut gone => return,
+                () = tokio::time::sleep(CLIENT_TIMEOUT) => {}
+            }
+            if activity.started.get() == seen && activity.in_flight.get() == 0 {
+                log::info!(
+                    target: "orproxy::requests",
+                    "a client sent no complete request head for {} s: hanging up",
+                    CLIENT_TIMEOUT.as_secs()
+                );
+                if let Ok(std) = stream.into_std() {
+                    let _ = std.shutdown(std::net::Shutdown::Both);
+                }
+                return;
+            }
+        }
+        // Wait for the next change rather than seeing the same bytes again.
+        let _ = stream.try_io(Interest::READABLE, || {
+            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+        });
+    }
+}
+
+/// Middleware: count each request as in flight until its response body has
+/// been sent (or dropped), for the head watchdog.
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let guard = req.conn_data::<ClientSocket>().map(|s| {
+        let a = s.activity.clone();
+        a.started.set(a.started.get().wrapping_add(1));
+        a.in_flight.set(a.in_flight.get().saturating_add(1));
+        InFlight(a)
+    });
+    let res = next.call(req).await?;
+    Ok(res.map_body(move |_, body| InFlightBody {
+        body: body.boxed(),
+        _guard: guard,
+    }))
+}
+
+/// Ends a request's "in flight" when dropped.
+struct InFlight(Rc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until it is done.
+struct InFlightBody {
+    body: BoxBody,
+    _guard: Option<InFlight>,
+}
+
+impl MessageBody for InFlightBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
     }
 }
 
@@ -34,9 +170,8 @@ pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
 pub fn closed(req: &HttpRequest) -> Pin<Box<dyn Future<Output = ()>>> {
     let stream = req
         .conn_data::<ClientSocket>()
-        .and_then(|s| s.0.try_clone().ok())
-        .map(std::net::TcpStream::from)
-        .and_then(|s| tokio::net::TcpStream::from_std(s).ok());
+        .and_then(|s| s.fd.try_clone().ok())
+        .and_then(to_tokio);
     match stream {
         Some(stream) => Box::pin(wait_read_closed(stream)),
         None => Box::pin(std::future::pending()),

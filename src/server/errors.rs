@@ -72,6 +72,19 @@ impl ApiError {
         )
     }
 
+    /// 408: the client stopped sending its body.
+    pub fn request_timeout(idle: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            format!(
+                "The client sent nothing of its request body for {} s",
+                idle.as_secs()
+            ),
+        )
+    }
+
     /// 413: body over `--max-body`.
     pub fn too_large(limit: usize) -> Self {
         Self::new(

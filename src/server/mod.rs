@@ -15,12 +15,17 @@ use crate::config::ServeConfig;
 use crate::pool::Counts;
 use crate::store::Store;
 use crate::store::model::StoreFile;
+use actix_web::http::KeepAlive;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::Utc;
 use errors::ApiError;
 use state::Shared;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a client may take to send a request's head, and may stay silent
+/// while sending its body.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -80,14 +85,17 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
             // including the ones the token check turns away.
             .wrap(from_fn(auth::clients))
             .wrap(from_fn(request_log::middleware))
+            .wrap(from_fn(disconnect::track))
     })
     .on_connect(disconnect::on_connect)
     .shutdown_timeout(config.shutdown_grace.as_secs())
     // SIGINT and SIGTERM both stop gracefully (actix's own SIGINT is forced).
     .disable_signals()
-    // Idle keep-alive connections must not pile up forever.
-    .keep_alive(Duration::from_secs(75))
-    .client_request_timeout(Duration::from_secs(30));
+    // Idle kept-alive connections close after 75 s. actix times out only the
+    // head of a connection's first request (`client_request_timeout`); later
+    // heads are bounded by the watchdog in `disconnect`.
+    .keep_alive(KeepAlive::Timeout(Duration::from_secs(75)))
+    .client_request_timeout(CLIENT_TIMEOUT);
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }

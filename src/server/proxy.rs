@@ -143,13 +143,7 @@ pub async fn handle(
         }
         _ => {}
     }
-    let body = read_body(
-        &req,
-        payload,
-        shared.config.max_body,
-        shared.config.idle_timeout,
-    )
-    .await?;
+    let body = read_body(&req, payload, shared.config.max_body).await?;
     let (model, stream) = if kind == Endpoint::JsonPost {
         let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!("The request body is not valid JSON: {e}"))
@@ -221,13 +215,12 @@ struct Outgoing {
     anonymous_ok: bool,
 }
 
-/// Read the client's body, up to `limit` bytes, with at most `idle` between
-/// two chunks (a client trickling its body must not hold a worker forever).
+/// Read the client's body, up to `limit` bytes, with at most
+/// [`super::CLIENT_TIMEOUT`] between two chunks.
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-    idle: Duration,
 ) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
@@ -238,18 +231,11 @@ async fn read_body(
         return Err(ApiError::too_large(limit));
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-    loop {
-        let next = tokio::time::timeout(idle, payload.next())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "invalid_request_error",
-                    "request_timeout",
-                    format!("The request body stalled for {} s", idle.as_secs()),
-                )
-            })?;
-        let Some(chunk) = next else { break };
+    // A client that stops sending its body must not hold the connection.
+    while let Some(chunk) = tokio::time::timeout(super::CLIENT_TIMEOUT, payload.next())
+        .await
+        .map_err(|_| ApiError::request_timeout(super::CLIENT_TIMEOUT))?
+    {
         let chunk = chunk
             .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
@@ -318,7 +304,7 @@ async fn run_attempts(
             // The last key just got disabled: what the upstream said is more
             // useful than "no usable key".
             Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
-                return last.map_or(Err(e), Fallback::into_result);
+                return last.map_or(Err(e), |f| f.into_result(shared));
             }
             Err(e) => return Err(e),
         };
@@ -327,7 +313,7 @@ async fn run_attempts(
             attempts += 1;
             return match attempt(shared, client, request, None, attempts).await {
                 Next::Respond(res) => Ok(res),
-                Next::Retry { fallback, .. } => fallback.into_result(),
+                Next::Retry { fallback, .. } => fallback.into_result(shared),
             };
         };
         attempts += 1;
@@ -338,13 +324,13 @@ async fn run_attempts(
             Next::Respond(res) => return Ok(res),
             Next::Retry { delay, fallback } => {
                 if attempts >= shared.config.max_attempts {
-                    return fallback.into_result();
+                    return fallback.into_result(shared);
                 }
                 if !delay.is_zero() {
                     if Instant::now() + delay
                         > deadline.max(Instant::now() + Duration::from_secs(2))
                     {
-                        return fallback.into_result();
+                        return fallback.into_result(shared);
                     }
                     tokio::time::sleep(delay).await;
                 }
@@ -355,12 +341,45 @@ async fn run_attempts(
 }
 
 impl Fallback {
-    fn into_result(self) -> Result<HttpResponse, ApiError> {
+    /// The answer for the client. An upstream 429 that names no wait (a key's
+    /// rate limit, when attempts ran out) gets the pool's own estimate: the
+    /// seconds until some key can serve again.
+    fn into_result(self, shared: &Shared) -> Result<HttpResponse, ApiError> {
         match self {
-            Fallback::Upstream(res) => Ok(res),
+            Fallback::Upstream(mut res) => {
+                if res.status() == StatusCode::TOO_MANY_REQUESTS
+                    && !res.headers().contains_key(header::RETRY_AFTER)
+                {
+                    let now = Utc::now();
+                    if let Some(at) = shared.next_available(now) {
+                        let secs = whole_seconds_until(at, now);
+                        let headers = res.headers_mut();
+                        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                        headers.insert(
+                            HeaderName::from_static("retry-after-ms"),
+                            HeaderValue::from(secs.saturating_mul(1000)),
+                        );
+                        if secs > 120 {
+                            headers.insert(
+                                HeaderName::from_static("x-should-retry"),
+                                HeaderValue::from_static("false"),
+                            );
+                        }
+                    }
+                }
+                Ok(res)
+            }
             Fallback::Error(e) => Err(e),
         }
     }
+}
+
+/// Seconds from `now` until `at`, rounded up, at least 1.
+fn whole_seconds_until(at: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
+    let delta = at - now;
+    u64::try_from(delta.num_seconds() + i64::from(delta.subsec_nanos() > 0))
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Wait (without spinning) until the pool has a key, or answer why not.
@@ -612,10 +631,10 @@ async fn attempt_once(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let is_sse = head_headers
+    let content_type = head_headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+        .and_then(|v| v.to_str().ok());
+    let is_sse = content_type.is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
 
     // Read enough of the answer to judge it.
     let cap = if !status.is_success() {
@@ -623,6 +642,11 @@ async fn attempt_once(
     } else {
         CLASSIFY_CAP
     };
+    // awc ends a chunked body that the upstream cut off as if it were whole:
+    // a JSON success must at least parse.
+    let judge_json = status.is_success()
+        && !matches!(status, StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT)
+        && request.method != Method::HEAD;
     let (judged_bytes, relay_prefix, rest): (Option<Bytes>, Bytes, Option<Upstream>) =
         if status.is_success() && is_sse {
             match relay::hold_first_event(&mut body, HOLD_CAP, idle).await {
@@ -644,6 +668,16 @@ async fn attempt_once(
                 {
                     let e = BodyError::Broken(
                         "the connection closed before the whole body arrived".to_owned(),
+                    );
+                    return broken_body(&report, e, attempt_no);
+                }
+                Ok(prefix)
+                    if prefix.complete
+                        && judge_json
+                        && relay::json_cut_short(content_type, &prefix.bytes) =>
+                {
+                    let e = BodyError::Broken(
+                        "the connection closed before the whole JSON body arrived".to_owned(),
                     );
                     return broken_body(&report, e, attempt_no);
                 }

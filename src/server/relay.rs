@@ -131,6 +131,18 @@ pub async fn hold_first_event(
     }
 }
 
+/// Whether a whole body declared as JSON (`application/json` or `+json`) is
+/// not one JSON document: a body cut short by the upstream. Any other content
+/// type is not judged.
+pub fn json_cut_short(content_type: Option<&str>, body: &[u8]) -> bool {
+    let is_json = content_type.is_some_and(|ct| {
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json")
+            || essence.to_ascii_lowercase().ends_with("+json")
+    });
+    is_json && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
+}
+
 /// The error event ending a stream that broke after it started.
 pub fn sse_error_event(message: &str) -> Bytes {
     let event = serde_json::json!({
@@ -158,6 +170,7 @@ pub enum End {
 }
 
 /// What the relay knows about the body it relays.
+#[derive(Debug, Clone)]
 pub struct RelaySpec {
     /// Longest silence between upstream chunks.
     pub idle: Duration,
@@ -170,66 +183,85 @@ pub struct RelaySpec {
     pub content_length: Option<u64>,
 }
 
-/// Relay state: the held prefix, then the rest of the upstream body.
-struct Relay {
-    prefix: Option<Bytes>,
-    body: Option<Upstream>,
-    spec: RelaySpec,
-    sent: u64,
-    /// The last bytes sent (at most [`TAIL`]), to judge how the body ended.
+/// What has been relayed of a body, as far as judging its end needs: how
+/// many bytes, and the last few of them. Pure, so it can be tested (and
+/// fuzzed) without a connection.
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    bytes: u64,
+    /// The last bytes sent (at most [`TAIL`]).
     tail: Vec<u8>,
-    gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
-    on_end: Option<Box<dyn FnOnce(End)>>,
+    /// The last bytes sent before any trailing whitespace (at most
+    /// `DONE.len()`), however much whitespace followed them.
+    last_word: Vec<u8>,
 }
 
 const TAIL: usize = 16;
+const DONE: &[u8] = b"[DONE]";
 
-impl Relay {
-    fn remember(&mut self, chunk: &Bytes) {
-        self.sent += chunk.len() as u64;
+impl Sent {
+    /// Count `chunk` as sent.
+    pub fn remember(&mut self, chunk: &[u8]) {
+        let content = chunk.trim_ascii_end();
+        if !content.is_empty() {
+            // What precedes this chunk's content counts too, whitespace and all.
+            let mut word = self.tail.clone();
+            word.extend_from_slice(&content[content.len().saturating_sub(DONE.len())..]);
+            self.last_word = word.split_off(word.len().saturating_sub(DONE.len()));
+        }
+        self.bytes += chunk.len() as u64;
         self.tail
             .extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL)..]);
         let excess = self.tail.len().saturating_sub(TAIL);
         self.tail.drain(..excess);
     }
 
-    /// Whether what was sent so far ends with a complete SSE event.
-    fn at_event_boundary(&self) -> bool {
-        let t = self.tail.as_slice();
-        t.is_empty() || t.ends_with(b"\n\n") || t.ends_with(b"\r\r") || t.ends_with(b"\r\n\r\n")
+    /// Bytes sent so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
-    /// Whether the body that just ended is whole. awc reports a connection
-    /// closed mid-body as a normal end, so this is judged from the bytes.
-    fn truncation(&self) -> Option<BodyError> {
+    /// Whether what was sent so far ends with a complete SSE event: with a
+    /// blank line, whatever mix of line ends (CRLF, LF, CR) came before it.
+    pub fn at_event_boundary(&self) -> bool {
+        let t = self.tail.as_slice();
+        let line_end = |t: &[u8]| t.ends_with(b"\n") || t.ends_with(b"\r");
+        match t
+            .strip_suffix(b"\r\n")
+            .or_else(|| t.strip_suffix(b"\n"))
+            .or_else(|| t.strip_suffix(b"\r"))
+        {
+            // The last line is blank when the one before it ended too (or
+            // when nothing came before it).
+            Some(rest) => rest.is_empty() || line_end(rest),
+            None => t.is_empty(),
+        }
+    }
+
+    /// Whether the body that just ended after these bytes is whole. awc
+    /// reports a connection closed mid-body as a normal end, so this is
+    /// judged from the bytes.
+    pub fn truncation(&self, spec: &RelaySpec) -> Option<BodyError> {
         let cut = |what: &str| Some(BodyError::Broken(what.to_owned()));
-        if let Some(len) = self.spec.content_length
-            && self.sent < len
+        if let Some(len) = spec.content_length
+            && self.bytes < len
         {
             return cut("the connection closed before the whole body arrived");
         }
-        if self.spec.sse {
+        if spec.sse {
             if !self.at_event_boundary() {
                 return cut("the connection closed in the middle of an event");
             }
-            let trimmed = self.tail.trim_ascii_end();
-            if self.spec.expects_done && !trimmed.ends_with(b"[DONE]") {
+            if spec.expects_done && self.last_word != DONE {
                 return cut("the stream ended without [DONE]");
             }
         }
         None
     }
 
-    fn finish(&mut self, end: End) {
-        self.body = None;
-        if let Some(f) = self.on_end.take() {
-            f(end);
-        }
-    }
-
-    /// The bytes that end a failed SSE stream: close a cut-off event, then
-    /// one OpenAI-shaped error event.
-    fn error_tail(&self, e: &BodyError) -> Bytes {
+    /// The bytes that end a failed SSE stream after these: close a cut-off
+    /// event, then one OpenAI-shaped error event and `[DONE]`.
+    pub fn error_tail(&self, e: &BodyError) -> Bytes {
         let mut out = BytesMut::new();
         if !self.at_event_boundary() {
             out.extend_from_slice(b"\n\n");
@@ -238,6 +270,25 @@ impl Relay {
             "The upstream stream failed after it started: {e}"
         )));
         out.freeze()
+    }
+}
+
+/// Relay state: the held prefix, then the rest of the upstream body.
+struct Relay {
+    prefix: Option<Bytes>,
+    body: Option<Upstream>,
+    spec: RelaySpec,
+    sent: Sent,
+    gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
+    on_end: Option<Box<dyn FnOnce(End)>>,
+}
+
+impl Relay {
+    fn finish(&mut self, end: End) {
+        self.body = None;
+        if let Some(f) = self.on_end.take() {
+            f(end);
+        }
     }
 }
 
@@ -257,8 +308,7 @@ pub fn relay(
         prefix: Some(prefix),
         body,
         spec,
-        sent: 0,
-        tail: Vec::with_capacity(2 * TAIL),
+        sent: Sent::default(),
         gone,
         on_end: Some(on_end),
     };
@@ -266,7 +316,7 @@ pub fn relay(
         if let Some(prefix) = st.prefix.take()
             && !prefix.is_empty()
         {
-            st.remember(&prefix);
+            st.sent.remember(&prefix);
             return Some((Ok(prefix), st));
         }
         st.on_end.as_ref()?;
@@ -286,10 +336,10 @@ pub fn relay(
                 return None;
             }
             Some(Ok(Some(chunk))) => {
-                st.remember(&chunk);
+                st.sent.remember(&chunk);
                 return Some((Ok(chunk), st));
             }
-            Some(Ok(None)) => match st.truncation() {
+            Some(Ok(None)) => match st.sent.truncation(&st.spec) {
                 None => {
                     st.finish(End::Complete);
                     return None;
@@ -299,11 +349,117 @@ pub fn relay(
             Some(Err(e)) => e,
         };
         let item = if st.spec.sse {
-            Ok(st.error_tail(&failure))
+            Ok(st.sent.error_tail(&failure))
         } else {
             Err(actix_web::error::ErrorBadGateway(failure.to_string()))
         };
         st.finish(End::UpstreamFailed(failure));
         Some((item, st))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(sse: bool, expects_done: bool, content_length: Option<u64>) -> RelaySpec {
+        RelaySpec {
+            idle: Duration::from_secs(1),
+            sse,
+            expects_done,
+            content_length,
+        }
+    }
+
+    fn sent(chunks: &[&[u8]]) -> Sent {
+        let mut sent = Sent::default();
+        for c in chunks {
+            sent.remember(c);
+        }
+        sent
+    }
+
+    #[test]
+    fn a_stream_is_whole_only_at_an_event_boundary_after_done() {
+        let sse = spec(true, true, None);
+        assert!(
+            sent(&[b"data: {}\n\n", b"data: [DONE]\n\n"])
+                .truncation(&sse)
+                .is_none()
+        );
+        // The boundary split over chunks, and CR line ends.
+        assert!(
+            sent(&[b"data: [DONE]\r\n", b"\r\n"])
+                .truncation(&sse)
+                .is_none()
+        );
+        assert!(sent(&[b"data: [DONE]\r", b"\r"]).truncation(&sse).is_none());
+        assert!(sent(&[b"data: {}\n\n"]).truncation(&sse).is_some());
+        assert!(sent(&[b"data: [DONE]\n"]).truncation(&sse).is_some());
+        assert!(sent(&[b"data: {\"a\""]).truncation(&sse).is_some());
+        // Without [DONE] expected, any event boundary is a clean end.
+        assert!(
+            sent(&[b"data: {}\n\n"])
+                .truncation(&spec(true, false, None))
+                .is_none()
+        );
+        // However much whitespace follows [DONE].
+        let padded = [&b"data: [DONE]"[..], &[b'\n'; 40]].concat();
+        assert!(sent(&[&padded]).truncation(&sse).is_none());
+        assert!(
+            sent(&[b"data: [DONE]\n\n", &[b'\n'; 40], b"\r\n"])
+                .truncation(&sse)
+                .is_none()
+        );
+        // Found by fuzzing (fuzz/fuzz_targets/relay_end.rs).
+        let found = format!("\n{:58}data: [DONE]{:70}\r\r\r\r\r\r", "", "");
+        assert!(sent(&[found.as_bytes()]).truncation(&sse).is_none());
+        // Mixed line ends still close an event; a lone CRLF does not.
+        assert!(sent(&[b"data: [DONE]\n\r\n"]).truncation(&sse).is_none());
+        assert!(sent(&[b"data: [DONE]\r\r\n"]).truncation(&sse).is_none());
+        assert!(sent(&[b"data: [DONE]\r\n\n"]).truncation(&sse).is_none());
+        assert!(sent(&[b"data: [DONE]\r\n"]).truncation(&sse).is_some());
+        assert!(sent(&[b"data: [DONE]\n\r"]).truncation(&sse).is_none());
+        assert!(
+            sent(&[b"data: [DO", b"NE]", b"\n\n"])
+                .truncation(&sse)
+                .is_none()
+        );
+        assert!(
+            sent(&[b"data: [DONE]\n\n: more\n\n"])
+                .truncation(&sse)
+                .is_some()
+        );
+        // Nothing sent at all is a boundary (an empty stream).
+        assert!(Sent::default().at_event_boundary());
+    }
+
+    #[test]
+    fn a_body_shorter_than_its_content_length_is_cut() {
+        let body = spec(false, false, Some(10));
+        assert!(sent(&[b"12345", b"6789"]).truncation(&body).is_some());
+        assert!(sent(&[b"12345", b"67890"]).truncation(&body).is_none());
+        assert_eq!(sent(&[b"12345", b"67890"]).bytes(), 10);
+    }
+
+    #[test]
+    fn the_error_tail_closes_a_cut_event_first() {
+        let e = BodyError::Broken("cut".to_owned());
+        let tail = sent(&[b"data: {\"a\""]).error_tail(&e);
+        assert!(tail.starts_with(b"\n\ndata: {"));
+        assert!(tail.ends_with(b"data: [DONE]\n\n"));
+        let tail = sent(&[b"data: {}\n\n"]).error_tail(&e);
+        assert!(tail.starts_with(b"data: {"));
+    }
+
+    #[test]
+    fn json_bodies_must_parse_and_others_are_not_judged() {
+        let json = Some("application/json; charset=utf-8");
+        assert!(json_cut_short(json, b"{\"id\":\"gen-1\",\"choi"));
+        assert!(json_cut_short(json, b""));
+        assert!(!json_cut_short(json, b" {\"id\": 1}\n"));
+        assert!(json_cut_short(Some("application/problem+json"), b"{"));
+        assert!(!json_cut_short(Some("text/plain"), b"{"));
+        assert!(!json_cut_short(None, b"{"));
+    }
 }

@@ -121,6 +121,11 @@ impl Shared {
         self.pool().counts(now)
     }
 
+    /// When some key can serve next (see [`Pool::next_available`]).
+    pub fn next_available(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.pool().next_available(now)
+    }
+
     /// Number of keys.
     pub fn key_count(&self) -> usize {
         self.pool().len()

@@ -16,7 +16,7 @@
 //! Every request (built-in routes included) is recorded before it is answered.
 //!
 //! Model templating: any occurrence of [`MODEL_MARKER`] in a `Raw` body or in an SSE
-//! `Bytes` step is replaced, at reply time, by the request's JSON `model` field
+//! `Bytes` or `Repeat` step is replaced, at reply time, by the request's JSON `model` field
 //! (JSON-string-escaped, without quotes), or by `openrouter/auto` when there is none.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -84,6 +84,9 @@ pub enum SseStep {
     Bytes(Vec<u8>),
     /// Pause (watching for the peer closing).
     Sleep(Duration),
+    /// `bytes` written as one chunk, `times` times over: a large body generated on the fly
+    /// (templated once, never held whole in memory).
+    Repeat { bytes: Vec<u8>, times: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +97,8 @@ pub enum SseEnd {
     Cut,
     /// Stop sending, keep the socket open (until the peer closes or the fake drops).
     Stall,
+    /// Close the socket mid-body with SO_LINGER 0 (the peer sees a RST).
+    Reset,
 }
 
 /// What `GET …/key` answers for a key.
@@ -531,6 +536,48 @@ impl Reply {
         Reply::sse(ev)
     }
 
+    /// A large streamed chat, generated on the fly: role delta, then `n` content events of
+    /// exactly `event_bytes` bytes each (`data: ...\n\n`, content padded with `x`; at least
+    /// 128), a `finish_reason: "stop"` chunk, a usage event, `data: [DONE]`. The content events
+    /// are one [`SseStep::Repeat`], so the fake never holds the whole body.
+    pub fn sse_large(n: usize, event_bytes: usize) -> Reply {
+        let (id, created) = (gen_id(), now_secs());
+        let frame = |content: &str| {
+            sse_event(
+                &json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]}),
+            )
+        };
+        let overhead = frame("").len();
+        assert!(
+            event_bytes >= overhead.max(128),
+            "events of at least 128 bytes"
+        );
+        let event = frame(&"x".repeat(event_bytes - overhead));
+        debug_assert_eq!(event.len(), event_bytes);
+        Reply::sse(vec![
+            SseStep::Bytes(sse_processing_comment()),
+            SseStep::Bytes(sse_event(&chunk_value(
+                &id,
+                created,
+                json!({"role": "assistant", "content": ""}),
+                None,
+            ))),
+            SseStep::Repeat {
+                bytes: event,
+                times: n,
+            },
+            SseStep::Bytes(sse_event(&chunk_value(
+                &id,
+                created,
+                json!({"content": ""}),
+                Some("stop"),
+            ))),
+            SseStep::Bytes(sse_event(&usage_value(&id, created, n as u64))),
+            SseStep::Bytes(sse_done()),
+        ])
+    }
+
     /// 200 SSE: comment, role delta, one delta per word, then the mid-stream error event
     /// (`error.code` 502, `finish_reason: "error"`), then the body ends without `[DONE]`.
     pub fn sse_error_after(words: &[&str], message: &str) -> Reply {
@@ -664,6 +711,12 @@ impl FakeOpenRouter {
     pub fn start() -> FakeOpenRouter {
         let std_listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("fake OpenRouter: bind 127.0.0.1:0");
+        FakeOpenRouter::start_on(std_listener)
+    }
+
+    /// Start serving on a listener the caller bound (e.g. on a port that refused
+    /// connections until now).
+    pub fn start_on(std_listener: std::net::TcpListener) -> FakeOpenRouter {
         std_listener
             .set_nonblocking(true)
             .expect("fake OpenRouter: set_nonblocking");
@@ -1411,6 +1464,21 @@ async fn serve(
                         write_watching(&chunk, rd, wr, buf).await
                     }
                     SseStep::Sleep(d) => sleep_watching(d, rd, buf).await,
+                    SseStep::Repeat { bytes, .. } if bytes.is_empty() => true,
+                    SseStep::Repeat { bytes, times } => {
+                        let b = template(&bytes, model);
+                        let mut chunk = format!("{:x}\r\n", b.len()).into_bytes();
+                        chunk.extend_from_slice(&b);
+                        chunk.extend_from_slice(b"\r\n");
+                        let mut ok = true;
+                        for _ in 0..times {
+                            if !write_watching(&chunk, rd, wr, buf).await {
+                                ok = false;
+                                break;
+                            }
+                        }
+                        ok
+                    }
                 };
                 if !ok {
                     shared.note_closed_early();
@@ -1426,6 +1494,7 @@ async fn serve(
                     next
                 }
                 SseEnd::Cut => After::Close,
+                SseEnd::Reset => After::Reset,
                 SseEnd::Stall => {
                     peer_closed(rd, buf).await;
                     shared.note_closed_early();
