@@ -12,8 +12,8 @@
 //! `ORPROXY_TEST_AIDER` (an aider executable). Without them, plain `cargo test` skips
 //! these tests, except under CI, where they fail.
 
-use crate::common::fake_openrouter::{CHAT_OK_CONTENT, FakeOpenRouter, Recorded, Reply, SseEnd};
-use crate::common::{Env, Server, key, reset_ms_in};
+use crate::common::fake_openrouter::{CHAT_OK_CONTENT, Recorded, Reply, SseEnd};
+use crate::common::{Server, key, reset_ms_in, setup};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -25,14 +25,6 @@ const T: Duration = Duration::from_secs(10);
 /// A client that has not finished by then is stuck: it is killed and the test fails.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 const MODEL: &str = "meta-llama/llama-3.3-70b-instruct:free";
-
-fn setup(keys: usize, args: &[&str]) -> (Env, FakeOpenRouter, Server) {
-    let env = Env::new();
-    let fake = FakeOpenRouter::start();
-    env.add_keys(&(1..=keys).map(key).collect::<Vec<_>>());
-    let server = env.serve(&fake.base_url(), args);
-    (env, fake, server)
-}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

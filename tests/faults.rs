@@ -9,7 +9,7 @@
 //! again after a burst of the fault.
 
 use crate::common::fake_openrouter::{FakeOpenRouter, Reply, SseEnd, SseStep};
-use crate::common::{Env, Resp, Server, chat, key, request, wait_until};
+use crate::common::{Env, Resp, Server, chat, data_events, key, request, setup, wait_until};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -159,14 +159,6 @@ fn assert_no_leak(
 // Requests and answers
 // ---------------------------------------------------------------------------
 
-fn setup(keys: usize, args: &[&str]) -> (Env, FakeOpenRouter, Server) {
-    let env = Env::new();
-    let fake = FakeOpenRouter::start();
-    env.add_keys(&(1..=keys).map(key).collect::<Vec<_>>());
-    let server = env.serve(&fake.base_url(), args);
-    (env, fake, server)
-}
-
 fn post(server: &Server, body: &[u8]) -> Resp {
     request(
         "POST",
@@ -198,19 +190,6 @@ fn assert_serving(server: &Server, fake: &FakeOpenRouter) {
         r.json()["choices"][0]["message"]["content"],
         crate::common::fake_openrouter::CHAT_OK_CONTENT
     );
-}
-
-/// `data:` payloads of an SSE body, in order.
-fn data_events(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:").map(str::trim_start))
-                .collect();
-            (!data.is_empty()).then(|| data.join("\n"))
-        })
-        .collect()
 }
 
 /// A 200 stream that ends with one OpenAI-shaped error event, then `[DONE]`.

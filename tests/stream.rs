@@ -2,7 +2,7 @@
 //! first event only, mid-stream failures surfaced, disconnects propagated.
 
 use crate::common::fake_openrouter::{Reply, SseEnd, SseStep};
-use crate::common::{Env, Server, key, key_id, raw_chat_request, request, setup};
+use crate::common::{Env, Server, data_events, key, key_id, raw_chat_request, request, setup};
 use serde_json::json;
 use std::io::Read;
 use std::net::TcpStream;
@@ -24,19 +24,6 @@ fn stream_chat(server: &Server) -> crate::common::Resp {
                 .as_bytes(),
         ),
     )
-}
-
-/// `data:` payloads of an SSE body, in order.
-fn data_events(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:").map(str::trim_start))
-                .collect();
-            (!data.is_empty()).then(|| data.join("\n"))
-        })
-        .collect()
 }
 
 fn content_of(body: &str) -> String {

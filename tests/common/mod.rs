@@ -404,3 +404,16 @@ pub fn raw_chat_request(server: &Server, body: &serde_json::Value) -> std::net::
     .unwrap();
     s
 }
+
+/// `data:` payloads of an SSE body, in order.
+pub fn data_events(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:").map(str::trim_start))
+                .collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}
