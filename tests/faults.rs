@@ -1052,6 +1052,19 @@ fn sigkill_under_load_never_corrupts_the_store_or_loses_a_key() {
         before.values().sum::<u64>() > 0,
         "state was written at least once in 20 rounds"
     );
+    // A kill in the middle of a write can leave a temporary file (holding
+    // keys); the next writer removes it under the lock.
+    env.add_keys(&[key(KEYS + 1)]);
+    let dir = env.store.parent().unwrap();
+    let leftovers: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "orphaned temporary files: {leftovers:?}"
+    );
 }
 
 #[test]

@@ -62,6 +62,9 @@ pub enum StoreError {
     Serialise(#[from] serde_json::Error),
 }
 
+/// The suffix of the store's temporary files.
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// A handle on the store file at a path. Cheap; holds no open file.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -158,6 +161,7 @@ impl Store {
     pub fn update<T>(&self, change: impl FnOnce(&mut StoreFile) -> T) -> Result<T, StoreError> {
         self.ensure_dir()?;
         let lock = self.lock()?;
+        self.sweep_orphans();
         let before = match fs::read(&self.path) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -210,6 +214,30 @@ impl Store {
         })
     }
 
+    /// Temporary files of this store are `.<store file name>.<random>.tmp`.
+    fn temp_prefix(&self) -> String {
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        format!(".{name}.")
+    }
+
+    /// Remove temporary files left by a writer that was killed mid-write.
+    /// Called with the lock held: every writer creates its temporary file
+    /// under the lock, so any such file now is an orphan (and holds keys).
+    fn sweep_orphans(&self) {
+        let dir = self.dir().unwrap_or(Path::new("."));
+        let prefix = self.temp_prefix();
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
     fn dir(&self) -> Option<&Path> {
         self.path.parent().filter(|p| !p.as_os_str().is_empty())
     }
@@ -242,9 +270,10 @@ impl Store {
             source,
         };
         // tempfile creates the file 0600 regardless of the umask.
+        let prefix = self.temp_prefix();
         let mut tmp = tempfile::Builder::new()
-            .prefix(".keys.")
-            .suffix(".tmp")
+            .prefix(&prefix)
+            .suffix(TEMP_SUFFIX)
             .permissions(fs::Permissions::from_mode(0o600))
             .tempfile_in(dir)
             .map_err(|e| io_err("cannot create a temporary file beside", e))?;
@@ -330,6 +359,21 @@ mod tests {
         let err = store.load().unwrap_err();
         assert!(matches!(err, StoreError::UnknownVersion { found: 2, .. }));
         assert!(err.to_string().contains("version 2"));
+    }
+
+    #[test]
+    fn orphaned_temporary_files_are_removed_and_other_stores_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir);
+        store.update(|_| ()).unwrap();
+        let sub = dir.path().join("sub");
+        let orphan = sub.join(".keys.json.abc123.tmp");
+        let other = sub.join(".other.json.abc123.tmp");
+        fs::write(&orphan, b"half a store with keys").unwrap();
+        fs::write(&other, b"another store's write in progress").unwrap();
+        store.update(|_| ()).unwrap();
+        assert!(!orphan.exists());
+        assert!(other.exists());
     }
 
     #[test]
