@@ -101,20 +101,47 @@ pub fn init_server(files: &LogFiles) -> Result<(), LogError> {
     })?;
     let clock: Arc<dyn Clock> = Arc::new(LocalClock);
     let removed = cleanup(&files.dir, clock.today(), files.retention_days);
-    let daily = |kind| DailyFile::new(&files.dir, kind, files.retention_days, clock.clone());
+    let daily = |kind| {
+        Arc::new(DailyFile::new(
+            &files.dir,
+            kind,
+            files.retention_days,
+            clock.clone(),
+        ))
+    };
     let console = console_spec();
-    let router = Router {
-        console: console.clone(),
+    let buffers = Buffers {
+        console: Arc::new(Mutex::new(Vec::new())),
         errors: daily("errors"),
         keys: daily("keys"),
+        requests: daily("requests"),
+    };
+    let router = Router {
+        console: console.clone(),
+        buffers: buffers.clone(),
     };
     let handle = Logger::with(file_spec(&console))
         .log_to_writer(Box::new(router))
-        .add_writer("requests", Box::new(RequestsWriter(daily("requests"))))
+        .add_writer(
+            "requests",
+            Box::new(RequestsWriter(buffers.requests.clone())),
+        )
         .write_mode(WriteMode::Direct)
         .start()?;
     // Keep the logger alive for the life of the process.
     std::mem::forget(handle);
+    // Lines are buffered (a write per request line costs a system call on
+    // the request path) and flushed every FLUSH_EVERY, at once for warnings
+    // and errors, and at shutdown (`flush`).
+    let _ = BUFFERS.set(buffers.clone());
+    let _ = std::thread::Builder::new()
+        .name("log-flush".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(FLUSH_EVERY);
+                buffers.flush();
+            }
+        });
     STARTED.store(true, Ordering::SeqCst);
     for path in removed {
         log::info!("removed the old log file {}", path.display());
@@ -179,18 +206,56 @@ pub fn install_panic_hook() {
         ));
         if STARTED.load(Ordering::SeqCst) && !IN_WRITER.with(Cell::get) {
             log::error!(target: "orproxy::panic", "{message}");
+            flush();
         } else {
             eprintln!("orproxy: {message}");
         }
     }));
 }
 
+/// How often buffered log lines are written out.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The buffered outputs, shared by the writers and the flusher.
+#[derive(Clone)]
+struct Buffers {
+    console: Arc<Mutex<Vec<u8>>>,
+    errors: Arc<DailyFile>,
+    keys: Arc<DailyFile>,
+    requests: Arc<DailyFile>,
+}
+
+static BUFFERS: std::sync::OnceLock<Buffers> = std::sync::OnceLock::new();
+
+impl Buffers {
+    fn flush_console(&self) {
+        let pending =
+            std::mem::take(&mut *self.console.lock().unwrap_or_else(PoisonError::into_inner));
+        if !pending.is_empty() {
+            let _ = io::stderr().lock().write_all(&pending);
+        }
+    }
+
+    fn flush(&self) {
+        self.flush_console();
+        for file in [&self.errors, &self.keys, &self.requests] {
+            let _ = file.flush();
+        }
+    }
+}
+
+/// Write out every buffered log line (at shutdown; also every 200 ms).
+pub fn flush() {
+    if let Some(buffers) = BUFFERS.get() {
+        buffers.flush();
+    }
+}
+
 /// The primary writer: the console (filtered by `RUST_LOG`), warnings and
 /// errors into the errors file, key events into the keys file.
 struct Router {
     console: LogSpecification,
-    errors: DailyFile,
-    keys: DailyFile,
+    buffers: Buffers,
 }
 
 impl LogWriter for Router {
@@ -199,23 +264,33 @@ impl LogWriter for Router {
         let message = redact(&record.args().to_string());
         let time = now.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string();
         let short = short_target(record.target());
+        let urgent = record.level() <= Level::Warn;
         if self.console.enabled(record.level(), record.target()) {
             let line = format!("{time} {:<5} {short:<8} {message}\n", record.level());
-            let _ = io::stderr().lock().write_all(line.as_bytes());
+            self.buffers
+                .console
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(line.as_bytes());
+            if urgent {
+                self.buffers.flush_console();
+            }
         }
-        if record.level() <= Level::Warn {
+        if urgent {
             let line = format!("{time} {:<5} {short}: {message}", record.level());
-            self.errors.write_line(&line)?;
+            self.buffers.errors.write_line(&line)?;
+            self.buffers.errors.flush()?;
         }
         if record.target() == KEYS_TARGET {
             let line = format!("{time} {:<5} {message}", record.level());
-            self.keys.write_line(&line)?;
+            self.buffers.keys.write_line(&line)?;
         }
         Ok(())
     }
 
     fn flush(&self) -> io::Result<()> {
-        io::stderr().flush()
+        self.buffers.flush();
+        Ok(())
     }
 }
 
@@ -225,7 +300,7 @@ fn short_target(target: &str) -> &str {
 }
 
 /// The `{requests}` writer: each record is one JSON line.
-struct RequestsWriter(DailyFile);
+struct RequestsWriter(Arc<DailyFile>);
 
 impl LogWriter for RequestsWriter {
     fn write(&self, _now: &mut DeferredNow, record: &Record<'_>) -> io::Result<()> {
@@ -234,7 +309,7 @@ impl LogWriter for RequestsWriter {
     }
 
     fn flush(&self) -> io::Result<()> {
-        Ok(())
+        self.0.flush()
     }
 
     fn max_log_level(&self) -> LevelFilter {
@@ -263,7 +338,7 @@ pub struct DailyFile {
     kind: &'static str,
     retention_days: u32,
     clock: Arc<dyn Clock>,
-    open: Mutex<Option<(NaiveDate, File)>>,
+    open: Mutex<Option<(NaiveDate, io::BufWriter<File>)>>,
 }
 
 impl DailyFile {
@@ -299,14 +374,27 @@ impl DailyFile {
                 }
                 other => other?,
             };
-            *open = Some((today, file));
+            *open = Some((today, io::BufWriter::with_capacity(64 * 1024, file)));
         }
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
         match open.as_mut() {
-            // One write per line on an O_APPEND file: lines never interleave.
-            Some((_, file)) => file.write_all(&bytes),
+            // Whole lines into the buffer, which goes out in whole lines on
+            // an O_APPEND file: lines never interleave.
+            Some((_, file)) => {
+                if file.capacity() - file.buffer().len() <= line.len() {
+                    file.flush()?;
+                }
+                file.write_all(line.as_bytes())?;
+                file.write_all(b"\n")
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Write out what is buffered.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        match open.as_mut() {
+            Some((_, file)) => file.flush(),
             None => Ok(()),
         }
     }
@@ -448,6 +536,7 @@ mod tests {
         let file = DailyFile::new(dir.path(), "requests", 14, clock.clone());
         file.write_line("one").unwrap();
         file.write_line("two").unwrap();
+        file.flush().unwrap();
         assert_eq!(
             fs::read_to_string(dir.path().join("requests-2026-03-14.log")).unwrap(),
             "one\ntwo\n"
@@ -457,6 +546,7 @@ mod tests {
 
         clock.set(date("2026-03-15"));
         file.write_line("three").unwrap();
+        file.flush().unwrap();
         assert_eq!(
             fs::read_to_string(dir.path().join("requests-2026-03-15.log")).unwrap(),
             "three\n"
@@ -489,6 +579,7 @@ mod tests {
         fs::remove_dir_all(&logs).unwrap();
         clock.set(date("2026-03-15"));
         file.write_line("second").unwrap();
+        file.flush().unwrap();
         assert_eq!(
             fs::read_to_string(logs.join("keys-2026-03-15.log")).unwrap(),
             "second\n"

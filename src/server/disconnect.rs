@@ -31,10 +31,11 @@ use std::task::{Context, Poll};
 use tokio::io::Interest;
 use tokio::sync::oneshot;
 
-/// A duplicate of the client connection's socket, stored with the connection
-/// and dropped with it (which also ends its watchdog).
+/// A duplicate of the client connection's socket, registered with the
+/// runtime once per connection, stored with the connection and dropped with
+/// it (which also ends its watchdog).
 struct ClientSocket {
-    fd: OwnedFd,
+    stream: Rc<tokio::net::TcpStream>,
     activity: Rc<Activity>,
     _alive: oneshot::Sender<()>,
 }
@@ -54,16 +55,20 @@ pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
     let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
         return;
     };
-    let Ok(fd) = stream.as_fd().try_clone_to_owned() else {
+    let Some(stream) = stream
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(to_tokio)
+        .map(Rc::new)
+    else {
         return;
     };
     let activity = Rc::new(Activity::default());
     let (alive, gone) = oneshot::channel();
-    if let Ok(watched) = fd.try_clone() {
-        actix_web::rt::spawn(head_watchdog(watched, activity.clone(), gone));
-    }
+    actix_web::rt::spawn(head_watchdog(stream.clone(), activity.clone(), gone));
     ext.insert(ClientSocket {
-        fd,
+        stream,
         activity,
         _alive: alive,
     });
@@ -76,8 +81,11 @@ fn to_tokio(fd: OwnedFd) -> Option<tokio::net::TcpStream> {
 /// Hang up on a connection whose next request head has been arriving for
 /// [`CLIENT_TIMEOUT`] without becoming a request. Ends when the connection
 /// does (`gone`), dropping its duplicate of the socket.
-async fn head_watchdog(fd: OwnedFd, activity: Rc<Activity>, mut gone: oneshot::Receiver<()>) {
-    let Some(stream) = to_tokio(fd) else { return };
+async fn head_watchdog(
+    stream: Rc<tokio::net::TcpStream>,
+    activity: Rc<Activity>,
+    mut gone: oneshot::Receiver<()>,
+) {
     loop {
         let ready = tokio::select! {
             _ = &mut gone => return,
@@ -101,9 +109,7 @@ async fn head_watchdog(fd: OwnedFd, activity: Rc<Activity>, mut gone: oneshot::R
                     "a client sent no complete request head for {} s: hanging up",
                     CLIENT_TIMEOUT.as_secs()
                 );
-                if let Ok(std) = stream.into_std() {
-                    let _ = std.shutdown(std::net::Shutdown::Both);
-                }
+                hang_up(&stream);
                 return;
             }
         }
@@ -165,26 +171,28 @@ impl MessageBody for InFlightBody {
     }
 }
 
+/// Shut the connection down in both directions (the socket, not just our
+/// descriptor): actix sees it end and drops it.
+fn hang_up(stream: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Both);
+}
+
 /// A future that completes when the client of `req` has closed its side of
 /// the connection. Pends forever when that cannot be watched.
 pub fn closed(req: &HttpRequest) -> Pin<Box<dyn Future<Output = ()>>> {
-    let stream = req
-        .conn_data::<ClientSocket>()
-        .and_then(|s| s.fd.try_clone().ok())
-        .and_then(to_tokio);
-    match stream {
-        Some(stream) => Box::pin(wait_read_closed(stream)),
+    match req.conn_data::<ClientSocket>() {
+        Some(socket) => Box::pin(wait_read_closed(socket.stream.clone())),
         None => Box::pin(std::future::pending()),
     }
 }
 
-async fn wait_read_closed(stream: tokio::net::TcpStream) {
+async fn wait_read_closed(stream: Rc<tokio::net::TcpStream>) {
     loop {
         match stream.ready(Interest::READABLE).await {
             Ok(ready) if ready.is_read_closed() => return,
             Ok(_) => {
-                // Bytes are waiting (a pipelined request): not ours to read.
-                // Clear the readiness and wait for the next change.
+                // Bytes are waiting (a pipelined request, while this one is
+                // in flight): not ours to read. Wait for the next change.
                 let _ = stream.try_io(Interest::READABLE, || {
                     Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
                 });

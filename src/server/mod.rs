@@ -78,8 +78,9 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics::handle))
             .service(admin::scope())
-            .route("/v1/{tail:.*}", web::to(proxy::handle))
-            .route("/api/v1/{tail:.*}", web::to(proxy::handle))
+            // Scopes rather than `{tail:.*}` patterns: no regex per request.
+            .service(web::scope("/v1").default_service(web::to(proxy::handle)))
+            .service(web::scope("/api/v1").default_service(web::to(proxy::handle)))
             .default_service(web::to(not_found))
             // The last wrap is the outermost: every request is logged,
             // including the ones the token check turns away.
@@ -158,6 +159,7 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
     let last = shared.into_inner();
     let _ = web::block(move || last.sync(true)).await;
     log::info!("orproxy stopped");
+    crate::logging::flush();
     Ok(())
 }
 

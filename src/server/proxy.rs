@@ -132,6 +132,9 @@ pub async fn handle(
         .or_else(|| path.strip_prefix("/v1/"))
         .unwrap_or("")
         .to_owned();
+    if tail.is_empty() {
+        return Err(ApiError::not_found(&path));
+    }
     let kind = endpoint(&tail);
     let method = req.method().clone();
     match kind {
