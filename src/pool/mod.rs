@@ -344,6 +344,9 @@ pub struct Pool {
     current: Option<String>,
     /// State changed since the last [`Pool::mark_clean`] or reconcile.
     dirty: bool,
+    /// Only counters changed (last use, requests served, free-model counts)
+    /// since the last [`Pool::mark_clean`]: worth saving, but not urgently.
+    touched: bool,
     settings: Settings,
     /// Free-model use per account (see [`PoolKey::quota`]).
     accounts: HashMap<String, AccountUsage>,
@@ -548,7 +551,7 @@ impl Pool {
                 .or_default()
                 .record(now);
         }
-        self.dirty = true;
+        self.touched = true;
         self.current = Some(key.id.clone());
         Some(Choice::Use {
             id: key.id.clone(),
@@ -576,9 +579,13 @@ impl Pool {
             Outcome::Neutral => {}
             Outcome::Success => {
                 if let Some(key) = self.keys.get_mut(idx) {
+                    // A streak ending is news for `keys list`; a counter is not.
+                    if key.state.consecutive_failures > 0 {
+                        self.dirty = true;
+                    }
                     key.state.consecutive_failures = 0;
                     key.state.requests_total = key.state.requests_total.saturating_add(1);
-                    self.dirty = true;
+                    self.touched = true;
                 }
             }
             Outcome::Cooldown {
@@ -862,6 +869,7 @@ impl Pool {
         self.keys = keys;
         self.index = index;
         self.dirty = false;
+        self.touched = false;
         events.extend(removed);
         events
     }
@@ -869,11 +877,19 @@ impl Pool {
     /// Whether state changed since the last [`Pool::mark_clean`] or
     /// [`Pool::reconcile`], i.e. whether the store needs writing.
     pub fn is_dirty(&self) -> bool {
+        self.dirty || self.touched
+    }
+
+    /// Whether something users look at changed (a cooldown, a disable, a
+    /// failure, a key added or back): save it now. Counters alone
+    /// ([`Pool::is_dirty`] without this) can wait a few seconds.
+    pub fn is_urgent(&self) -> bool {
         self.dirty
     }
 
     /// Note that the current state has been saved.
     pub fn mark_clean(&mut self) {
         self.dirty = false;
+        self.touched = false;
     }
 }

@@ -1269,3 +1269,24 @@ fn next_available_is_now_the_soonest_cooldown_end_or_none() {
     assert_eq!(p.next_available(t0()), None);
     assert_eq!(pool(&[]).next_available(t0()), None);
 }
+
+#[test]
+fn counters_alone_are_not_urgent_but_state_changes_are() {
+    let mut pool = pool(&["a", "b"]);
+    pick(&mut pool, t(1));
+    pool.report("a", Outcome::Success, t(1));
+    assert!(pool.is_dirty());
+    assert!(!pool.is_urgent(), "last use and a request counted can wait");
+    pool.mark_clean();
+    pool.report("a", failure("HTTP 500"), t(2));
+    assert!(pool.is_urgent(), "a failure shows in keys list");
+    pool.mark_clean();
+    pool.report("a", Outcome::Success, t(3));
+    assert!(pool.is_urgent(), "the end of a failure streak shows too");
+    pool.mark_clean();
+    pool.report("b", cooldown(t(60), "rate-limited"), t(4));
+    assert!(pool.is_urgent());
+    let mut file = file_of(vec![rec("a"), rec("b")]);
+    pool.reconcile(&mut file, t(5));
+    assert!(!pool.is_dirty() && !pool.is_urgent());
+}

@@ -22,8 +22,12 @@ pub struct Shared {
     sync_state: Mutex<SyncState>,
 }
 
-#[derive(Default)]
+/// How often a pool whose only changes are counters is saved.
+const COUNTERS_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 struct SyncState {
+    /// When the store was last written by this server.
+    written: std::time::Instant,
     /// The store file as we last read or wrote it.
     stamp: Option<Stamp>,
     /// The last store error logged, so a broken file is reported once.
@@ -47,6 +51,7 @@ impl Shared {
             store,
             config,
             sync_state: Mutex::new(SyncState {
+                written: std::time::Instant::now(),
                 stamp,
                 last_error: None,
             }),
@@ -153,13 +158,20 @@ impl Shared {
     /// to have changed (at shutdown).
     pub fn sync(&self, force: bool) {
         let stamp = self.store.stamp();
-        let dirty = self.pool().is_dirty();
+        let (urgent, dirty) = {
+            let pool = self.pool();
+            (pool.is_urgent(), pool.is_dirty())
+        };
         {
             let state = self
                 .sync_state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if !force && !dirty && stamp == state.stamp {
+            // Cooldowns, disables and the CLI's changes go through within a
+            // second; counters alone (last use, requests) every few seconds,
+            // since a large store costs real CPU to rewrite.
+            let counters_due = dirty && state.written.elapsed() >= COUNTERS_EVERY;
+            if !force && !urgent && !counters_due && stamp == state.stamp {
                 return;
             }
         }
@@ -171,6 +183,7 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(events) => {
+                state.written = std::time::Instant::now();
                 state.stamp = self.store.stamp();
                 if state.last_error.take().is_some() {
                     log::info!(
