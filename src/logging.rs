@@ -262,7 +262,11 @@ impl LogWriter for Router {
     fn write(&self, now: &mut DeferredNow, record: &Record<'_>) -> io::Result<()> {
         let _guard = WriterGuard::enter();
         let message = redact(&record.args().to_string());
-        let time = now.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string();
+        // RFC 3339 with milliseconds, e.g. 2026-11-27T07:06:59.203+00:00,
+        // without parsing a strftime pattern for every line.
+        let time = now
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
         let short = short_target(record.target());
         let urgent = record.level() <= Level::Warn;
         if self.console.enabled(record.level(), record.target()) {

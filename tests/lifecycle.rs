@@ -160,3 +160,38 @@ fn sigint_stops_gracefully_too() {
         env.list_json()[0]["requests_total"] == 1
     });
 }
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_server() {
+    let env = Env::new();
+    let fake = FakeOpenRouter::start();
+    env.add_keys(&[key(1)]);
+    let port = free_port();
+    let mut child = env
+        .cmd(&[
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--upstream",
+            &fake.base_url(),
+        ])
+        .current_dir(env.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The reading end goes away before the startup lines are written.
+    drop(child.stdout.take());
+    let url = format!("http://127.0.0.1:{port}/health");
+    let up = || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && crate::common::request("GET", &url, &[], None).status == 200
+    };
+    wait_until("the server to serve", T, || {
+        assert!(child.try_wait().unwrap().is_none(), "orproxy exited");
+        up()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}

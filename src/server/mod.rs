@@ -109,7 +109,7 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
         .first()
         .map_or_else(|| addr.clone(), ToString::to_string);
     let counts = shared.counts(Utc::now());
-    println!(
+    say(format_args!(
         "orproxy listening on http://{bound}/v1 | store {} | upstream {} | keys: {} active, {} cooling, {} disabled | logs {}",
         shared.store.path().display(),
         config.upstream,
@@ -117,8 +117,8 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
         counts.cooling,
         counts.disabled,
         config.log_files.dir.display()
-    );
-    println!(
+    ));
+    say(format_args!(
         "access: {} | admin API: {} | metrics: http://{bound}/metrics",
         match config.client_tokens.len() {
             0 => "any bearer token (no --client-token)".to_owned(),
@@ -130,12 +130,12 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
         } else {
             "off (no --admin-token)"
         }
-    );
+    ));
     if counts.active + counts.cooling == 0 {
-        println!(
+        say(format_args!(
             "No usable key yet: add one with `orproxy keys add` (the running server picks it up), \
              or set OPENROUTER_API_KEYS."
-        );
+        ));
     }
     let server = server.run();
     let handle = server.handle();
@@ -161,6 +161,17 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
     log::info!("orproxy stopped");
     crate::logging::flush();
     Ok(())
+}
+
+/// Print a startup line on stdout. A closed or full stdout (the terminal
+/// went away, `| head`) must not stop the server: the line is then dropped.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
 }
 
 /// Wait for SIGINT or SIGTERM; returns its name.
