@@ -7,6 +7,7 @@ pub mod config;
 pub mod human;
 pub mod logging;
 pub mod openrouter;
+pub mod output;
 pub mod pool;
 pub mod secret;
 pub mod server;

@@ -510,3 +510,30 @@ mod verify {
         assert_eq!(fake.request_count(), 1);
     }
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    let env = Env::new();
+    let input: String = (0..2000).map(|i| key(i) + "\n").collect();
+    env.run_stdin(&["keys", "add", "--no-verify"], &input)
+        .success();
+    for args in [&["keys", "list", "--json"][..], &["keys", "list"][..]] {
+        let mut child = env
+            .cmd(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Like `| head -c 100`: read a little, then go away.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 100];
+        use std::io::Read;
+        stdout.read_exact(&mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -10,11 +10,11 @@ use std::path::Path;
 /// Write `DIR/completions/*` and `DIR/man/*`.
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     write_all(&args.out_dir)?;
-    println!(
+    crate::out!(
         "wrote {} and {}",
         args.out_dir.join("completions").display(),
         args.out_dir.join("man").display()
-    );
+    )?;
     Ok(())
 }
 

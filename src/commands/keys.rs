@@ -147,11 +147,11 @@ impl<'a> Adder<'a> {
             }
             match self.verify(&key) {
                 Verified::Info(info) => {
-                    println!(
+                    crate::out!(
                         "{}: OpenRouter says {}",
                         key.masked(),
                         keyinfo::describe(&info)
-                    );
+                    )?;
                     ready.push((key, Some(info)));
                 }
                 Verified::Skipped => ready.push((key, None)),
@@ -190,10 +190,10 @@ impl<'a> Adder<'a> {
         })?;
         for (masked, added) in results {
             match added {
-                Added::New(id) => println!("added {id} {masked}"),
-                Added::Reactivated(id) => println!(
+                Added::New(id) => crate::out!("added {id} {masked}")?,
+                Added::Reactivated(id) => crate::out!(
                     "{masked} was already stored as {id}: reactivated (cooldown, failures and disabled flag cleared)"
-                ),
+                )?,
             }
         }
         Ok(())
@@ -231,19 +231,19 @@ fn list(store: &Store, args: &ListArgs) -> anyhow::Result<ExitCode> {
     let now = Utc::now();
     if args.json {
         let views: Vec<KeyView> = file.keys.iter().map(|r| KeyView::of(r, now)).collect();
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        crate::out!("{}", serde_json::to_string_pretty(&views)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     if file.keys.is_empty() {
-        println!(
+        crate::out!(
             "No keys in {}. Add one with `orproxy keys add` (or pipe keys into it, one per line).",
             store.path().display()
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let stdout = std::io::stdout();
     let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    println!("{}", table(&file, now, color, stdout.is_terminal()));
+    crate::out!("{}", table(&file, now, color, stdout.is_terminal()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -316,10 +316,10 @@ fn reactivate(store: &Store, args: &ReactivateArgs) -> anyhow::Result<ExitCode> 
         Ok::<_, ops::IdError>(ops::reactivate(file, &indices))
     })??;
     if done.is_empty() {
-        println!("No keys to reactivate.");
+        crate::out!("No keys to reactivate.")?;
     }
     for id in done {
-        println!("reactivated {id}");
+        crate::out!("reactivated {id}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -330,7 +330,7 @@ fn remove(store: &Store, args: &RemoveArgs) -> anyhow::Result<ExitCode> {
         Ok::<_, ops::IdError>(ops::remove(file, &indices))
     })??;
     for record in removed {
-        println!("removed {} {}", record.id, record.key.masked());
+        crate::out!("removed {} {}", record.id, record.key.masked())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -354,7 +354,7 @@ fn check(store: &Store, args: &CheckArgs) -> anyhow::Result<ExitCode> {
         ops::resolve_ids(&file, &args.ids)?
     };
     if indices.is_empty() {
-        println!("No keys to check. Add one with `orproxy keys add`.");
+        crate::out!("No keys to check. Add one with `orproxy keys add`.")?;
         return Ok(ExitCode::SUCCESS);
     }
     let targets: Vec<(String, ApiKey)> = indices
@@ -399,7 +399,7 @@ fn check(store: &Store, args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&checked)?);
+        crate::out!("{}", serde_json::to_string_pretty(&checked)?)?;
     } else {
         let mut table = Table::new();
         table.load_preset(presets::UTF8_FULL_CONDENSED);
@@ -449,7 +449,7 @@ fn check(store: &Store, args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 info.creator_user_id.unwrap_or_default(),
             ]);
         }
-        println!("{table}");
+        crate::out!("{table}")?;
     }
     Ok(if checked.iter().all(|c| c.result == "ok") {
         ExitCode::SUCCESS
