@@ -317,6 +317,30 @@ fn error_body(message: &str, code: u16) -> Value {
     json!({"error": {"message": message, "code": code}})
 }
 
+/// The start of a streamed chat: processing comment, role delta, one content
+/// delta per word. Returns the stream's id and creation time with the steps.
+fn chat_opening(words: &[&str]) -> (String, u64, Vec<SseStep>) {
+    let (id, created) = (gen_id(), now_secs());
+    let mut ev = vec![
+        SseStep::Bytes(sse_processing_comment()),
+        SseStep::Bytes(sse_event(&chunk_value(
+            &id,
+            created,
+            json!({"role": "assistant", "content": ""}),
+            None,
+        ))),
+    ];
+    for w in words {
+        ev.push(SseStep::Bytes(sse_event(&chunk_value(
+            &id,
+            created,
+            json!({"content": w}),
+            None,
+        ))));
+    }
+    (id, created, ev)
+}
+
 impl Reply {
     /// 200 chat.completion whose content is [`CHAT_OK_CONTENT`]; model echoed from the request.
     pub fn chat_ok() -> Reply {
@@ -466,24 +490,7 @@ impl Reply {
     /// A streamed chat: processing comment, role delta, one content delta per word, a
     /// `finish_reason: "stop"` chunk, a usage event (empty `choices`), `data: [DONE]`.
     pub fn sse_chat(words: &[&str]) -> Reply {
-        let (id, created) = (gen_id(), now_secs());
-        let mut ev = vec![
-            SseStep::Bytes(sse_processing_comment()),
-            SseStep::Bytes(sse_event(&chunk_value(
-                &id,
-                created,
-                json!({"role": "assistant", "content": ""}),
-                None,
-            ))),
-        ];
-        for w in words {
-            ev.push(SseStep::Bytes(sse_event(&chunk_value(
-                &id,
-                created,
-                json!({"content": w}),
-                None,
-            ))));
-        }
+        let (id, created, mut ev) = chat_opening(words);
         ev.push(SseStep::Bytes(sse_event(&chunk_value(
             &id,
             created,
@@ -581,24 +588,7 @@ impl Reply {
     /// 200 SSE: comment, role delta, one delta per word, then the mid-stream error event
     /// (`error.code` 502, `finish_reason: "error"`), then the body ends without `[DONE]`.
     pub fn sse_error_after(words: &[&str], message: &str) -> Reply {
-        let (id, created) = (gen_id(), now_secs());
-        let mut ev = vec![
-            SseStep::Bytes(sse_processing_comment()),
-            SseStep::Bytes(sse_event(&chunk_value(
-                &id,
-                created,
-                json!({"role": "assistant", "content": ""}),
-                None,
-            ))),
-        ];
-        for w in words {
-            ev.push(SseStep::Bytes(sse_event(&chunk_value(
-                &id,
-                created,
-                json!({"content": w}),
-                None,
-            ))));
-        }
+        let (id, created, mut ev) = chat_opening(words);
         ev.push(SseStep::Bytes(sse_event(&stream_error_value(
             &id, created, message, 502,
         ))));
