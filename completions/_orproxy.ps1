@@ -21,7 +21,8 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
 
     $completions = @(switch ($command) {
         'orproxy' {
-            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -52,7 +53,8 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('--client-token', '--client-token', [CompletionResultType]::ParameterName, 'Only clients sending this bearer token may use /v1 and /metrics (repeatable; the environment variable is comma-separated). Without any, every token is accepted')
             [CompletionResult]::new('--log-dir', '--log-dir', [CompletionResultType]::ParameterName, 'Directory of the daily log files requests-, errors- and keys-YYYY-MM-DD.log [default: $XDG_STATE_HOME/orproxy/logs, i.e. ~/.local/state/orproxy/logs]')
             [CompletionResult]::new('--log-retention-days', '--log-retention-days', [CompletionResultType]::ParameterName, 'Days the log files are kept; 0 keeps them forever (also from LOG_RETENTION_DAYS, as the original Node server read it) [default: 14]')
-            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
             [CompletionResult]::new('--allow-open', '--allow-open', [CompletionResultType]::ParameterName, 'Listen on a non-loopback address without client tokens: an open proxy that anyone who reaches it can use to spend your keys'' quota')
             [CompletionResult]::new('--log-bodies', '--log-bodies', [CompletionResultType]::ParameterName, 'Also write message contents (request bodies, non-streamed response bodies, streamed text) to the request log. Off by default: they are your users'' private data')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -62,7 +64,8 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             break
         }
         'orproxy;keys' {
-            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -72,6 +75,7 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('reactivate', 'reactivate', [CompletionResultType]::ParameterValue, 'Put disabled or cooling keys back into rotation')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Delete keys from the store')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says')
+            [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Copy every key, with its state and the accounts'' counts, from one store to another')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -79,7 +83,8 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('--key', '--key', [CompletionResultType]::ParameterName, 'A key to add (repeatable). Without it, keys are read from a hidden prompt or stdin')
             [CompletionResult]::new('--label', '--label', [CompletionResultType]::ParameterName, 'A label for the added keys')
             [CompletionResult]::new('--upstream', '--upstream', [CompletionResultType]::ParameterName, 'OpenRouter API base used to verify keys')
-            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
             [CompletionResult]::new('--no-verify', '--no-verify', [CompletionResultType]::ParameterName, 'Do not check the keys with OpenRouter before adding them')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -88,7 +93,8 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             break
         }
         'orproxy;keys;list' {
-            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array instead of a table')
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits')
             [CompletionResult]::new('--watch', '--watch', [CompletionResultType]::ParameterName, 'Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits')
@@ -99,7 +105,8 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             break
         }
         'orproxy;keys;reactivate' {
-            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
             [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Reactivate every key')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -108,7 +115,8 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             break
         }
         'orproxy;keys;remove' {
-            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -117,10 +125,22 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
         }
         'orproxy;keys;check' {
             [CompletionResult]::new('--upstream', '--upstream', [CompletionResultType]::ParameterName, 'OpenRouter API base')
-            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array instead of a table')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'orproxy;keys;migrate' {
+            [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'The store to copy from: a JSON file or a redis:// URL')
+            [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'The store to copy to: a JSON file or a redis:// URL')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
@@ -131,6 +151,7 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('reactivate', 'reactivate', [CompletionResultType]::ParameterValue, 'Put disabled or cooling keys back into rotation')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Delete keys from the store')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says')
+            [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Copy every key, with its state and the accounts'' counts, from one store to another')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -149,12 +170,16 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
         'orproxy;keys;help;check' {
             break
         }
+        'orproxy;keys;help;migrate' {
+            break
+        }
         'orproxy;keys;help;help' {
             break
         }
         'orproxy;generate' {
             [CompletionResult]::new('--out-dir', '--out-dir', [CompletionResultType]::ParameterName, 'Directory that receives completions/ and man/')
-            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -177,6 +202,7 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('reactivate', 'reactivate', [CompletionResultType]::ParameterValue, 'Put disabled or cooling keys back into rotation')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Delete keys from the store')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says')
+            [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Copy every key, with its state and the accounts'' counts, from one store to another')
             break
         }
         'orproxy;help;keys;add' {
@@ -192,6 +218,9 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             break
         }
         'orproxy;help;keys;check' {
+            break
+        }
+        'orproxy;help;keys;migrate' {
             break
         }
         'orproxy;help;generate' {

@@ -49,6 +49,9 @@ _orproxy() {
             orproxy__subcmd__help__subcmd__keys,list)
                 cmd="orproxy__subcmd__help__subcmd__keys__subcmd__list"
                 ;;
+            orproxy__subcmd__help__subcmd__keys,migrate)
+                cmd="orproxy__subcmd__help__subcmd__keys__subcmd__migrate"
+                ;;
             orproxy__subcmd__help__subcmd__keys,reactivate)
                 cmd="orproxy__subcmd__help__subcmd__keys__subcmd__reactivate"
                 ;;
@@ -66,6 +69,9 @@ _orproxy() {
                 ;;
             orproxy__subcmd__keys,list)
                 cmd="orproxy__subcmd__keys__subcmd__list"
+                ;;
+            orproxy__subcmd__keys,migrate)
+                cmd="orproxy__subcmd__keys__subcmd__migrate"
                 ;;
             orproxy__subcmd__keys,reactivate)
                 cmd="orproxy__subcmd__keys__subcmd__reactivate"
@@ -85,6 +91,9 @@ _orproxy() {
             orproxy__subcmd__keys__subcmd__help,list)
                 cmd="orproxy__subcmd__keys__subcmd__help__subcmd__list"
                 ;;
+            orproxy__subcmd__keys__subcmd__help,migrate)
+                cmd="orproxy__subcmd__keys__subcmd__help__subcmd__migrate"
+                ;;
             orproxy__subcmd__keys__subcmd__help,reactivate)
                 cmd="orproxy__subcmd__keys__subcmd__help__subcmd__reactivate"
                 ;;
@@ -98,13 +107,17 @@ _orproxy() {
 
     case "${cmd}" in
         orproxy)
-            opts="-h -V --store --help --version serve keys generate help"
+            opts="-h -V --store --redis-prefix --help --version serve keys generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -116,7 +129,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__generate)
-            opts="-h -V --out-dir --store --help --version"
+            opts="-h -V --out-dir --store --redis-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -127,6 +140,10 @@ _orproxy() {
                     return 0
                     ;;
                 --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -180,7 +197,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__help__subcmd__keys)
-            opts="add list reactivate remove check"
+            opts="add list reactivate remove check migrate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -222,6 +239,20 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__help__subcmd__keys__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        orproxy__subcmd__help__subcmd__keys__subcmd__migrate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -278,13 +309,17 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys)
-            opts="-h -V --store --help --version add list reactivate remove check help"
+            opts="-h -V --store --redis-prefix --help --version add list reactivate remove check migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -296,7 +331,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys__subcmd__add)
-            opts="-h -V --key --label --no-verify --upstream --store --help --version"
+            opts="-h -V --key --label --no-verify --upstream --store --redis-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -318,6 +353,10 @@ _orproxy() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --redis-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -326,7 +365,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys__subcmd__check)
-            opts="-h -V --json --upstream --store --help --version"
+            opts="-h -V --json --upstream --store --redis-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -340,6 +379,10 @@ _orproxy() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --redis-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -348,7 +391,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys__subcmd__help)
-            opts="add list reactivate remove check help"
+            opts="add list reactivate remove check migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -417,6 +460,20 @@ _orproxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        orproxy__subcmd__keys__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         orproxy__subcmd__keys__subcmd__help__subcmd__reactivate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -446,13 +503,47 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys__subcmd__list)
-            opts="-w -h -V --json --watch --store --help --version"
+            opts="-w -h -V --json --watch --store --redis-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        orproxy__subcmd__keys__subcmd__migrate)
+            opts="-h -V --from --to --store --redis-prefix --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -464,13 +555,17 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys__subcmd__reactivate)
-            opts="-h -V --all --store --help --version"
+            opts="-h -V --all --store --redis-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -482,13 +577,17 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys__subcmd__remove)
-            opts="-h -V --store --help --version"
+            opts="-h -V --store --redis-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -500,7 +599,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__serve)
-            opts="-h -V --host --port --upstream --max-attempts --max-failures --max-wait --workers --max-body --connect-timeout --headers-timeout --idle-timeout --shutdown-grace --reprobe-interval --referer --title --admin-token --client-token --allow-open --log-dir --log-retention-days --log-bodies --store --help --version"
+            opts="-h -V --host --port --upstream --max-attempts --max-failures --max-wait --workers --max-body --connect-timeout --headers-timeout --idle-timeout --shutdown-grace --reprobe-interval --referer --title --admin-token --client-token --allow-open --log-dir --log-retention-days --log-bodies --store --redis-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -583,6 +682,10 @@ _orproxy() {
                     return 0
                     ;;
                 --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -18,7 +18,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
     }
     var completions = [
         &'orproxy'= {
-            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -48,7 +49,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --client-token 'Only clients sending this bearer token may use /v1 and /metrics (repeatable; the environment variable is comma-separated). Without any, every token is accepted'
             cand --log-dir 'Directory of the daily log files requests-, errors- and keys-YYYY-MM-DD.log [default: $XDG_STATE_HOME/orproxy/logs, i.e. ~/.local/state/orproxy/logs]'
             cand --log-retention-days 'Days the log files are kept; 0 keeps them forever (also from LOG_RETENTION_DAYS, as the original Node server read it) [default: 14]'
-            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
             cand --allow-open 'Listen on a non-loopback address without client tokens: an open proxy that anyone who reaches it can use to spend your keys'' quota'
             cand --log-bodies 'Also write message contents (request bodies, non-streamed response bodies, streamed text) to the request log. Off by default: they are your users'' private data'
             cand -h 'Print help'
@@ -57,7 +59,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --version 'Print version'
         }
         &'orproxy;keys'= {
-            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -67,13 +70,15 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand reactivate 'Put disabled or cooling keys back into rotation'
             cand remove 'Delete keys from the store'
             cand check 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says'
+            cand migrate 'Copy every key, with its state and the accounts'' counts, from one store to another'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'orproxy;keys;add'= {
             cand --key 'A key to add (repeatable). Without it, keys are read from a hidden prompt or stdin'
             cand --label 'A label for the added keys'
             cand --upstream 'OpenRouter API base used to verify keys'
-            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
             cand --no-verify 'Do not check the keys with OpenRouter before adding them'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -81,7 +86,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --version 'Print version'
         }
         &'orproxy;keys;list'= {
-            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
             cand --json 'Print a JSON array instead of a table'
             cand -w 'Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits'
             cand --watch 'Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits'
@@ -91,7 +97,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --version 'Print version'
         }
         &'orproxy;keys;reactivate'= {
-            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
             cand --all 'Reactivate every key'
             cand -h 'Print help'
             cand --help 'Print help'
@@ -99,7 +106,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --version 'Print version'
         }
         &'orproxy;keys;remove'= {
-            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -107,10 +115,21 @@ set edit:completion:arg-completer[orproxy] = {|@words|
         }
         &'orproxy;keys;check'= {
             cand --upstream 'OpenRouter API base'
-            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
             cand --json 'Print a JSON array instead of a table'
             cand -h 'Print help'
             cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'orproxy;keys;migrate'= {
+            cand --from 'The store to copy from: a JSON file or a redis:// URL'
+            cand --to 'The store to copy to: a JSON file or a redis:// URL'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }
@@ -120,6 +139,7 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand reactivate 'Put disabled or cooling keys back into rotation'
             cand remove 'Delete keys from the store'
             cand check 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says'
+            cand migrate 'Copy every key, with its state and the accounts'' counts, from one store to another'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'orproxy;keys;help;add'= {
@@ -132,11 +152,14 @@ set edit:completion:arg-completer[orproxy] = {|@words|
         }
         &'orproxy;keys;help;check'= {
         }
+        &'orproxy;keys;help;migrate'= {
+        }
         &'orproxy;keys;help;help'= {
         }
         &'orproxy;generate'= {
             cand --out-dir 'Directory that receives completions/ and man/'
-            cand --store 'The JSON key store shared by `serve` and the `keys` commands [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -156,6 +179,7 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand reactivate 'Put disabled or cooling keys back into rotation'
             cand remove 'Delete keys from the store'
             cand check 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says'
+            cand migrate 'Copy every key, with its state and the accounts'' counts, from one store to another'
         }
         &'orproxy;help;keys;add'= {
         }
@@ -166,6 +190,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
         &'orproxy;help;keys;remove'= {
         }
         &'orproxy;help;keys;check'= {
+        }
+        &'orproxy;help;keys;migrate'= {
         }
         &'orproxy;help;generate'= {
         }

@@ -15,10 +15,22 @@ pub const DEFAULT_UPSTREAM: &str = "https://openrouter.ai/api/v1";
     max_term_width = 100
 )]
 pub struct Cli {
-    /// The JSON key store shared by `serve` and the `keys` commands
-    /// [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]
-    #[arg(long, global = true, env = "ORPROXY_STORE", value_name = "PATH")]
-    pub store: Option<PathBuf>,
+    /// The key store shared by `serve` and the `keys` commands: a JSON file, or a
+    /// redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy
+    /// instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e.
+    /// ~/.local/share/orproxy/keys.json]
+    #[arg(long, global = true, env = "ORPROXY_STORE", value_name = "PATH|URL")]
+    pub store: Option<String>,
+
+    /// The prefix of orproxy's Redis keys, so that several key pools can share one Redis
+    /// database (only with a redis:// store) [default: orproxy]
+    #[arg(
+        long,
+        global = true,
+        env = "ORPROXY_REDIS_PREFIX",
+        value_name = "PREFIX"
+    )]
+    pub redis_prefix: Option<String>,
 
     /// What to do.
     #[command(subcommand)]
@@ -211,6 +223,24 @@ pub enum KeysCommand {
     Remove(RemoveArgs),
     /// Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says
     Check(CheckArgs),
+    /// Copy every key, with its state and the accounts' counts, from one store to another
+    ///
+    /// For example from the JSON file to Redis: `orproxy keys migrate --from
+    /// ~/.local/share/orproxy/keys.json --to redis://127.0.0.1:6379/0`. Keys already in the
+    /// target are left as they are; the source is not changed.
+    Migrate(MigrateArgs),
+}
+
+/// `orproxy keys migrate`
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The store to copy from: a JSON file or a redis:// URL
+    #[arg(long, value_name = "PATH|URL")]
+    pub from: String,
+
+    /// The store to copy to: a JSON file or a redis:// URL
+    #[arg(long, value_name = "PATH|URL")]
+    pub to: String,
 }
 
 /// `orproxy keys check`

@@ -2,6 +2,7 @@
 
 use crate::logging::LogFiles;
 use crate::secret::BearerToken;
+use crate::store::location::Location;
 use std::path::PathBuf;
 
 /// Why settings could not be worked out.
@@ -12,16 +13,30 @@ pub enum ConfigError {
         "cannot find a data directory for the key store: pass --store PATH or set ORPROXY_STORE"
     )]
     NoDataDir,
+    /// --store or --redis-prefix cannot be used.
+    #[error(transparent)]
+    Location(#[from] crate::store::location::LocationError),
 }
 
-/// The store path: --store / ORPROXY_STORE, else `$XDG_DATA_HOME/orproxy/keys.json`.
-pub fn store_path(flag: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
-    if let Some(path) = flag {
-        return Ok(path);
+/// The store: --store / ORPROXY_STORE (a path or a redis:// URL), else
+/// `$XDG_DATA_HOME/orproxy/keys.json`; `prefix` is --redis-prefix.
+pub fn store_location(flag: Option<&str>, prefix: Option<&str>) -> Result<Location, ConfigError> {
+    if let Some(raw) = flag.filter(|raw| !raw.trim().is_empty()) {
+        return Ok(Location::parse(raw.trim(), prefix)?);
     }
-    dirs::data_dir()
+    let path = dirs::data_dir()
         .map(|d| d.join("orproxy").join("keys.json"))
-        .ok_or(ConfigError::NoDataDir)
+        .ok_or(ConfigError::NoDataDir)?;
+    if prefix.is_some() {
+        return Err(
+            crate::store::location::LocationError::PrefixWithFile(format!(
+                "{} (the default store; pass --store redis://...)",
+                path.display()
+            ))
+            .into(),
+        );
+    }
+    Ok(Location::File(path))
 }
 
 /// The default port, as the original Node server used.
@@ -78,8 +93,8 @@ pub enum ServeConfigError {
 /// Checked settings for `orproxy serve`.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// The key store file.
-    pub store: PathBuf,
+    /// Where the key store lives.
+    pub store: Location,
     /// Listen address.
     pub host: String,
     /// Listen port (0 picks a free one).
@@ -180,7 +195,7 @@ pub fn is_loopback(host: &str) -> bool {
 impl ServeConfig {
     /// Check raw `serve` arguments. `port_env` is the legacy `PORT` variable.
     pub fn from_args(
-        store: Option<PathBuf>,
+        store: Location,
         args: &crate::cli::ServeArgs,
         legacy: LegacyEnv,
     ) -> Result<Self, ServeConfigError> {
@@ -225,7 +240,7 @@ impl ServeConfig {
             _ => DEFAULT_LOG_RETENTION_DAYS,
         };
         Ok(Self {
-            store: store_path(store)?,
+            store,
             host: args.host.clone(),
             port,
             upstream,

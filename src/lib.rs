@@ -19,12 +19,11 @@ use std::process::ExitCode;
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     logging::install_panic_hook();
     match &cli.command {
-        cli::Command::Keys(args) => {
-            let store = store::Store::new(config::store_path(cli.store.clone())?);
-            commands::keys::run(&store, args)
-        }
+        cli::Command::Keys(args) => commands::keys::run(&cli, args),
         cli::Command::Serve(args) => {
-            commands::serve::run(cli.store.clone(), args)?;
+            let location =
+                config::store_location(cli.store.as_deref(), cli.redis_prefix.as_deref())?;
+            commands::serve::run(location, args)?;
             Ok(ExitCode::SUCCESS)
         }
         cli::Command::Generate(args) => {

@@ -16,5 +16,6 @@ mod openrouter;
 mod pty;
 mod secrets;
 mod serve;
+mod shared;
 mod stream;
 mod watch;

@@ -5,7 +5,7 @@ use crate::human;
 use crate::openrouter::keyinfo::{self, CheckError};
 use crate::pool::state::Status;
 use crate::secret::ApiKey;
-use crate::store::Store;
+use crate::store::Backend;
 use crate::store::model::{KeyInfo, StoreFile};
 use crate::store::ops::{self, Added};
 use crate::store::view::KeyView;
@@ -20,8 +20,15 @@ use std::time::Duration;
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Dispatch `orproxy keys <command>`.
-pub fn run(store: &Store, args: &KeysArgs) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &crate::cli::Cli, args: &KeysArgs) -> anyhow::Result<ExitCode> {
+    let prefix = cli.redis_prefix.as_deref();
+    if let KeysCommand::Migrate(m) = &args.command {
+        return super::migrate::run(m, prefix);
+    }
+    let location = crate::config::store_location(cli.store.as_deref(), prefix)?;
+    let store = &Backend::open(&location)?;
     match &args.command {
+        KeysCommand::Migrate(m) => super::migrate::run(m, prefix),
         KeysCommand::Add(a) => add(store, a),
         KeysCommand::List(a) => list(store, a),
         KeysCommand::Reactivate(a) => reactivate(store, a),
@@ -37,7 +44,7 @@ struct Candidate {
     raw: String,
 }
 
-fn add(store: &Store, args: &AddArgs) -> anyhow::Result<ExitCode> {
+fn add(store: &Backend, args: &AddArgs) -> anyhow::Result<ExitCode> {
     let mut adder = Adder::new(store, args)?;
     if !args.keys.is_empty() {
         let batch = args
@@ -87,14 +94,14 @@ fn read_stdin_keys() -> anyhow::Result<Vec<Candidate>> {
 }
 
 struct Adder<'a> {
-    store: &'a Store,
+    store: &'a Backend,
     args: &'a AddArgs,
     runtime: Option<actix_web::rt::SystemRunner>,
     refused: usize,
 }
 
 impl<'a> Adder<'a> {
-    fn new(store: &'a Store, args: &'a AddArgs) -> anyhow::Result<Self> {
+    fn new(store: &'a Backend, args: &'a AddArgs) -> anyhow::Result<Self> {
         let runtime = (!args.no_verify).then(actix_web::rt::System::new);
         Ok(Self {
             store,
@@ -223,7 +230,7 @@ enum Verified {
     Unknown(CheckError),
 }
 
-fn list(store: &Store, args: &ListArgs) -> anyhow::Result<ExitCode> {
+fn list(store: &Backend, args: &ListArgs) -> anyhow::Result<ExitCode> {
     if args.watch {
         return super::watch::run(store);
     }
@@ -237,7 +244,7 @@ fn list(store: &Store, args: &ListArgs) -> anyhow::Result<ExitCode> {
     if file.keys.is_empty() {
         crate::out!(
             "No keys in {}. Add one with `orproxy keys add` (or pipe keys into it, one per line).",
-            store.path().display()
+            store.describe()
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -306,7 +313,7 @@ pub fn table(file: &StoreFile, now: chrono::DateTime<Utc>, color: bool, tty: boo
     table
 }
 
-fn reactivate(store: &Store, args: &ReactivateArgs) -> anyhow::Result<ExitCode> {
+fn reactivate(store: &Backend, args: &ReactivateArgs) -> anyhow::Result<ExitCode> {
     let done = store.update(|file| {
         let indices = if args.all {
             (0..file.keys.len()).collect()
@@ -324,7 +331,7 @@ fn reactivate(store: &Store, args: &ReactivateArgs) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn remove(store: &Store, args: &RemoveArgs) -> anyhow::Result<ExitCode> {
+fn remove(store: &Backend, args: &RemoveArgs) -> anyhow::Result<ExitCode> {
     let removed = store.update(|file| {
         let indices = ops::resolve_ids(file, &args.ids)?;
         Ok::<_, ops::IdError>(ops::remove(file, &indices))
@@ -346,7 +353,7 @@ struct Checked {
     info: Option<KeyInfo>,
 }
 
-fn check(store: &Store, args: &CheckArgs) -> anyhow::Result<ExitCode> {
+fn check(store: &Backend, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let file = store.load()?;
     let indices = if args.ids.is_empty() {
         (0..file.keys.len()).collect()

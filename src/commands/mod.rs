@@ -2,5 +2,6 @@
 
 pub mod generate;
 pub mod keys;
+pub mod migrate;
 pub mod serve;
 pub mod watch;

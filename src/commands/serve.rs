@@ -3,16 +3,16 @@
 use crate::cli::ServeArgs;
 use crate::config::{LegacyEnv, ServeConfig};
 use crate::secret::ApiKey;
-use crate::store::{Store, ops};
+use crate::store::location::Location;
+use crate::store::{Backend, ops};
 use anyhow::Context;
 use chrono::Utc;
-use std::path::PathBuf;
 
 /// Run the proxy until SIGINT/SIGTERM.
-pub fn run(store_flag: Option<PathBuf>, args: &ServeArgs) -> anyhow::Result<()> {
-    let config = ServeConfig::from_args(store_flag, args, LegacyEnv::from_process())?;
+pub fn run(location: Location, args: &ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::from_args(location, args, LegacyEnv::from_process())?;
     crate::logging::init_server(&config.log_files)?;
-    let store = Store::new(&config.store);
+    let store = Backend::open(&config.store)?;
     let env_keys = std::env::var("OPENROUTER_API_KEYS").unwrap_or_default();
     let file = if env_keys.trim().is_empty() {
         store.load()?
@@ -31,7 +31,7 @@ pub fn run(store_flag: Option<PathBuf>, args: &ServeArgs) -> anyhow::Result<()> 
         }
         file
     };
-    crate::server::run(config, store, &file).context("orproxy serve stopped")?;
+    crate::server::run(config, store, file).context("orproxy serve stopped")?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! and puts both back however it ends (Ctrl-C, SIGTERM, a closed terminal,
 //! an error). Piped, it prints one plain frame per second.
 
-use crate::store::Store;
+use crate::store::Backend;
 use chrono::{Local, Utc};
 use crossterm::{cursor, queue, terminal};
 use std::io::{IsTerminal, Write};
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Redraw until interrupted.
-pub fn run(store: &Store) -> anyhow::Result<ExitCode> {
+pub fn run(store: &Backend) -> anyhow::Result<ExitCode> {
     let tty = std::io::stdout().is_terminal();
     let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let system = actix_web::rt::System::new();
@@ -39,16 +39,16 @@ pub fn run(store: &Store) -> anyhow::Result<ExitCode> {
 }
 
 /// One frame: a header line, then the table (or why there is none).
-fn frame(store: &Store, color: bool, tty: bool) -> String {
+fn frame(store: &Backend, color: bool, tty: bool) -> String {
     let header = format!(
         "Every 1s: orproxy keys list | {} | {} | Ctrl-C quits",
-        store.path().display(),
+        store.describe(),
         Local::now().format("%H:%M:%S")
     );
     let body = match store.load() {
         Ok(file) if file.keys.is_empty() => format!(
             "No keys in {}. Add one with `orproxy keys add`.",
-            store.path().display()
+            store.describe()
         ),
         Ok(file) => super::keys::table(&file, Utc::now(), color, tty).to_string(),
         Err(e) => format!("error: {}", crate::secret::redact(&e.to_string())),

@@ -56,6 +56,9 @@ pub struct PoolKey {
     /// Where its free-model requests are counted: the account, or
     /// `key:<id>` when the account is unknown.
     pub quota: String,
+    /// With a shared store: the version of the stored state last adopted,
+    /// so that an older one arriving late is ignored.
+    pub version: u64,
 }
 
 impl PoolKey {
@@ -69,6 +72,7 @@ impl PoolKey {
             generation: record.generation,
             state: record.state.clone(),
             quota: record.quota_account(),
+            version: 0,
         }
     }
 }
@@ -283,6 +287,16 @@ struct Scan {
     fresh: Candidate,
     /// Least recently used usable key, excluded or not.
     any: Candidate,
+}
+
+/// A stored state, with the history fields (`last_used`, totals) taking the
+/// larger of ours and the store's: the store owns the rest.
+fn merged(local: &KeyState, remote: &KeyState) -> KeyState {
+    let mut state = remote.clone();
+    state.last_used = local.last_used.max(remote.last_used);
+    state.requests_total = local.requests_total.max(remote.requests_total);
+    state.failures_total = local.failures_total.max(remote.failures_total);
+    state
 }
 
 /// Park `key` until `until` unless it already cools at least as long
@@ -872,6 +886,180 @@ impl Pool {
         self.touched = false;
         events.extend(removed);
         events
+    }
+
+    /// The keys a cooldown reported through key `id` parks: every key of
+    /// its account when `account_wide` and the account is known, else `id`.
+    pub fn cooldown_targets(&self, id: &str, account_wide: bool) -> Vec<String> {
+        let account = self
+            .get(id)
+            .filter(|_| account_wide)
+            .and_then(|k| k.account.clone());
+        match account {
+            Some(account) => self
+                .keys
+                .iter()
+                .filter(|k| k.account.as_deref() == Some(account.as_str()))
+                .map(|k| k.id.clone())
+                .collect(),
+            None if self.index.contains_key(id) => vec![id.to_owned()],
+            None => Vec::new(),
+        }
+    }
+
+    /// Adopt key `id`'s state as a shared store holds it (decided by
+    /// another instance, or the stored result of our own change). The store
+    /// owns everything but history: `last_used` and the totals keep the
+    /// larger value. A key that stops being usable is no longer current.
+    /// Returns whether the key is usable now and was not before (waiters
+    /// should look again). An unknown ID, or a `version` older than the
+    /// one adopted last, is ignored.
+    pub fn adopt_state(
+        &mut self,
+        id: &str,
+        remote: &KeyState,
+        version: u64,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(key) = self
+            .index
+            .get(id)
+            .copied()
+            .and_then(|i| self.keys.get_mut(i))
+        else {
+            return false;
+        };
+        if version < key.version {
+            return false;
+        }
+        key.version = version;
+        let was = key.state.is_available_for(now, true);
+        key.state = merged(&key.state, remote);
+        let is = key.state.is_available_for(now, true);
+        if !key.state.is_available(now) {
+            self.rotate_away_from(id);
+        }
+        is && !was
+    }
+
+    /// Adopt a shared store as the truth: keys only in `file` are added,
+    /// keys only in the pool removed, and every key takes the stored state
+    /// (history merged as in [`Pool::adopt_state`]) and the stored label,
+    /// account and generation. Account counts merge (they only grow within
+    /// a day). A key whose stored `versions` entry is older than the
+    /// state adopted last keeps its state (the snapshot was read before a
+    /// newer change reached us). The pool takes the store's order. Events:
+    /// added and reactivated (a higher generation) in store order, then
+    /// removals.
+    pub fn adopt_store(
+        &mut self,
+        file: &StoreFile,
+        versions: &HashMap<String, u64>,
+        now: DateTime<Utc>,
+    ) -> Vec<Event> {
+        let mut old: HashMap<String, PoolKey> = std::mem::take(&mut self.keys)
+            .into_iter()
+            .map(|k| (k.id.clone(), k))
+            .collect();
+        let mut events = Vec::new();
+        let mut keys = Vec::with_capacity(file.keys.len());
+        let mut index = HashMap::with_capacity(file.keys.len());
+        for record in &file.keys {
+            if index.contains_key(&record.id) {
+                continue;
+            }
+            let key = match old.remove(&record.id) {
+                Some(old) => {
+                    if record.generation > old.generation {
+                        events.push(Event::Reactivated { id: old.id.clone() });
+                    }
+                    let version = versions.get(&record.id).copied().unwrap_or(0);
+                    let mut key = PoolKey::from_record(record);
+                    if version >= old.version {
+                        key.state = merged(&old.state, &record.state);
+                        key.version = version;
+                    } else {
+                        key.state = old.state;
+                        key.version = old.version;
+                    }
+                    key
+                }
+                None => {
+                    events.push(Event::Added {
+                        id: record.id.clone(),
+                    });
+                    let mut key = PoolKey::from_record(record);
+                    key.version = versions.get(&record.id).copied().unwrap_or(0);
+                    key
+                }
+            };
+            index.insert(key.id.clone(), keys.len());
+            keys.push(key);
+        }
+        let mut removed: Vec<&PoolKey> = old.values().collect();
+        removed.sort_by(|a, b| a.id.cmp(&b.id));
+        events.extend(
+            removed
+                .into_iter()
+                .map(|k| Event::Removed { id: k.id.clone() }),
+        );
+        self.keys = keys;
+        self.index = index;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|id| !self.index.contains_key(id))
+        {
+            self.current = None;
+        }
+        self.adopt_accounts(file, now);
+        let live: HashSet<&str> = self.keys.iter().map(|k| k.quota.as_str()).collect();
+        self.accounts
+            .retain(|account, _| live.contains(account.as_str()));
+        events
+    }
+
+    /// The account of key `id` and its caps in force: (account, daily,
+    /// per-minute).
+    pub fn quota_caps(&self, id: &str) -> Option<(String, u32, u32)> {
+        let key = self.get(id)?;
+        let usage = self.accounts.get(&key.quota).cloned().unwrap_or_default();
+        Some((key.quota.clone(), usage.daily_cap(), usage.minute_cap()))
+    }
+
+    /// A shared store counted `today` free-model requests for key `id`'s
+    /// account today.
+    pub fn adopt_free_count(&mut self, id: &str, today: u32, now: DateTime<Utc>) {
+        if let Some(quota) = self.get(id).map(|k| k.quota.clone()) {
+            self.accounts
+                .entry(quota)
+                .or_default()
+                .adopt_shared_count(today, now);
+        }
+    }
+
+    /// A shared store refused key `id`'s account a free-model request: its
+    /// daily cap is spent (`daily`), or its per-minute window is full until
+    /// `until`. The next choices skip its keys for free models meanwhile.
+    pub fn hold_account(
+        &mut self,
+        id: &str,
+        daily: bool,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        let Some(quota) = self.get(id).map(|k| k.quota.clone()) else {
+            return;
+        };
+        if self.current.as_deref() == Some(id) {
+            self.current = None;
+        }
+        let usage = self.accounts.entry(quota).or_default();
+        if daily {
+            usage.exhaust_day(now);
+        } else if usage.held_until.is_none_or(|h| h < until) {
+            usage.held_until = Some(until);
+        }
     }
 
     /// Whether state changed since the last [`Pool::mark_clean`] or

@@ -36,6 +36,9 @@ pub struct AccountUsage {
     pub minute: VecDeque<DateTime<Utc>>,
     /// The per-minute cap, when OpenRouter told us.
     pub minute_limit: Option<u32>,
+    /// Held until then by a shared store's per-minute window (requests
+    /// that other instances sent).
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 /// The state of an account that is persisted in the store (the per-minute
@@ -87,6 +90,7 @@ impl AccountUsage {
         if self.daily_blocked(now) {
             return Some(next_utc_midnight(now));
         }
+        let held = self.held_until.filter(|until| *until > now);
         let horizon = now - TimeDelta::minutes(1);
         let expired = self.minute.iter().take_while(|t| **t <= horizon).count();
         let recent = self.minute.len() - expired;
@@ -94,9 +98,10 @@ impl AccountUsage {
         if recent >= cap {
             // Free again when enough of the window has expired.
             let idx = self.minute.len() - cap;
-            return self.minute.get(idx).map(|t| *t + TimeDelta::minutes(1));
+            let local = self.minute.get(idx).map(|t| *t + TimeDelta::minutes(1));
+            return local.max(held);
         }
-        None
+        held
     }
 
     /// Whether the block at `now` (if any) is the daily cap.
@@ -148,6 +153,13 @@ impl AccountUsage {
         if remaining == Some(0) {
             self.exhaust_day(now);
         }
+    }
+
+    /// A shared store counted `today` requests for the account today
+    /// (every instance's): counts only grow within a day.
+    pub fn adopt_shared_count(&mut self, today: u32, now: DateTime<Utc>) {
+        self.roll(now);
+        self.day_count = self.day_count.max(today);
     }
 
     /// The persisted part.
@@ -281,6 +293,22 @@ mod tests {
             t(10, 0, 0),
         );
         assert_eq!((v.day_count, v.day_limit), (0, Some(50)));
+    }
+
+    #[test]
+    fn a_shared_hold_blocks_until_it_ends_and_shared_counts_only_grow() {
+        let mut u = AccountUsage {
+            held_until: Some(t(10, 0, 40)),
+            ..AccountUsage::default()
+        };
+        assert_eq!(u.blocked_until(t(10, 0, 0)), Some(t(10, 0, 40)));
+        assert_eq!(u.blocked_until(t(10, 0, 40)), None);
+        u.adopt_shared_count(30, t(10, 0, 0));
+        u.adopt_shared_count(12, t(10, 0, 1));
+        assert_eq!(u.day_count, 30);
+        u.free_tier = Some(true);
+        u.adopt_shared_count(50, t(10, 0, 2));
+        assert!(u.daily_blocked(t(10, 0, 3)));
     }
 
     #[test]

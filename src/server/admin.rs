@@ -116,12 +116,28 @@ fn internal(what: &str) -> ApiError {
 
 fn store_error(e: &StoreError) -> ApiError {
     log::error!("admin API: {e}");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "server_error",
-        "store_error",
-        redact(&e.to_string()),
-    )
+    match e {
+        // A shared store that cannot be reached is a temporary condition.
+        StoreError::Redis { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "store_unavailable",
+            redact(&e.to_string()),
+        ),
+        _ => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "store_error",
+            redact(&e.to_string()),
+        ),
+    }
+}
+
+/// [`store_error`] for a change: says that nothing was changed.
+fn change_error(e: &StoreError) -> ApiError {
+    let mut err = store_error(e);
+    err.message = format!("{}; the change was not made", err.message);
+    err
 }
 
 fn id_error(e: &IdError) -> ApiError {
@@ -144,17 +160,17 @@ fn id_error(e: &IdError) -> ApiError {
 /// Run a store change on a blocking thread, then let the pool pick it up.
 async fn change<T: Send + 'static>(
     shared: &web::Data<Shared>,
-    f: impl FnOnce(&mut StoreFile) -> T + Send + 'static,
+    f: impl FnMut(&mut StoreFile) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     let shared: Arc<Shared> = shared.clone().into_inner();
     web::block(move || {
         let out = shared.store.update(f)?;
-        shared.sync(false);
+        shared.refresh();
         Ok::<_, StoreError>(out)
     })
     .await
     .map_err(|_| internal("changing the key store"))?
-    .map_err(|e| store_error(&e))
+    .map_err(|e| change_error(&e))
 }
 
 async fn list(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
@@ -231,7 +247,7 @@ async fn add(payload: web::Payload, shared: web::Data<Shared>) -> Result<HttpRes
         .filter(|l| !l.is_empty());
     let now = Utc::now();
     let (added, view) = change(&shared, move |file| {
-        let added = ops::add_key(file, &key, label.as_deref(), info, now);
+        let added = ops::add_key(file, &key, label.as_deref(), info.clone(), now);
         let view = file
             .keys
             .iter()
@@ -260,7 +276,7 @@ async fn reactivate(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpR
     let id = path_id(&req);
     let now = Utc::now();
     let view = change(&shared, move |file| {
-        let indices = ops::resolve_ids(file, &[id])?;
+        let indices = ops::resolve_ids(file, std::slice::from_ref(&id))?;
         ops::reactivate(file, &indices);
         Ok::<_, IdError>(
             indices
@@ -283,7 +299,7 @@ async fn remove(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpRespo
     let id = path_id(&req);
     let now = Utc::now();
     let removed = change(&shared, move |file| {
-        let indices = ops::resolve_ids(file, &[id])?;
+        let indices = ops::resolve_ids(file, std::slice::from_ref(&id))?;
         Ok::<_, IdError>(ops::remove(file, &indices))
     })
     .await?

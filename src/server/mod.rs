@@ -7,13 +7,14 @@ pub mod disconnect;
 pub mod errors;
 pub mod metrics;
 pub mod proxy;
+pub mod redis_link;
 pub mod relay;
 pub mod request_log;
 pub mod state;
 
 use crate::config::ServeConfig;
 use crate::pool::Counts;
-use crate::store::Store;
+use crate::store::Backend;
 use crate::store::model::StoreFile;
 use actix_web::http::KeepAlive;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -44,8 +45,9 @@ pub enum ServeError {
 }
 
 /// Run the server until SIGINT/SIGTERM. `file` is the store as read at start.
-pub fn run(config: ServeConfig, store: Store, file: &StoreFile) -> Result<(), ServeError> {
-    let shared = web::Data::new(Shared::new(config.clone(), store, file));
+pub fn run(config: ServeConfig, store: Backend, file: StoreFile) -> Result<(), ServeError> {
+    let shared = web::Data::new(Shared::new(config.clone(), store, &file));
+    shared.clone().into_inner().start(file);
     actix_web::rt::System::new().block_on(serve(config, shared))
 }
 
@@ -111,7 +113,7 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
     let counts = shared.counts(Utc::now());
     say(format_args!(
         "orproxy listening on http://{bound}/v1 | store {} | upstream {} | keys: {} active, {} cooling, {} disabled | logs {}",
-        shared.store.path().display(),
+        shared.store.describe(),
         config.upstream,
         counts.active,
         counts.cooling,

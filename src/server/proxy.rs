@@ -411,7 +411,15 @@ async fn wait_for_key(
             continue;
         }
         match shared.choose(now, tried, request.free) {
-            Choice::Use { id, key } => return Ok(Some((id, key))),
+            Choice::Use { id, key } => {
+                // With a shared store, a free-model request takes a slot in
+                // the account's shared counts first; at a cap there, the
+                // account is skipped and another key chosen.
+                if request.free && !shared.reserve_free(&id).await {
+                    continue;
+                }
+                return Ok(Some((id, key)));
+            }
             Choice::Unavailable { .. } if request.anonymous_ok => return Ok(None),
             Choice::Unavailable {
                 soonest,

@@ -1,12 +1,14 @@
 //! State shared by every worker: the key pool in memory, and its
 //! synchronisation with the store file behind the request path.
 
+use super::redis_link::{Link, op_for};
 use crate::config::ServeConfig;
 use crate::pool::{CapKind, Choice, Counts, Event, Outcome, Pool, Probe, Settings};
 use crate::store::model::StoreFile;
-use crate::store::{Stamp, Store, StoreError};
+use crate::store::redis_store::ops::{Op, Reservation};
+use crate::store::{Backend, Stamp, StoreError};
 use chrono::{DateTime, Utc};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::Notify;
 
 /// Everything the workers share. The pool's mutex is only ever held for a
@@ -15,11 +17,14 @@ pub struct Shared {
     pool: Mutex<Pool>,
     /// Woken when keys may have become usable (added, reactivated, recovered).
     pub changed: Notify,
-    /// The store file.
-    pub store: Store,
+    /// The key store: a file merged once a second, or a shared Redis.
+    pub store: Backend,
     /// Checked settings.
     pub config: ServeConfig,
     sync_state: Mutex<SyncState>,
+    /// With a Redis store: the threads that share our changes and apply
+    /// the other instances' (see [`Shared::start`]).
+    link: OnceLock<Link>,
 }
 
 /// How often a pool whose only changes are counters is saved.
@@ -35,8 +40,9 @@ struct SyncState {
 }
 
 impl Shared {
-    /// Build the shared state from a store already read at start.
-    pub fn new(config: ServeConfig, store: Store, file: &StoreFile) -> Self {
+    /// Build the shared state from a store already read at start. With a
+    /// Redis store, call [`Shared::start`] next.
+    pub fn new(config: ServeConfig, store: Backend, file: &StoreFile) -> Self {
         let mut pool = Pool::from_records(
             &file.keys,
             Settings {
@@ -44,7 +50,10 @@ impl Shared {
             },
         );
         pool.adopt_accounts(file, Utc::now());
-        let stamp = store.stamp();
+        let stamp = match &store {
+            Backend::File(file) => file.stamp(),
+            Backend::Redis(_) => None,
+        };
         Self {
             pool: Mutex::new(pool),
             changed: Notify::new(),
@@ -55,6 +64,25 @@ impl Shared {
                 stamp,
                 last_error: None,
             }),
+            link: OnceLock::new(),
+        }
+    }
+
+    /// With a Redis store, start sharing state with the other instances
+    /// (`file`: the store as read at start). Nothing to do for a file.
+    pub fn start(self: &Arc<Self>, file: StoreFile) {
+        if let Backend::Redis(store) = &self.store {
+            let _ = self.link.set(Link::start(self, (**store).clone(), file));
+        }
+    }
+
+    fn link(&self) -> Option<&Link> {
+        self.link.get()
+    }
+
+    fn share(&self, op: Option<Op>) {
+        if let (Some(link), Some(op)) = (self.link(), op) {
+            link.push(op);
         }
     }
 
@@ -66,7 +94,110 @@ impl Shared {
 
     /// Pick a key for an attempt (`free`: for a `:free` model).
     pub fn choose(&self, now: DateTime<Utc>, exclude: &[String], free: bool) -> Choice {
-        self.pool().choose_for(now, exclude, free)
+        let choice = self.pool().choose_for(now, exclude, free);
+        if let (Some(link), Choice::Use { id, .. }) = (self.link(), &choice) {
+            link.push(Op::Count {
+                id: id.clone(),
+                requests: 0,
+                last_used: Some(now),
+                reset_failures: false,
+            });
+        }
+        choice
+    }
+
+    /// With a shared store, count a `:free` model request sent with key
+    /// `id` against its account across every instance. False when the
+    /// account is at a cap there: the pool then skips its keys for free
+    /// models until the cap frees, and the caller chooses again. True
+    /// without a shared store, or when Redis cannot answer in time (this
+    /// instance's own counts decided).
+    pub async fn reserve_free(&self, id: &str) -> bool {
+        let Some(link) = self.link() else {
+            return true;
+        };
+        let Some((account, daily, minute)) = self.pool().quota_caps(id) else {
+            return true;
+        };
+        let answer = link.reserve(account, daily, minute).await;
+        let now = Utc::now();
+        let mut pool = self.pool();
+        match answer {
+            None => true,
+            Some(Reservation::Granted { today }) => {
+                pool.adopt_free_count(id, today, now);
+                true
+            }
+            Some(Reservation::DayCapped { .. }) => {
+                pool.hold_account(id, true, now, now);
+                false
+            }
+            Some(Reservation::MinuteCapped { until }) => {
+                // Never a hold in the past: that would ask again at once.
+                let until = until.max(now + chrono::TimeDelta::milliseconds(250));
+                pool.hold_account(id, false, until, now);
+                false
+            }
+        }
+    }
+
+    /// Apply key states a shared store reports (another instance's change,
+    /// or the stored result of ours); wakes waiters when a key came back.
+    pub fn adopt_changed(&self, changed: &[(String, std::collections::HashMap<String, String>)]) {
+        if changed.is_empty() {
+            return;
+        }
+        let now = Utc::now();
+        let mut back = false;
+        {
+            let mut pool = self.pool();
+            for (id, fields) in changed {
+                if let Some(state) = crate::store::redis_store::ops::state_of(id, fields) {
+                    let version = crate::store::redis_store::layout::version_of(fields);
+                    back |= pool.adopt_state(id, &state, version, now);
+                }
+            }
+        }
+        if back {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Adopt the whole shared store (keys added, removed or reset).
+    pub fn adopt_store(&self, file: &StoreFile, versions: &std::collections::HashMap<String, u64>) {
+        let events = self.pool().adopt_store(file, versions, Utc::now());
+        log_events(&events);
+        self.changed.notify_waiters();
+    }
+
+    /// Another instance backed a model off.
+    pub fn adopt_model(&self, model: &str, until: DateTime<Utc>) {
+        self.pool().back_off_model(model, until);
+    }
+
+    /// The store to write back when a shared store lost its data: `base`
+    /// (the store as last read) with the pool's current states and counts.
+    pub fn export(&self, base: &StoreFile) -> StoreFile {
+        let mut pool = self.pool().clone();
+        let mut file = base.clone();
+        pool.reconcile(&mut file, Utc::now());
+        file
+    }
+
+    /// After an administrative change to the store: make the pool reflect
+    /// it now (blocking I/O: call from a blocking thread).
+    pub fn refresh(&self) {
+        match &self.store {
+            Backend::File(_) => self.sync(false),
+            Backend::Redis(store) => match store
+                .connect()
+                .and_then(|mut con| store.load_versioned(&mut con))
+            {
+                Ok((file, versions)) => self.adopt_store(&file, &versions),
+                // The subscriber's reload notice will catch up.
+                Err(e) => log::warn!("{e}"),
+            },
+        }
     }
 
     /// Until when requests for `model` are held (OpenRouter's shared
@@ -83,6 +214,10 @@ impl Shared {
             crate::store::view::rfc3339(until)
         );
         self.pool().back_off_model(model, until);
+        self.share(Some(Op::Model {
+            model: model.to_owned(),
+            until,
+        }));
     }
 
     /// Disabled keys due for a background re-check.
@@ -91,11 +226,24 @@ impl Shared {
         now: DateTime<Utc>,
         every: chrono::TimeDelta,
     ) -> Vec<(String, crate::secret::ApiKey)> {
-        self.pool().due_for_probe(now, every)
+        let due = self.pool().due_for_probe(now, every);
+        for (id, _) in &due {
+            self.share(Some(Op::ProbeMark { id: id.clone() }));
+        }
+        due
     }
 
     /// Apply a re-check's result; wakes waiters when the key is back.
     pub fn probe_result(&self, id: &str, probe: Probe, now: DateTime<Utc>) {
+        let op = match &probe {
+            Probe::Healthy => Some(Op::ProbeOk { id: id.to_owned() }),
+            Probe::Invalid(reason) => Some(Op::ProbeInvalid {
+                id: id.to_owned(),
+                reason: reason.clone(),
+            }),
+            Probe::StillDown(_) => None,
+        };
+        self.share(op);
         let events = self.pool().probe_result(id, probe, now);
         if !events.is_empty() {
             log_events(&events);
@@ -112,12 +260,30 @@ impl Shared {
         hit: bool,
         now: DateTime<Utc>,
     ) {
-        self.pool().note_cap(id, kind, limit, hit, now);
+        let mut pool = self.pool();
+        pool.note_cap(id, kind, limit, hit, now);
+        if kind == CapKind::PerDay
+            && self.link().is_some()
+            && let Some((account, cap, _)) = pool.quota_caps(id)
+        {
+            drop(pool);
+            self.share(Some(Op::Cap {
+                account,
+                limit,
+                exhausted: hit,
+                cap,
+            }));
+        }
     }
 
     /// Record what happened to an attempt made with key `id`.
     pub fn report(&self, id: &str, outcome: Outcome, now: DateTime<Utc>) {
-        let events = self.pool().report(id, outcome, now);
+        let (events, op) = {
+            let mut pool = self.pool();
+            let op = self.link().and_then(|_| op_for(&pool, id, &outcome));
+            (pool.report(id, outcome, now), op)
+        };
+        self.share(op);
         log_events(&events);
     }
 
@@ -157,7 +323,18 @@ impl Shared {
     /// call from a blocking thread). `force` writes even when nothing seems
     /// to have changed (at shutdown).
     pub fn sync(&self, force: bool) {
-        let stamp = self.store.stamp();
+        let store = match &self.store {
+            Backend::File(store) => store,
+            Backend::Redis(_) => {
+                // Changes go out as they happen; at shutdown, send what is
+                // queued and stop the threads.
+                if force && let Some(link) = self.link() {
+                    link.shutdown(std::time::Duration::from_secs(3));
+                }
+                return;
+            }
+        };
+        let stamp = store.stamp();
         let (urgent, dirty) = {
             let pool = self.pool();
             (pool.is_urgent(), pool.is_dirty())
@@ -176,7 +353,7 @@ impl Shared {
             }
         }
         let now = Utc::now();
-        let result = self.store.update(|file| self.pool().reconcile(file, now));
+        let result = store.update(|file| self.pool().reconcile(file, now));
         let mut state = self
             .sync_state
             .lock()
@@ -184,12 +361,9 @@ impl Shared {
         match result {
             Ok(events) => {
                 state.written = std::time::Instant::now();
-                state.stamp = self.store.stamp();
+                state.stamp = store.stamp();
                 if state.last_error.take().is_some() {
-                    log::info!(
-                        "the key store {} is readable again",
-                        self.store.path().display()
-                    );
+                    log::info!("the key store {} is readable again", store.path().display());
                 }
                 drop(state);
                 if !events.is_empty() {

@@ -7,8 +7,10 @@
 //! the new file, never half of one. The directory is created 0700 and the
 //! file is written 0600 whatever the umask.
 
+pub mod location;
 pub mod model;
 pub mod ops;
+pub mod redis_store;
 pub mod view;
 
 use model::{STORE_VERSION, StoreFile};
@@ -60,6 +62,64 @@ pub enum StoreError {
     /// Serialising the store failed (should not happen).
     #[error("cannot serialise the key store: {0}")]
     Serialise(#[from] serde_json::Error),
+    /// A Redis store could not be read or written. The URL is shown
+    /// without its password.
+    #[error("{action} the shared key store {store}: {msg}")]
+    Redis {
+        /// What was being done, e.g. "cannot reach".
+        action: &'static str,
+        /// The store's URL, password hidden.
+        store: String,
+        /// What went wrong.
+        msg: String,
+    },
+}
+
+/// The key store, wherever it lives: the same snapshot operations on a
+/// JSON file or on Redis.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The JSON file (the default).
+    File(Store),
+    /// A Redis database shared by several instances.
+    Redis(Box<redis_store::RedisStore>),
+}
+
+impl Backend {
+    /// The store at `location` (nothing is touched until used).
+    pub fn open(location: &location::Location) -> Result<Self, StoreError> {
+        Ok(match location {
+            location::Location::File(path) => Backend::File(Store::new(path)),
+            location::Location::Redis(url) => {
+                Backend::Redis(Box::new(redis_store::RedisStore::new(url)?))
+            }
+        })
+    }
+
+    /// The store's path, or its URL without the password.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::File(store) => store.path().display().to_string(),
+            Backend::Redis(store) => store.shown().to_owned(),
+        }
+    }
+
+    /// Read the whole store.
+    pub fn load(&self) -> Result<StoreFile, StoreError> {
+        match self {
+            Backend::File(store) => store.load(),
+            Backend::Redis(store) => store.load(),
+        }
+    }
+
+    /// Atomic read-modify-write of the whole store. `change` may run more
+    /// than once on a Redis store (see [`redis_store::RedisStore::update`]).
+    pub fn update<T>(&self, change: impl FnMut(&mut StoreFile) -> T) -> Result<T, StoreError> {
+        match self {
+            Backend::File(store) => store.update(change),
+            Backend::Redis(store) => store.update(change),
+        }
+    }
 }
 
 /// The suffix of the store's temporary files.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_openrouter;
+pub mod redis;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,20 +20,35 @@ pub fn key(n: usize) -> String {
 /// A temporary directory with a store path inside it.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The file store's path (unused with a Redis store).
     pub store: PathBuf,
+    /// What `--store` is given: the path, or a Redis URL.
+    pub store_arg: std::ffi::OsString,
 }
 
 impl Env {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("data").join("keys.json");
-        Self { dir, store }
+        let store_arg = store.clone().into_os_string();
+        Self {
+            dir,
+            store,
+            store_arg,
+        }
+    }
+
+    /// An environment whose commands use the Redis store at `url`.
+    pub fn with_store(url: &str) -> Self {
+        let mut env = Self::new();
+        env.store_arg = url.into();
+        env
     }
 
     /// `orproxy --store STORE args...` with a clean environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.arg("--store").arg(&self.store).args(args);
+        cmd.arg("--store").arg(&self.store_arg).args(args);
         clean_env(&mut cmd, self.dir.path());
         cmd
     }

@@ -1,0 +1,590 @@
+//! How the store is laid out in Redis: key names, and records as hash
+//! fields. Pure conversions, unit-tested; no connection here.
+//!
+//! Under a prefix (default `orproxy`):
+//! - `P:meta` hash: `version`.
+//! - `P:ids` sorted set: key IDs, scored in the order they were added.
+//! - `P:key:ID` hash: one key. Static fields `key`, `label`, `added_at`,
+//!   `generation`, `info` (JSON); state fields as in [`KeyState`], with
+//!   instants in milliseconds since the epoch and flags as `0`/`1`. An
+//!   absent field is `None`, zero or false, so a state update only ever
+//!   touches the fields it changes. `v` counts the key's state changes
+//!   (see [`version_of`]).
+//! - `P:accounts` set: accounts with free-model counts; `P:acct:NAME` hash
+//!   (`day`, `free_requests`, `daily_limit`); `P:acctmin:NAME` sorted set of
+//!   the last minute's free-model requests (member unique, score ms).
+//! - `P:models` hash: model → until (ms) of a shared-capacity back-off.
+//! - `P:events` channel: what changed, as JSON (see [`Message`]).
+
+use crate::pool::quota::AccountRecord;
+use crate::pool::state::KeyState;
+use crate::secret::ApiKey;
+use crate::store::model::{KeyInfo, KeyRecord, StoreFile};
+use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::HashMap;
+
+/// The Redis key names of one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    /// Names under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `P:meta`.
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.prefix)
+    }
+
+    /// `P:ids`.
+    pub fn ids(&self) -> String {
+        format!("{}:ids", self.prefix)
+    }
+
+    /// `P:key:ID`.
+    pub fn key(&self, id: &str) -> String {
+        format!("{}:key:{id}", self.prefix)
+    }
+
+    /// `P:accounts`.
+    pub fn accounts(&self) -> String {
+        format!("{}:accounts", self.prefix)
+    }
+
+    /// `P:acct:NAME`.
+    pub fn account(&self, name: &str) -> String {
+        format!("{}:acct:{name}", self.prefix)
+    }
+
+    /// `P:acctmin:NAME`.
+    pub fn account_minute(&self, name: &str) -> String {
+        format!("{}:acctmin:{name}", self.prefix)
+    }
+
+    /// `P:models`.
+    pub fn models(&self) -> String {
+        format!("{}:models", self.prefix)
+    }
+
+    /// `P:events`.
+    pub fn channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+}
+
+/// A field that could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key {id}: field {field} holds {value:?}, which orproxy cannot read")]
+pub struct FieldError {
+    /// The key's ID (or account name).
+    pub id: String,
+    /// The field.
+    pub field: &'static str,
+    /// What it held (never the secret: the `key` field reports no value).
+    pub value: String,
+}
+
+/// Milliseconds since the epoch.
+pub fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The instant `ms` milliseconds after the epoch.
+pub fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// The state's fields that are set, as (field, value).
+pub fn state_fields(s: &KeyState) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut time = |name, t: Option<DateTime<Utc>>| {
+        if let Some(t) = t {
+            out.push((name, ms(t).to_string()));
+        }
+    };
+    time("last_used", s.last_used);
+    time("cooldown_until", s.cooldown_until);
+    time("free_cooldown_until", s.free_cooldown_until);
+    time("last_probe", s.last_probe);
+    let text = [
+        ("cooldown_reason", &s.cooldown_reason),
+        ("disabled_reason", &s.disabled_reason),
+        ("free_cooldown_reason", &s.free_cooldown_reason),
+    ];
+    for (name, value) in text {
+        if let Some(v) = value {
+            out.push((name, v.clone()));
+        }
+    }
+    let numbers = [
+        ("consecutive_failures", u64::from(s.consecutive_failures)),
+        ("requests_total", s.requests_total),
+        ("failures_total", s.failures_total),
+    ];
+    for (name, n) in numbers {
+        if n != 0 {
+            out.push((name, n.to_string()));
+        }
+    }
+    for (name, flag) in [("disabled", s.disabled), ("auto_recover", s.auto_recover)] {
+        if flag {
+            out.push((name, "1".to_owned()));
+        }
+    }
+    out
+}
+
+/// Every state field name (to delete the ones a state leaves unset).
+pub const STATE_FIELDS: [&str; 12] = [
+    "last_used",
+    "cooldown_until",
+    "free_cooldown_until",
+    "last_probe",
+    "cooldown_reason",
+    "disabled_reason",
+    "free_cooldown_reason",
+    "consecutive_failures",
+    "requests_total",
+    "failures_total",
+    "disabled",
+    "auto_recover",
+];
+
+/// Every field of a record that is set, as (field, value).
+pub fn record_fields(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, serde_json::Error> {
+    let mut out = vec![
+        ("key", r.key.expose().to_owned()),
+        ("added_at", ms(r.added_at).to_string()),
+        ("generation", r.generation.to_string()),
+    ];
+    if let Some(label) = &r.label {
+        out.push(("label", label.clone()));
+    }
+    if let Some(info) = &r.info {
+        out.push(("info", serde_json::to_string(info)?));
+    }
+    out.extend(state_fields(&r.state));
+    Ok(out)
+}
+
+/// Every field name a record may have.
+pub fn all_record_fields() -> impl Iterator<Item = &'static str> {
+    ["key", "added_at", "generation", "label", "info"]
+        .into_iter()
+        .chain(STATE_FIELDS)
+}
+
+/// Read a state back from a key's hash.
+pub fn state_from(id: &str, map: &HashMap<String, String>) -> Result<KeyState, FieldError> {
+    let get = |f: &str| map.get(f).map(String::as_str);
+    let bad = |field: &'static str, value: &str| FieldError {
+        id: id.to_owned(),
+        field,
+        value: value.to_owned(),
+    };
+    let time = |field: &'static str| -> Result<Option<DateTime<Utc>>, FieldError> {
+        match get(field) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .and_then(from_ms)
+                .map(Some)
+                .ok_or_else(|| bad(field, v)),
+        }
+    };
+    let number = |field: &'static str| -> Result<u64, FieldError> {
+        match get(field) {
+            None | Some("") => Ok(0),
+            // Lua may hand back a negative or fractional count after a bad
+            // manual edit: refuse it rather than guess.
+            Some(v) => v.parse::<u64>().map_err(|_| bad(field, v)),
+        }
+    };
+    let flag = |field: &'static str| -> Result<bool, FieldError> {
+        match get(field) {
+            None | Some("" | "0") => Ok(false),
+            Some("1") => Ok(true),
+            Some(v) => Err(bad(field, v)),
+        }
+    };
+    let text = |field: &str| get(field).map(str::to_owned);
+    Ok(KeyState {
+        last_used: time("last_used")?,
+        cooldown_until: time("cooldown_until")?,
+        cooldown_reason: text("cooldown_reason"),
+        consecutive_failures: u32::try_from(number("consecutive_failures")?).unwrap_or(u32::MAX),
+        disabled: flag("disabled")?,
+        disabled_reason: text("disabled_reason"),
+        requests_total: number("requests_total")?,
+        failures_total: number("failures_total")?,
+        free_cooldown_until: time("free_cooldown_until")?,
+        free_cooldown_reason: text("free_cooldown_reason"),
+        auto_recover: flag("auto_recover")?,
+        last_probe: time("last_probe")?,
+    })
+}
+
+/// Read a whole record back from a key's hash.
+pub fn record_from(id: &str, map: &HashMap<String, String>) -> Result<KeyRecord, FieldError> {
+    let bad = |field: &'static str, value: &str| FieldError {
+        id: id.to_owned(),
+        field,
+        value: value.to_owned(),
+    };
+    let key = map
+        .get("key")
+        .and_then(|k| ApiKey::parse(k).ok())
+        .ok_or_else(|| bad("key", "(missing or invalid; not shown)"))?;
+    let added_at = match map.get("added_at") {
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .and_then(from_ms)
+            .ok_or_else(|| bad("added_at", v))?,
+        None => DateTime::<Utc>::UNIX_EPOCH,
+    };
+    let generation = match map.get("generation") {
+        Some(v) => v.parse::<u64>().map_err(|_| bad("generation", v))?,
+        None => 0,
+    };
+    let info = match map.get("info") {
+        Some(v) => Some(serde_json::from_str::<KeyInfo>(v).map_err(|_| bad("info", v))?),
+        None => None,
+    };
+    Ok(KeyRecord {
+        id: id.to_owned(),
+        key,
+        label: map.get("label").cloned(),
+        added_at,
+        generation,
+        state: state_from(id, map)?,
+        info,
+    })
+}
+
+/// The version of a key's state: bumped by every change, so that an
+/// instance can tell an older state (a slow snapshot) from a newer one.
+pub fn version_of(map: &HashMap<String, String>) -> u64 {
+    map.get("v").and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// An account's fields that are set.
+pub fn account_fields(a: &AccountRecord) -> Vec<(&'static str, String)> {
+    let mut out = vec![("free_requests", a.free_requests.to_string())];
+    if let Some(day) = a.day {
+        out.push(("day", day.to_string()));
+    }
+    if let Some(limit) = a.daily_limit {
+        out.push(("daily_limit", limit.to_string()));
+    }
+    out
+}
+
+/// Read an account back.
+pub fn account_from(
+    name: &str,
+    map: &HashMap<String, String>,
+) -> Result<AccountRecord, FieldError> {
+    let bad = |field: &'static str, value: &str| FieldError {
+        id: name.to_owned(),
+        field,
+        value: value.to_owned(),
+    };
+    let day = match map.get("day") {
+        Some(v) => Some(v.parse::<NaiveDate>().map_err(|_| bad("day", v))?),
+        None => None,
+    };
+    let free_requests = match map.get("free_requests") {
+        Some(v) => v.parse::<u32>().map_err(|_| bad("free_requests", v))?,
+        None => 0,
+    };
+    let daily_limit = match map.get("daily_limit") {
+        Some(v) => Some(v.parse::<u32>().map_err(|_| bad("daily_limit", v))?),
+        None => None,
+    };
+    Ok(AccountRecord {
+        day,
+        free_requests,
+        daily_limit,
+    })
+}
+
+/// The commands that turn `before` into `after` (both snapshots of the same
+/// store), appended to `pipe`: only changed fields are written, so a
+/// server's concurrent counter updates to other keys are untouched. New
+/// keys are scored after `max_score`. Returns whether anything changed.
+pub fn diff(
+    names: &Names,
+    before: &StoreFile,
+    after: &StoreFile,
+    max_score: f64,
+    pipe: &mut redis::Pipeline,
+) -> Result<bool, serde_json::Error> {
+    let mut changed = false;
+    let old: HashMap<&str, &KeyRecord> = before.keys.iter().map(|r| (r.id.as_str(), r)).collect();
+    let mut score = max_score;
+    let mut seen = std::collections::HashSet::new();
+    for record in &after.keys {
+        if !seen.insert(record.id.as_str()) {
+            continue;
+        }
+        let hash = names.key(&record.id);
+        let new_fields = record_fields(record)?;
+        let old_fields = match old.get(record.id.as_str()) {
+            Some(r) if *r == record => continue,
+            Some(r) => record_fields(r)?,
+            None => {
+                score += 1.0;
+                pipe.cmd("ZADD").arg(names.ids()).arg(score).arg(&record.id);
+                Vec::new()
+            }
+        };
+        changed = true;
+        let old_map: HashMap<&str, &str> =
+            old_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let set: Vec<&(&str, String)> = new_fields
+            .iter()
+            .filter(|(k, v)| old_map.get(k) != Some(&v.as_str()))
+            .collect();
+        if !set.is_empty() {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(&hash);
+            for (k, v) in set {
+                cmd.arg(*k).arg(v);
+            }
+            pipe.add_command(cmd);
+        }
+        let kept: std::collections::HashSet<&str> = new_fields.iter().map(|(k, _)| *k).collect();
+        let gone: Vec<&str> = all_record_fields()
+            .filter(|f| !kept.contains(f) && old_map.contains_key(f))
+            .collect();
+        if !gone.is_empty() {
+            pipe.cmd("HDEL").arg(&hash).arg(gone);
+        }
+        pipe.cmd("HINCRBY").arg(&hash).arg("v").arg(1);
+    }
+    for record in &before.keys {
+        if !seen.contains(record.id.as_str()) {
+            changed = true;
+            pipe.cmd("DEL").arg(names.key(&record.id));
+            pipe.cmd("ZREM").arg(names.ids()).arg(&record.id);
+        }
+    }
+    for (name, account) in &after.accounts {
+        if before.accounts.get(name) == Some(account) {
+            continue;
+        }
+        changed = true;
+        let hash = names.account(name);
+        pipe.cmd("DEL").arg(&hash);
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(&hash);
+        for (k, v) in account_fields(account) {
+            cmd.arg(k).arg(v);
+        }
+        pipe.add_command(cmd);
+        pipe.cmd("SADD").arg(names.accounts()).arg(name);
+    }
+    for name in before.accounts.keys() {
+        if !after.accounts.contains_key(name) {
+            changed = true;
+            pipe.cmd("DEL")
+                .arg(names.account(name))
+                .arg(names.account_minute(name));
+            pipe.cmd("SREM").arg(names.accounts()).arg(name);
+        }
+    }
+    Ok(changed)
+}
+
+/// What the `P:events` channel carries, as JSON. `o` is the instance that
+/// made the change (so it can skip its own news).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct Message {
+    /// The instance that published it (empty for the CLI).
+    #[serde(default)]
+    pub o: String,
+    /// A key whose state changed, with its whole hash in `s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<String>,
+    /// The key's hash as field, value, field, value... (Lua's cjson turns an
+    /// empty list into `{}`, hence the loose type).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub s: serde_json::Value,
+    /// A model backing off, until `u` (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m: Option<String>,
+    /// See `m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub u: Option<i64>,
+    /// Keys were added, removed or reset: read the whole store again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reload: bool,
+}
+
+impl Message {
+    /// The reload notice the CLI and admin changes publish.
+    pub fn reload(origin: &str) -> String {
+        serde_json::to_string(&Message {
+            o: origin.to_owned(),
+            k: None,
+            s: serde_json::Value::Null,
+            m: None,
+            u: None,
+            reload: true,
+        })
+        .unwrap_or_else(|_| "{\"reload\":true}".to_owned())
+    }
+}
+
+/// A flat `[field, value, ...]` list (as HGETALL and the scripts return it)
+/// as a map; anything else is empty.
+pub fn pairs(value: &serde_json::Value) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    if let Some(items) = value.as_array() {
+        for pair in items.chunks(2) {
+            if let [serde_json::Value::String(k), v] = pair {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                map.insert(k.clone(), v);
+            }
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_123).unwrap()
+    }
+
+    fn full_state() -> KeyState {
+        KeyState {
+            last_used: Some(t0()),
+            cooldown_until: Some(t0() + TimeDelta::seconds(30)),
+            cooldown_reason: Some("rate-limited".into()),
+            consecutive_failures: 3,
+            disabled: true,
+            disabled_reason: Some("401".into()),
+            requests_total: 12,
+            failures_total: 4,
+            free_cooldown_until: Some(t0() + TimeDelta::hours(2)),
+            free_cooldown_reason: Some("free-models-per-day".into()),
+            auto_recover: true,
+            last_probe: Some(t0() - TimeDelta::minutes(1)),
+        }
+    }
+
+    fn as_map(fields: &[(&'static str, String)]) -> HashMap<String, String> {
+        fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn every_state_field_round_trips() {
+        let s = full_state();
+        let fields = state_fields(&s);
+        assert_eq!(fields.len(), STATE_FIELDS.len(), "every field is written");
+        assert_eq!(state_from("k", &as_map(&fields)).unwrap(), s);
+    }
+
+    #[test]
+    fn a_fresh_state_writes_no_fields_and_reads_back_from_none() {
+        assert!(state_fields(&KeyState::default()).is_empty());
+        assert_eq!(
+            state_from("k", &HashMap::new()).unwrap(),
+            KeyState::default()
+        );
+    }
+
+    #[test]
+    fn a_record_round_trips_with_label_and_info() {
+        let record = KeyRecord {
+            id: "abcd1234".into(),
+            key: ApiKey::parse("sk-or-v1-0123456789abcdef").unwrap(),
+            label: Some("work".into()),
+            added_at: t0(),
+            generation: 2,
+            state: full_state(),
+            info: Some(KeyInfo {
+                creator_user_id: Some("user_1".into()),
+                is_free_tier: Some(true),
+                ..KeyInfo::default()
+            }),
+        };
+        let map = as_map(&record_fields(&record).unwrap());
+        assert_eq!(record_from("abcd1234", &map).unwrap(), record);
+    }
+
+    #[test]
+    fn unreadable_fields_are_reported_without_the_secret() {
+        let mut map = HashMap::new();
+        map.insert("key".to_owned(), String::new());
+        let err = record_from("abcd1234", &map).unwrap_err();
+        assert_eq!(err.field, "key");
+        map.insert("key".to_owned(), "sk-or-v1-secretsecret".to_owned());
+        map.insert("disabled".to_owned(), "yes".to_owned());
+        let err = record_from("abcd1234", &map).unwrap_err();
+        assert_eq!((err.field, err.value.as_str()), ("disabled", "yes"));
+        assert!(!err.to_string().contains("secretsecret"));
+        map.insert("disabled".to_owned(), "1".to_owned());
+        map.insert("requests_total".to_owned(), "-3".to_owned());
+        assert_eq!(
+            record_from("abcd1234", &map).unwrap_err().field,
+            "requests_total"
+        );
+    }
+
+    #[test]
+    fn accounts_round_trip() {
+        let a = AccountRecord {
+            day: Some(t0().date_naive()),
+            free_requests: 7,
+            daily_limit: Some(50),
+        };
+        assert_eq!(
+            account_from("acct", &as_map(&account_fields(&a))).unwrap(),
+            a
+        );
+    }
+
+    #[test]
+    fn flat_pairs_become_a_map_and_cjson_empty_objects_are_empty() {
+        let v = serde_json::json!(["a", "1", "b", "x"]);
+        let m = pairs(&v);
+        assert_eq!(m.get("a").map(String::as_str), Some("1"));
+        assert_eq!(m.len(), 2);
+        assert!(pairs(&serde_json::json!({})).is_empty());
+    }
+
+    #[test]
+    fn messages_parse_and_reload_notices_render() {
+        let m: Message =
+            serde_json::from_str(r#"{"o":"a1","k":"abcd","s":["disabled","1"]}"#).unwrap();
+        assert_eq!(m.k.as_deref(), Some("abcd"));
+        assert!(!m.reload);
+        let r: Message = serde_json::from_str(&Message::reload("cli")).unwrap();
+        assert!(r.reload);
+        assert_eq!(r.o, "cli");
+    }
+}

@@ -1,0 +1,363 @@
+//! Several `orproxy serve` instances sharing one key pool through a real
+//! Redis (issue 8): a cooldown or a key added through one instance reaches
+//! the others, free-model counts add up, and Redis going away and coming
+//! back empty loses no key and no cooldown.
+
+use crate::common::fake_openrouter::{FakeOpenRouter, KeyInfoReply, Reply};
+use crate::common::redis::Redis;
+use crate::common::{Env, Server, chat, key, key_id, request, reset_ms_in, wait_until};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const FREE: &str = "meta-llama/llama-3.3-70b-instruct:free";
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn health(server: &Server) -> Value {
+    request("GET", &server.url("/health"), &[], None).json()
+}
+
+fn cooling(server: &Server) -> u64 {
+    health(server)["keys"]["cooling"].as_u64().unwrap()
+}
+
+fn serve(env: &Env, fake: &FakeOpenRouter) -> Server {
+    let mut cmd = env.cmd(&["serve", "--port", "0", "--upstream", &fake.base_url()]);
+    cmd.env("ORPROXY_ADMIN_TOKEN", ADMIN);
+    env.serve_cmd(cmd)
+}
+
+fn by_id(env: &Env) -> std::collections::HashMap<String, Value> {
+    env.list_json()
+        .into_iter()
+        .map(|k| (k["id"].as_str().unwrap().to_owned(), k))
+        .collect()
+}
+
+#[test]
+fn keys_commands_work_on_redis_and_never_show_its_password() {
+    let redis = Redis::start_with(Some("s3cret-pass"));
+    let env = Env::with_store(&redis.url());
+    let added = env.run_stdin(
+        &["keys", "add", "--no-verify", "--label", "team"],
+        &format!("{}\n{}\n", key(1), key(2)),
+    );
+    let added = added.success();
+    assert!(added.stdout.contains(&key_id(&key(1))), "{added:?}");
+    let list = env.run(&["keys", "list"]).success();
+    assert!(list.stdout.contains("team"), "{}", list.stdout);
+    let fake = FakeOpenRouter::start();
+    let server = env.serve(&fake.base_url(), &[]);
+    assert!(
+        server
+            .stdout_first_line
+            .contains("store redis://:***@127.0.0.1"),
+        "the startup line names the store without its password: {}",
+        server.stdout_first_line
+    );
+    let started = server.stdout_first_line.clone() + &server.log();
+    env.run(&["keys", "remove", &key_id(&key(2))]).success();
+    let keys = env.list_json();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["label"], "team");
+    // The keys really are in Redis, under the default prefix.
+    let ids = redis.cli(&["ZRANGE", "orproxy:ids", "0", "-1"]);
+    assert_eq!(ids.trim(), key_id(&key(1)));
+
+    let wrong = Env::with_store(&format!("redis://:wrong-pass@127.0.0.1:{}/0", redis.port));
+    let failed = wrong.run(&["keys", "list"]);
+    assert_ne!(failed.code, Some(0));
+    assert!(
+        failed.stderr.contains("redis://:***@127.0.0.1"),
+        "{failed:?}"
+    );
+    for output in [&added.all(), &list.all(), &failed.all(), &started] {
+        assert!(!output.contains("s3cret-pass") && !output.contains("wrong-pass"));
+    }
+}
+
+#[test]
+fn prefixes_keep_two_pools_apart_in_one_database() {
+    let redis = Redis::start();
+    let team_a = Env::with_store(&redis.url());
+    team_a.add_keys(&[key(1)]);
+    let mut cmd = team_a.cmd(&["--redis-prefix", "team-b", "keys", "add", "--no-verify"]);
+    cmd.args(["--key", &key(2)]);
+    assert!(cmd.output().unwrap().status.success());
+    assert_eq!(team_a.list_json().len(), 1);
+    let b = team_a.run(&["--redis-prefix", "team-b", "keys", "list", "--json"]);
+    let b: Value = serde_json::from_str(&b.success().stdout).unwrap();
+    assert_eq!(b[0]["id"], key_id(&key(2)));
+    // A prefix with a file store is refused, not ignored.
+    let file = Env::new();
+    let refused = file.run(&["--redis-prefix", "x", "keys", "list"]);
+    assert_ne!(refused.code, Some(0));
+    assert!(refused.stderr.contains("--redis-prefix"), "{refused:?}");
+}
+
+#[test]
+fn a_cooldown_seen_through_one_instance_parks_the_key_for_the_other() {
+    let redis = Redis::start();
+    let fake = FakeOpenRouter::start();
+    let env = Env::with_store(&redis.url());
+    env.add_keys(&[key(1), key(2)]);
+    let a = serve(&env, &fake);
+    let b = serve(&env, &fake);
+    fake.push(&key(1), Reply::rate_limit_per_min(reset_ms_in(600)));
+    let r = chat(&a, &json!({"model": FREE}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-orproxy-attempts"), Some("2"));
+    wait_until("instance B sees key 1 cooling", WAIT, || cooling(&b) == 1);
+    // B never asked OpenRouter with key 1, and does not now.
+    let before = fake.requests_for(&key(1)).len();
+    for _ in 0..3 {
+        assert_eq!(chat(&b, &json!({"model": FREE})).status, 200);
+    }
+    assert_eq!(fake.requests_for(&key(1)).len(), before);
+    assert_eq!(fake.requests_for(&key(2)).len(), 4);
+    let keys = by_id(&env);
+    assert_eq!(keys[&key_id(&key(1))]["status"], "cooling");
+    assert_eq!(
+        keys[&key_id(&key(1))]["cooldown_reason"],
+        "free-models-per-min"
+    );
+}
+
+#[test]
+fn failures_from_two_instances_add_up_to_the_disabling_streak() {
+    let redis = Redis::start();
+    let fake = FakeOpenRouter::start();
+    let env = Env::with_store(&redis.url());
+    env.add_keys(&[key(1)]);
+    let start = || {
+        let mut cmd = env.cmd(&["serve", "--port", "0", "--upstream", &fake.base_url()]);
+        cmd.args(["--max-failures", "4", "--max-attempts", "1"]);
+        env.serve_cmd(cmd)
+    };
+    let (a, b) = (start(), start());
+    fake.set_default(&key(1), Reply::server_error(502));
+    // Each instance fails twice with the only key: 4 in a row in the pool.
+    for server in [&a, &b, &a, &b] {
+        assert_eq!(chat(server, &json!({"model": "openai/gpt-4o"})).status, 502);
+    }
+    wait_until("key 1 disabled in the store", WAIT, || {
+        by_id(&env)[&key_id(&key(1))]["status"] == "disabled"
+    });
+    let k1 = &by_id(&env)[&key_id(&key(1))];
+    assert_eq!(k1["failures_total"], 4, "each failure counted once: {k1}");
+    assert!(
+        k1["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("4 consecutive failures"),
+        "{k1}"
+    );
+    for server in [&a, &b] {
+        wait_until("both instances see it", WAIT, || {
+            health(server)["keys"]["disabled"] == 1
+        });
+        chat(server, &json!({"model": "openai/gpt-4o"})).assert_openai_error(503);
+    }
+    assert_eq!(fake.requests_for(&key(1)).len(), 4);
+}
+
+#[test]
+fn a_key_added_through_one_instance_admin_api_serves_through_the_other() {
+    let redis = Redis::start();
+    let fake = FakeOpenRouter::start();
+    let env = Env::with_store(&redis.url());
+    let a = serve(&env, &fake);
+    let b = serve(&env, &fake);
+    assert_eq!(chat(&a, &json!({"model": "openai/gpt-4o"})).status, 503);
+    let body = json!({"key": key(7), "verify": false}).to_string();
+    let auth = format!("Bearer {ADMIN}");
+    let added = request(
+        "POST",
+        &b.url("/admin/keys"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(added.status, 201, "{}", added.text());
+    wait_until("instance A has the key", WAIT, || {
+        health(&a)["keys"]["active"] == 1
+    });
+    let r = chat(&a, &json!({"model": "openai/gpt-4o"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fake.requests_for(&key(7)).len(), 1);
+    // Removed through A: gone from B too.
+    let removed = request(
+        "DELETE",
+        &a.url(&format!("/admin/keys/{}", key_id(&key(7)))),
+        &[("authorization", &auth)],
+        None,
+    );
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    wait_until("instance B dropped the key", WAIT, || {
+        health(&b)["keys"]["active"] == 0
+    });
+}
+
+#[test]
+fn free_model_counts_add_up_across_instances_and_hold_the_daily_cap() {
+    let redis = Redis::start();
+    let fake = FakeOpenRouter::start();
+    let env = Env::with_store(&redis.url());
+    let mut info = crate::common::fake_openrouter::default_key_info(&key(1));
+    info["free_model_daily_requests"] = json!({"used": 0, "limit": 4, "remaining": 4});
+    fake.set_key_info(&key(1), KeyInfoReply::Ok(info));
+    env.run(&[
+        "keys",
+        "add",
+        "--key",
+        &key(1),
+        "--upstream",
+        &fake.base_url(),
+    ])
+    .success();
+    let a = serve(&env, &fake);
+    let b = serve(&env, &fake);
+    for server in [&a, &b, &a, &b] {
+        let r = chat(server, &json!({"model": FREE}));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // Four free requests spent the account's day across both instances:
+    // neither sends a fifth.
+    for server in [&a, &b] {
+        let r = chat(server, &json!({"model": FREE}));
+        let v = r.assert_openai_error(429);
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("daily"),
+            "{v}"
+        );
+    }
+    let chats = |k: &str| {
+        fake.requests_for(k)
+            .iter()
+            .filter(|r| r.path.ends_with("/chat/completions"))
+            .count()
+    };
+    assert_eq!(chats(&key(1)), 4);
+    let account = format!("orproxy:acct:key:{}", key_id(&key(1)));
+    assert_eq!(redis.cli(&["HGET", &account, "free_requests"]).trim(), "4");
+    // Paid models are not held by the free cap.
+    assert_eq!(chat(&a, &json!({"model": "openai/gpt-4o"})).status, 200);
+}
+
+#[test]
+fn killing_redis_mid_load_loses_no_key_and_no_cooldown() {
+    let mut redis = Redis::start();
+    let fake = FakeOpenRouter::start();
+    let env = Env::with_store(&redis.url());
+    env.add_keys(&[key(1), key(2), key(3)]);
+    let a = serve(&env, &fake);
+    let b = serve(&env, &fake);
+    fake.push(&key(1), Reply::rate_limit_per_min(reset_ms_in(600)));
+    assert_eq!(chat(&a, &json!({"model": FREE})).status, 200);
+    wait_until("B sees key 1 cooling", WAIT, || cooling(&b) == 1);
+
+    redis.kill();
+    // Both keep serving with what they know, and a cooldown decided
+    // during the outage is kept.
+    for _ in 0..5 {
+        assert_eq!(chat(&a, &json!({"model": "openai/gpt-4o"})).status, 200);
+        assert_eq!(chat(&b, &json!({"model": FREE})).status, 200);
+    }
+    // The key B sticks to now answers 429: B parks it while Redis is down.
+    let next = fake.requests().last().unwrap().key.clone().unwrap();
+    assert_ne!(next, key(1));
+    fake.push(&next, Reply::rate_limit_per_min(reset_ms_in(600)));
+    wait_until("B rotates away from the 429", WAIT, || {
+        chat(&b, &json!({"model": FREE})).status == 200 && cooling(&b) == 2
+    });
+    // An admin change cannot be made and says so.
+    let auth = format!("Bearer {ADMIN}");
+    let body = json!({"key": key(9), "verify": false}).to_string();
+    let refused = request(
+        "POST",
+        &a.url("/admin/keys"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        Some(body.as_bytes()),
+    );
+    let v = refused.assert_openai_error(503);
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("not made"), "{msg}");
+    assert!(msg.contains(&format!("127.0.0.1:{}", redis.port)), "{msg}");
+
+    redis.restart();
+    wait_until(
+        "the keys and both cooldowns are back in Redis",
+        WAIT,
+        || {
+            let out = env.run(&["keys", "list", "--json"]);
+            if out.code != Some(0) {
+                return false;
+            }
+            let keys: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+            keys.len() == 3 && keys.iter().filter(|k| k["status"] == "cooling").count() == 2
+        },
+    );
+    let keys = by_id(&env);
+    assert_eq!(keys[&key_id(&key(1))]["status"], "cooling");
+    assert_eq!(keys[&key_id(&next)]["status"], "cooling");
+    for server in [&a, &b] {
+        wait_until("the instance is back on Redis", WAIT, || {
+            server.log().contains("reachable again")
+        });
+        let log = server.log();
+        assert_eq!(
+            log.matches("is unreachable").count(),
+            1,
+            "the outage is logged once, not per request: {log}"
+        );
+        wait_until("the instance sees both cooldowns", WAIT, || {
+            cooling(server) == 2
+        });
+    }
+    // And sharing works again: a key added now reaches both.
+    env.add_keys(&[key(4)]);
+    for server in [&a, &b] {
+        wait_until("the new key arrives", WAIT, || {
+            health(server)["keys"]["active"] == 2
+        });
+    }
+}
+
+#[test]
+fn migrate_copies_a_file_store_into_redis_with_its_state() {
+    let redis = Redis::start();
+    let file = Env::new();
+    file.add_keys(&[key(1), key(2)]);
+    let mut store = file.store_json();
+    store["keys"][1]["state"]["disabled"] = json!(true);
+    store["keys"][1]["state"]["disabled_reason"] = json!("401 from OpenRouter");
+    file.write_store(&store);
+    let path = file.store.to_str().unwrap().to_owned();
+    let out = file
+        .run(&["keys", "migrate", "--from", &path, "--to", &redis.url()])
+        .success();
+    assert!(out.stdout.contains("2 of 2 keys copied"), "{}", out.stdout);
+    let shared = Env::with_store(&redis.url());
+    let keys = by_id(&shared);
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[&key_id(&key(2))]["status"], "disabled");
+    assert_eq!(
+        keys[&key_id(&key(2))]["disabled_reason"],
+        "401 from OpenRouter"
+    );
+    // Again: nothing to copy, nothing changed.
+    let again = file
+        .run(&["keys", "migrate", "--from", &path, "--to", &redis.url()])
+        .success();
+    assert!(
+        again.stdout.contains("0 of 2 keys copied"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(by_id(&shared).len(), 2);
+}
