@@ -77,6 +77,41 @@ fn keys_commands_work_on_redis_and_never_show_its_password() {
 }
 
 #[test]
+fn rediss_with_a_password_serves_and_checks_the_certificate() {
+    let redis = Redis::start_tls("tls-pass-123");
+    let fake = FakeOpenRouter::start();
+    let ca = redis.ca.clone().unwrap();
+    let env = Env::with_store(&redis.url());
+    // The server's certificate comes from a private CA: without it trusted,
+    // nothing is sent.
+    let refused = env.run(&["keys", "add", "--no-verify", "--key", &key(1)]);
+    assert_ne!(refused.code, Some(0));
+    assert!(refused.stderr.contains("certificate"), "{refused:?}");
+    let mut add = env.cmd(&["keys", "add", "--no-verify", "--key", &key(1)]);
+    add.env("SSL_CERT_FILE", &ca);
+    assert!(add.output().unwrap().status.success());
+    let mut cmd = env.cmd(&["serve", "--port", "0", "--upstream", &fake.base_url()]);
+    cmd.env("SSL_CERT_FILE", &ca);
+    let server = env.serve_cmd(cmd);
+    assert!(
+        server
+            .stdout_first_line
+            .contains("store rediss://:***@localhost:"),
+        "{}",
+        server.stdout_first_line
+    );
+    let r = chat(&server, &json!({"model": "openai/gpt-4o"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(health(&server)["store"]["reachable"], true);
+    assert_eq!(
+        redis.cli(&["ZRANGE", "orproxy:ids", "0", "-1"]).trim(),
+        key_id(&key(1))
+    );
+    assert!(!refused.all().contains("tls-pass-123"));
+    assert!(!server.log().contains("tls-pass-123"));
+}
+
+#[test]
 fn prefixes_keep_two_pools_apart_in_one_database() {
     let redis = Redis::start();
     let team_a = Env::with_store(&redis.url());
@@ -265,6 +300,11 @@ fn killing_redis_mid_load_loses_no_key_and_no_cooldown() {
         assert_eq!(chat(&a, &json!({"model": "openai/gpt-4o"})).status, 200);
         assert_eq!(chat(&b, &json!({"model": FREE})).status, 200);
     }
+    for server in [&a, &b] {
+        wait_until("/health reports the store unreachable", WAIT, || {
+            health(server)["store"] == json!({"kind": "redis", "reachable": false})
+        });
+    }
     // The key B sticks to now answers 429: B parks it while Redis is down.
     let next = fake.requests().last().unwrap().key.clone().unwrap();
     assert_ne!(next, key(1));
@@ -318,6 +358,12 @@ fn killing_redis_mid_load_loses_no_key_and_no_cooldown() {
         wait_until("the instance sees both cooldowns", WAIT, || {
             cooling(server) == 2
         });
+        assert_eq!(health(server)["store"]["reachable"], true);
+        let metrics = request("GET", &server.url("/metrics"), &[], None).text();
+        assert!(
+            metrics.contains("orproxy_store_reachable{kind=\"redis\"} 1"),
+            "{metrics}"
+        );
     }
     // And sharing works again: a key added now reaches both.
     env.add_keys(&[key(4)]);

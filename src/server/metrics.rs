@@ -259,6 +259,11 @@ struct KeyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -316,6 +321,16 @@ impl Collector for KeyCollector {
             let labels = KeyLabels { key_id: id.clone() };
             ConstGauge::new(left).encode(family.encode_family(&labels)?)?;
         }
+
+        let (kind, reachable) = self.shared.store_status();
+        let mut family = encoder.encode_descriptor(
+            "store_reachable",
+            "1 when the key store (file or Redis) worked the last time it was used, else 0",
+            None,
+            gauge_type,
+        )?;
+        ConstGauge::new(i64::from(reachable))
+            .encode(family.encode_family(&StoreLabels { kind })?)?;
         Ok(())
     }
 }

@@ -255,7 +255,11 @@ fn probe_verdict(
     }
 }
 
-fn health_body(counts: Counts, keys: usize) -> (bool, serde_json::Value) {
+fn health_body(
+    counts: Counts,
+    keys: usize,
+    (kind, reachable): (&str, bool),
+) -> (bool, serde_json::Value) {
     let (ok, status) = if keys == 0 {
         (false, "no keys: add one with `orproxy keys add`")
     } else if counts.active + counts.cooling == 0 {
@@ -268,12 +272,17 @@ fn health_body(counts: Counts, keys: usize) -> (bool, serde_json::Value) {
         serde_json::json!({
             "status": status,
             "keys": {"active": counts.active, "cooling": counts.cooling, "disabled": counts.disabled},
+            "store": {"kind": kind, "reachable": reachable},
         }),
     )
 }
 
 async fn health(shared: web::Data<Shared>) -> HttpResponse {
-    let (ok, body) = health_body(shared.counts(Utc::now()), shared.key_count());
+    let (ok, body) = health_body(
+        shared.counts(Utc::now()),
+        shared.key_count(),
+        shared.store_status(),
+    );
     if ok {
         HttpResponse::Ok().json(body)
     } else {
@@ -296,15 +305,15 @@ mod tests {
             cooling,
             disabled,
         };
-        assert!(health_body(c(1, 0, 0), 1).0);
+        assert!(health_body(c(1, 0, 0), 1, ("file", true)).0);
         assert!(
-            health_body(c(0, 2, 1), 3).0,
+            health_body(c(0, 2, 1), 3, ("file", true)).0,
             "cooling keys will serve later"
         );
-        let (ok, body) = health_body(c(0, 0, 0), 0);
+        let (ok, body) = health_body(c(0, 0, 0), 0, ("file", true));
         assert!(!ok);
         assert!(body["status"].as_str().unwrap().starts_with("no keys"));
-        let (ok, body) = health_body(c(0, 0, 2), 2);
+        let (ok, body) = health_body(c(0, 0, 2), 2, ("file", true));
         assert!(!ok);
         assert_eq!(body["keys"]["disabled"], 2);
     }

@@ -76,6 +76,22 @@ impl Shared {
         }
     }
 
+    /// The store's kind (`file` or `redis`) and whether it worked the last
+    /// time it was used.
+    pub fn store_status(&self) -> (&'static str, bool) {
+        match &self.store {
+            Backend::File(_) => (
+                "file",
+                self.sync_state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .last_error
+                    .is_none(),
+            ),
+            Backend::Redis(_) => ("redis", self.link().is_none_or(Link::is_up)),
+        }
+    }
+
     fn link(&self) -> Option<&Link> {
         self.link.get()
     }

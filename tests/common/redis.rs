@@ -9,6 +9,9 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     password: Option<String>,
+    /// With TLS: the CA that signed the server's certificate (for
+    /// `SSL_CERT_FILE`).
+    pub ca: Option<std::path::PathBuf>,
     dir: tempfile::TempDir,
 }
 
@@ -31,7 +34,81 @@ impl Redis {
             child: None,
             port: free_port(),
             password: password.map(str::to_owned),
+            ca: None,
             dir: tempfile::tempdir().unwrap(),
+        };
+        redis.launch();
+        redis
+    }
+
+    /// A server that only speaks TLS, with a certificate for `localhost`
+    /// signed by a CA of its own (made with the openssl command).
+    pub fn start_tls(password: &str) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("the openssl command (scripts/test installs it)");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=orproxy-test-ca",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            password: Some(password.to_owned()),
+            ca: Some(d.join("ca.pem")),
+            dir,
         };
         redis.launch();
         redis
@@ -39,9 +116,22 @@ impl Redis {
 
     fn launch(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
-            .args(["--save", "", "--appendonly", "no", "--dir"])
+        cmd.args(["--bind", "127.0.0.1"]);
+        if self.ca.is_some() {
+            let d = self.dir.path();
+            cmd.args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(d.join("srv.pem"))
+                .arg("--tls-key-file")
+                .arg(d.join("srv.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(d.join("ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.arg("--port").arg(self.port.to_string());
+        }
+        cmd.args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -60,11 +150,17 @@ impl Redis {
         });
     }
 
-    /// `redis://127.0.0.1:PORT/0`, with the password when there is one.
+    /// `redis://127.0.0.1:PORT/0` (`rediss://localhost:PORT/0` with TLS),
+    /// with the password when there is one.
     pub fn url(&self) -> String {
+        let (scheme, host) = if self.ca.is_some() {
+            ("rediss", "localhost")
+        } else {
+            ("redis", "127.0.0.1")
+        };
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
-            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some(p) => format!("{scheme}://:{p}@{host}:{}/0", self.port),
+            None => format!("{scheme}://{host}:{}/0", self.port),
         }
     }
 
@@ -75,6 +171,9 @@ impl Redis {
             .arg(self.port.to_string());
         if let Some(p) = &self.password {
             cmd.env("REDISCLI_AUTH", p);
+        }
+        if let Some(ca) = &self.ca {
+            cmd.arg("--tls").arg("--cacert").arg(ca);
         }
         let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
