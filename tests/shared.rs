@@ -197,6 +197,30 @@ fn failures_from_two_instances_add_up_to_the_disabling_streak() {
 }
 
 #[test]
+fn a_model_backing_off_on_one_instance_is_held_on_the_other() {
+    let redis = Redis::start();
+    let fake = FakeOpenRouter::start();
+    let env = Env::with_store(&redis.url());
+    env.add_keys(&[key(1), key(2)]);
+    let a = serve(&env, &fake);
+    let b = serve(&env, &fake);
+    let busy = json!({"error": {"message": "Rate limit exceeded: limit_rpm/x/y. High demand for x/y:free on OpenRouter", "code": 429, "metadata": {"headers": {"X-RateLimit-Reset": reset_ms_in(120).to_string()}, "provider_name": null}}});
+    fake.push(&key(1), Reply::json(429, &busy));
+    let r = chat(&a, &json!({"model": "x/y:free"}));
+    assert_eq!(
+        r.assert_openai_error(429)["error"]["code"],
+        "model_at_capacity"
+    );
+    // OpenRouter would answer now: only the shared back-off holds B.
+    wait_until("B holds the model without asking OpenRouter", WAIT, || {
+        let sent = fake.request_count();
+        let r = chat(&b, &json!({"model": "x/y:free"}));
+        r.status == 429 && fake.request_count() == sent
+    });
+    assert_eq!(chat(&b, &json!({"model": FREE})).status, 200);
+}
+
+#[test]
 fn a_key_added_through_one_instance_admin_api_serves_through_the_other() {
     let redis = Redis::start();
     let fake = FakeOpenRouter::start();

@@ -116,6 +116,11 @@ elseif op == 'model' then
     redis.call('HSET', KEYS[1], ARGV[5], ARGV[6])
     redis.call('PUBLISH', channel, cjson.encode({o = origin, m = ARGV[5], u = tonumber(ARGV[6])}))
   end
+  -- Forget back-offs that have ended (a handful of models at most).
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if (tonumber(all[i + 1]) or 0) <= now then redis.call('HDEL', KEYS[1], all[i]) end
+  end
 elseif op == 'cap' then
   -- KEYS[1] account hash, [2] accounts set; ARGV[5] account, [6] today,
   -- [7] daily limit or '', [8] the cap was hit, [9] the cap in force.
