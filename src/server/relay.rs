@@ -273,6 +273,9 @@ impl Sent {
     }
 }
 
+/// The largest piece of a held prefix handed to actix at once.
+const PREFIX_PIECE: usize = 64 * 1024;
+
 /// Relay state: the held prefix, then the rest of the upstream body.
 struct Relay {
     prefix: Option<Bytes>,
@@ -313,11 +316,21 @@ pub fn relay(
         on_end: Some(on_end),
     };
     futures_util::stream::unfold(state, |mut st| async move {
-        if let Some(prefix) = st.prefix.take()
+        if let Some(mut prefix) = st.prefix.take()
             && !prefix.is_empty()
         {
-            st.sent.remember(&prefix);
-            return Some((Ok(prefix), st));
+            // In pieces (zero-copy slices): actix copies each chunk into its
+            // write buffer, and a slow client must not make it copy a whole
+            // 8 MiB judged body at once.
+            let piece = if prefix.len() > PREFIX_PIECE {
+                let head = prefix.split_to(PREFIX_PIECE);
+                st.prefix = Some(prefix);
+                head
+            } else {
+                prefix
+            };
+            st.sent.remember(&piece);
+            return Some((Ok(piece), st));
         }
         st.on_end.as_ref()?;
         let idle = st.spec.idle;
