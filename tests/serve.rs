@@ -208,7 +208,11 @@ fn health_reports_key_counts() {
     let h = request("GET", &server.url("/health"), &[], None);
     assert_eq!(
         h.json(),
-        json!({"status": "ok", "keys": {"active": 1, "cooling": 0, "disabled": 0}})
+        json!({
+            "status": "ok",
+            "keys": {"active": 1, "cooling": 0, "disabled": 0},
+            "store": {"kind": "file", "reachable": true}
+        })
     );
 }
 
