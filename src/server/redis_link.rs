@@ -42,7 +42,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 enum Cmd {
-    Op(Op),
+    /// Urgent changes were queued.
+    Wake,
     Reserve {
         account: String,
         daily_cap: u32,
@@ -57,6 +58,9 @@ enum Cmd {
 /// The handle the server keeps.
 pub struct Link {
     tx: Mutex<Sender<Cmd>>,
+    /// Changes waiting for the writer. Counters are only summed here (no
+    /// wake-up per request); urgent changes also wake the writer.
+    queue: Arc<Mutex<Queue>>,
     up: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -156,7 +160,9 @@ impl Link {
         let up = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
         let origin = format!("{:016x}", fastrand::u64(..));
+        let queue = Arc::new(Mutex::new(Queue::default()));
         let writer = {
+            let queue = queue.clone();
             let shared = shared.clone();
             let store = store.clone();
             let up = up.clone();
@@ -170,7 +176,7 @@ impl Link {
                         origin,
                         up,
                         con: None,
-                        queue: Queue::default(),
+                        queue,
                         last_file: file,
                         backoff: BACKOFF_MIN,
                         retry_at: Instant::now(),
@@ -196,6 +202,7 @@ impl Link {
         }
         Link {
             tx: Mutex::new(tx),
+            queue,
             up,
             stop,
             threads: Mutex::new(threads),
@@ -210,9 +217,13 @@ impl Link {
             .is_ok()
     }
 
-    /// Queue a change for Redis (never blocks).
+    /// Queue a change for Redis (never waits for Redis).
     pub fn push(&self, op: Op) {
-        self.send(Cmd::Op(op));
+        let urgent = op.is_urgent();
+        lock(&self.queue).push(op);
+        if urgent {
+            self.send(Cmd::Wake);
+        }
     }
 
     /// Read the whole store again soon.
@@ -273,13 +284,17 @@ impl Link {
     }
 }
 
+fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 struct Writer {
     shared: Arc<Shared>,
     store: RedisStore,
     origin: String,
     up: Arc<AtomicBool>,
     con: Option<Connection>,
-    queue: Queue,
+    queue: Arc<Mutex<Queue>>,
     /// The store as last read: what is written back if Redis loses it.
     last_file: StoreFile,
     backoff: Duration,
@@ -310,7 +325,7 @@ impl Writer {
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()))
             {
                 match cmd {
-                    Cmd::Op(op) => self.queue.push(op),
+                    Cmd::Wake => {}
                     Cmd::Reserve {
                         account,
                         daily_cap,
@@ -334,7 +349,7 @@ impl Writer {
                 let _ = reply.send(None);
             }
             for ack in flushes {
-                let _ = ack.send(ok && self.queue.len() == 0);
+                let _ = ack.send(ok && lock(&self.queue).len() == 0);
             }
             if stop {
                 return;
@@ -376,13 +391,16 @@ impl Writer {
             return Err("not connected".into());
         };
         let names = self.store.names().clone();
-        // Urgent changes, in order, a bounded batch per round trip.
-        while !self.queue.urgent.is_empty() {
-            let n = self.queue.urgent.len().min(256);
-            let batch: Vec<Op> = self.queue.urgent.iter().take(n).cloned().collect();
+        // Urgent changes, in order, a bounded batch per round trip; they
+        // leave the queue only once Redis has them.
+        loop {
+            let batch: Vec<Op> = lock(&self.queue).urgent.iter().take(256).cloned().collect();
+            if batch.is_empty() {
+                break;
+            }
             let changed = ops::run(con, &names, &self.origin, &batch, Utc::now())
                 .map_err(|e| self.store.error("cannot write", &e).to_string())?;
-            self.queue.urgent.drain(..n);
+            lock(&self.queue).urgent.drain(..batch.len());
             self.shared.adopt_changed(&changed);
         }
         for (account, daily_cap, minute_cap, reply) in reserves.drain(..) {
@@ -406,13 +424,18 @@ impl Writer {
                 }
             }
         }
-        if flush_counts && !self.queue.counts.is_empty() {
-            let batch = self.queue.take_counts();
+        let batch = if flush_counts {
+            lock(&self.queue).take_counts()
+        } else {
+            Vec::new()
+        };
+        if !batch.is_empty() {
             match ops::run(con, &names, &self.origin, &batch, Utc::now()) {
                 Ok(changed) => self.shared.adopt_changed(&changed),
                 Err(e) => {
+                    let mut queue = lock(&self.queue);
                     for op in batch {
-                        self.queue.push(op);
+                        queue.push(op);
                     }
                     return Err(self.store.error("cannot write", &e).to_string());
                 }
@@ -440,19 +463,18 @@ impl Writer {
                     log::warn!(
                         "the shared key store {} is reachable again: sending {} queued changes{}",
                         self.store.shown(),
-                        self.queue.len(),
+                        lock(&self.queue).len(),
                         if restored {
                             "; it had lost its data, so this instance wrote back the keys and states it knew"
                         } else {
                             ""
                         }
                     );
-                    if self.queue.dropped > 0 {
+                    let dropped = std::mem::take(&mut lock(&self.queue).dropped);
+                    if dropped > 0 {
                         log::warn!(
-                            "{} changes were dropped while the shared key store was down (more than {MAX_QUEUED} queued)",
-                            self.queue.dropped
+                            "{dropped} changes were dropped while the shared key store was down (more than {MAX_QUEUED} queued)"
                         );
-                        self.queue.dropped = 0;
                     }
                 }
                 true
