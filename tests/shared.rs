@@ -317,7 +317,29 @@ fn killing_redis_mid_load_loses_no_key_and_no_cooldown() {
     assert_eq!(chat(&a, &json!({"model": FREE})).status, 200);
     wait_until("B sees key 1 cooling", WAIT, || cooling(&b) == 1);
 
-    redis.kill();
+    // Load on both instances while Redis dies: every request is served.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let served = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for server in [&a, &b] {
+            let (stop, served) = (&stop, &served);
+            scope.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = chat(server, &json!({"model": "openai/gpt-4o"}));
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+        let count = || served.load(std::sync::atomic::Ordering::SeqCst);
+        wait_until("load is flowing", WAIT, || count() >= 20);
+        redis.kill();
+        let at_kill = count();
+        wait_until("load goes on without Redis", WAIT, || {
+            count() >= at_kill + 40
+        });
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
     // Both keep serving with what they know, and a cooldown decided
     // during the outage is kept.
     for _ in 0..5 {
