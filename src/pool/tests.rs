@@ -1290,3 +1290,129 @@ fn counters_alone_are_not_urgent_but_state_changes_are() {
     pool.reconcile(&mut file, t(5));
     assert!(!pool.is_dirty() && !pool.is_urgent());
 }
+
+// ---- a shared store (Redis): adopting other instances' states ----
+
+fn cooling_until(until: DateTime<Utc>) -> KeyState {
+    KeyState {
+        cooldown_until: Some(until),
+        cooldown_reason: Some("rate-limited".into()),
+        ..KeyState::default()
+    }
+}
+
+#[test]
+fn an_adopted_cooldown_takes_the_current_key_out_of_rotation() {
+    let mut p = pool(&["a", "b"]);
+    assert_eq!(pick(&mut p, t(0)), "a");
+    assert!(!p.adopt_state("a", &cooling_until(t(60)), 5, t(1)));
+    assert_eq!(p.current(), None);
+    assert_eq!(pick(&mut p, t(2)), "b");
+    assert_eq!(p.get("a").unwrap().version, 5);
+}
+
+#[test]
+fn an_older_version_is_ignored_and_a_newer_one_wins() {
+    let mut p = pool(&["a"]);
+    p.adopt_state("a", &cooling_until(t(60)), 7, t(0));
+    // A slow message with the state before the cooldown: ignored.
+    assert!(!p.adopt_state("a", &KeyState::default(), 6, t(1)));
+    assert!(state(&p, "a").cooldown(t(1)).is_some());
+    // The reactivation that came after it: adopted, and waiters are told.
+    assert!(p.adopt_state("a", &KeyState::default(), 8, t(2)));
+    assert_eq!(pick(&mut p, t(3)), "a");
+    assert!(!p.adopt_state("gone", &KeyState::default(), 9, t(3)));
+}
+
+#[test]
+fn adopting_keeps_the_larger_history() {
+    let mut p = pool(&["a"]);
+    pick(&mut p, t(50));
+    p.report("a", Outcome::Success, t(50));
+    let remote = KeyState {
+        last_used: Some(t(10)),
+        requests_total: 0,
+        consecutive_failures: 2,
+        ..KeyState::default()
+    };
+    p.adopt_state("a", &remote, 1, t(51));
+    let s = state(&p, "a");
+    assert_eq!(s.last_used, Some(t(50)));
+    assert_eq!(s.requests_total, 1);
+    assert_eq!(s.consecutive_failures, 2, "the streak is the store's");
+}
+
+#[test]
+fn adopting_a_store_adds_removes_and_respects_versions() {
+    let mut p = pool(&["a", "b"]);
+    p.adopt_state("a", &cooling_until(t(60)), 10, t(0));
+    let mut file = file_of(vec![rec("a"), rec("c")]);
+    // The snapshot was read before a's cooldown reached us (version 9).
+    let versions: HashMap<String, u64> = [("a".to_owned(), 9), ("c".to_owned(), 3)].into();
+    let events = p.adopt_store(&file, &versions, t(1));
+    assert_eq!(
+        events,
+        vec![
+            Event::Added { id: "c".into() },
+            Event::Removed { id: "b".into() }
+        ]
+    );
+    assert_eq!(ids(&p), ["a", "c"]);
+    assert!(
+        state(&p, "a").cooldown(t(1)).is_some(),
+        "older snapshot ignored"
+    );
+    assert_eq!(p.get("c").unwrap().version, 3);
+    // A reset written later (higher generation and version) is adopted.
+    file.keys[0].generation = 1;
+    let versions: HashMap<String, u64> = [("a".to_owned(), 11), ("c".to_owned(), 3)].into();
+    let events = p.adopt_store(&file, &versions, t(2));
+    assert_eq!(events, vec![Event::Reactivated { id: "a".into() }]);
+    assert!(state(&p, "a").cooldown(t(2)).is_none());
+}
+
+#[test]
+fn cooldown_targets_cover_the_account_only_when_account_wide_and_known() {
+    let p = pool_of(&[
+        rec_in("a", "u1"),
+        rec_in("b", "u1"),
+        rec_in("c", "u2"),
+        rec("d"),
+    ]);
+    assert_eq!(p.cooldown_targets("a", true), ["a", "b"]);
+    assert_eq!(p.cooldown_targets("a", false), ["a"]);
+    assert_eq!(p.cooldown_targets("d", true), ["d"]);
+    assert!(p.cooldown_targets("zz", true).is_empty());
+}
+
+#[test]
+fn a_shared_minute_hold_skips_the_account_for_free_models_until_it_ends() {
+    let mut p = pool_of(&[rec_in("a", "u1"), rec_in("b", "u2")]);
+    assert_eq!(chosen(p.choose_for(t(0), &[], true)), "a");
+    p.hold_account("a", false, t(30), t(0));
+    assert_eq!(p.current(), None);
+    assert_eq!(chosen(p.choose_for(t(1), &[], true)), "b");
+    assert_eq!(chosen(p.choose_for(t(2), &[], false)), "b", "sticky");
+    // Paid models are not held; after the hold, free models may use a again.
+    p.hold_account("b", false, t(40), t(3));
+    assert_eq!(chosen(p.choose_for(t(3), &[], false)), "a");
+    assert_eq!(chosen(p.choose_for(t(31), &[], true)), "a");
+}
+
+#[test]
+fn a_shared_daily_cap_holds_every_key_of_the_account_until_midnight() {
+    let mut p = pool_of(&[rec_in("a", "u1"), rec_in("b", "u1")]);
+    p.adopt_free_count("a", 12, t(0));
+    assert_eq!(p.usage_of("b").unwrap().day_count, 12);
+    p.hold_account("a", true, t(0), t(0));
+    match p.choose_for(t(1), &[], true) {
+        Choice::Unavailable {
+            soonest, all_daily, ..
+        } => {
+            assert!(all_daily);
+            assert_eq!(soonest, Some(quota::next_utc_midnight(t(1))));
+        }
+        other => panic!("expected the daily cap, got {other:?}"),
+    }
+    assert!(matches!(p.choose_for(t(1), &[], false), Choice::Use { .. }));
+}
