@@ -2,19 +2,11 @@
 //! the environment, graceful shutdown with a final state write.
 
 use crate::common::fake_openrouter::{FakeOpenRouter, Reply};
-use crate::common::{Env, chat, key, wait_until};
+use crate::common::{Env, chat, free_port, key, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn startup_line_names_address_store_upstream_and_key_counts() {

@@ -27,6 +27,18 @@ fn serve(env: &Env, fake: &FakeOpenRouter) -> Server {
     env.serve_cmd(cmd)
 }
 
+/// A Redis, the fake OpenRouter, a store with `keys` keys, and two
+/// instances (with the admin API on) sharing it.
+fn two_instances(keys: usize) -> (Redis, FakeOpenRouter, Env, Server, Server) {
+    let redis = Redis::start();
+    let fake = FakeOpenRouter::start();
+    let env = Env::with_store(&redis.url());
+    env.add_keys(&(1..=keys).map(key).collect::<Vec<_>>());
+    let a = serve(&env, &fake);
+    let b = serve(&env, &fake);
+    (redis, fake, env, a, b)
+}
+
 fn by_id(env: &Env) -> std::collections::HashMap<String, Value> {
     env.list_json()
         .into_iter()
@@ -132,12 +144,7 @@ fn prefixes_keep_two_pools_apart_in_one_database() {
 
 #[test]
 fn a_cooldown_seen_through_one_instance_parks_the_key_for_the_other() {
-    let redis = Redis::start();
-    let fake = FakeOpenRouter::start();
-    let env = Env::with_store(&redis.url());
-    env.add_keys(&[key(1), key(2)]);
-    let a = serve(&env, &fake);
-    let b = serve(&env, &fake);
+    let (_redis, fake, env, a, b) = two_instances(2);
     fake.push(&key(1), Reply::rate_limit_per_min(reset_ms_in(600)));
     let r = chat(&a, &json!({"model": FREE}));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -198,12 +205,7 @@ fn failures_from_two_instances_add_up_to_the_disabling_streak() {
 
 #[test]
 fn a_model_backing_off_on_one_instance_is_held_on_the_other() {
-    let redis = Redis::start();
-    let fake = FakeOpenRouter::start();
-    let env = Env::with_store(&redis.url());
-    env.add_keys(&[key(1), key(2)]);
-    let a = serve(&env, &fake);
-    let b = serve(&env, &fake);
+    let (_redis, fake, _env, a, b) = two_instances(2);
     let busy = json!({"error": {"message": "Rate limit exceeded: limit_rpm/x/y. High demand for x/y:free on OpenRouter", "code": 429, "metadata": {"headers": {"X-RateLimit-Reset": reset_ms_in(120).to_string()}, "provider_name": null}}});
     fake.push(&key(1), Reply::json(429, &busy));
     let r = chat(&a, &json!({"model": "x/y:free"}));

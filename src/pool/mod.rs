@@ -764,6 +764,11 @@ impl Pool {
         due
     }
 
+    fn key_mut(&mut self, id: &str) -> Option<&mut PoolKey> {
+        let idx = self.index.get(id).copied()?;
+        self.keys.get_mut(idx)
+    }
+
     /// Apply the result of a re-check of disabled key `id`.
     pub fn probe_result(&mut self, id: &str, probe: Probe, now: DateTime<Utc>) -> Vec<Event> {
         let Some(key) = self
@@ -921,12 +926,7 @@ impl Pool {
         version: u64,
         now: DateTime<Utc>,
     ) -> bool {
-        let Some(key) = self
-            .index
-            .get(id)
-            .copied()
-            .and_then(|i| self.keys.get_mut(i))
-        else {
+        let Some(key) = self.key_mut(id) else {
             return false;
         };
         if version < key.version {

@@ -55,6 +55,15 @@ enum Cmd {
     Stop,
 }
 
+/// A reservation waiting for the writer: account, daily cap, per-minute
+/// cap, and where the answer goes.
+type Reserve = (
+    String,
+    u32,
+    u32,
+    tokio::sync::oneshot::Sender<Option<Reservation>>,
+);
+
 /// The handle the server keeps.
 pub struct Link {
     tx: Mutex<Sender<Cmd>>,
@@ -360,12 +369,7 @@ impl Writer {
     /// Send what is queued, answer reservations, read the store if asked.
     fn step(
         &mut self,
-        reserves: &mut Vec<(
-            String,
-            u32,
-            u32,
-            tokio::sync::oneshot::Sender<Option<Reservation>>,
-        )>,
+        reserves: &mut Vec<Reserve>,
         flush_counts: bool,
         reload: bool,
     ) -> Result<(), ()> {
@@ -378,12 +382,7 @@ impl Writer {
 
     fn try_step(
         &mut self,
-        reserves: &mut Vec<(
-            String,
-            u32,
-            u32,
-            tokio::sync::oneshot::Sender<Option<Reservation>>,
-        )>,
+        reserves: &mut Vec<Reserve>,
         flush_counts: bool,
         reload: bool,
     ) -> Result<(), String> {

@@ -388,6 +388,15 @@ pub fn reset_ms_in(secs: i64) -> u64 {
         .unwrap()
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The id orproxy gives a key.
 pub fn key_id(key: &str) -> String {
     use sha2::{Digest, Sha256};

@@ -2,6 +2,7 @@
 //! free loopback port, without persistence, killed on drop. `scripts/test`
 //! installs redis-server when it is missing.
 
+use super::free_port;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -13,14 +14,6 @@ pub struct Redis {
     /// `SSL_CERT_FILE`).
     pub ca: Option<std::path::PathBuf>,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Redis {
