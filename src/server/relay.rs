@@ -417,9 +417,46 @@ struct Relay {
     sent: Sent,
     gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
     on_end: Option<Box<dyn FnOnce(End)>>,
+    /// The idle timeout, one timer for the whole body (made at the first
+    /// wait): a timer per chunk costs a timer-wheel insert and removal each.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Relay {
+    /// The next upstream chunk, within `spec.idle` of this call (like
+    /// [`next_chunk`]), or None when the client went away first. The timer
+    /// is only moved when it fires early: when it was set for an earlier
+    /// wait, it is set again for this one's deadline.
+    async fn next(&mut self) -> Option<Result<Option<Bytes>, BodyError>> {
+        let idle = self.spec.idle;
+        let Some(body) = self.body.as_mut() else {
+            // Everything was already in the prefix.
+            return Some(Ok(None));
+        };
+        let now = tokio::time::Instant::now();
+        // (An idle timeout too long to add is as good as none, like
+        // `tokio::time::timeout`'s.)
+        let deadline = now
+            .checked_add(idle)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+        let timer = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut self.gone => return None,
+                next = body.next() => return Some(chunk(next)),
+                () = timer.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Some(Err(BodyError::Idle(idle.as_secs())));
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+
     fn finish(&mut self, end: End) {
         self.body = None;
         if let Some(f) = self.on_end.take() {
@@ -447,6 +484,7 @@ pub fn relay(
         sent: Sent::default(),
         gone,
         on_end: Some(on_end),
+        idle: None,
     };
     futures_util::stream::unfold(state, |mut st| async move {
         if let Some(prefix) = st.prefix.take()
@@ -456,16 +494,7 @@ pub fn relay(
             return Some((Ok(prefix), st));
         }
         st.on_end.as_ref()?;
-        let idle = st.spec.idle;
-        let next = match st.body.as_mut() {
-            // Everything was already in the prefix.
-            None => Some(Ok(None)),
-            Some(body) => tokio::select! {
-                biased;
-                () = &mut st.gone => None,
-                next = next_chunk(body, idle) => Some(next),
-            },
-        };
+        let next = st.next().await;
         let failure = match next {
             None => {
                 st.finish(End::ClientGone);
@@ -568,6 +597,55 @@ mod tests {
         );
         // Nothing sent at all is a boundary (an empty stream).
         assert!(Sent::default().at_event_boundary());
+    }
+
+    /// Relay `chunks` (sent `gap` apart, then a stall) with an idle timeout
+    /// of `idle`; what the client got, item by item.
+    fn relayed(chunks: usize, gap: Duration, idle: Duration) -> Vec<Result<Bytes, String>> {
+        let body = futures_util::stream::unfold(0, move |n| async move {
+            tokio::time::sleep(gap).await;
+            if n == chunks {
+                std::future::pending::<()>().await;
+            }
+            let chunk = Bytes::from(format!("data: {n}\n\n"));
+            Some((Ok::<_, awc::error::PayloadError>(chunk), n + 1))
+        });
+        let spec = RelaySpec {
+            idle,
+            sse: true,
+            expects_done: false,
+            content_length: None,
+        };
+        let out = relay(
+            Bytes::new(),
+            Some(Box::pin(body)),
+            spec,
+            Box::pin(std::future::pending()),
+            Box::new(|_| {}),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(
+            out.map(|item| item.map_err(|e| e.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn the_idle_timeout_counts_from_the_last_chunk_only() {
+        // Chunks 60 ms apart outlive a 150 ms timeout many times over.
+        let items = relayed(6, Duration::from_millis(60), Duration::from_millis(150));
+        assert_eq!(items.len(), 7, "{items:?}");
+        for (n, item) in items.iter().take(6).enumerate() {
+            assert_eq!(item.as_deref(), Ok(format!("data: {n}\n\n").as_bytes()));
+        }
+        // Then the stall: an error event after the timeout, and the end.
+        let tail = items[6].as_ref().unwrap();
+        let tail = String::from_utf8_lossy(tail);
+        assert!(tail.contains("sent nothing for 0 s"), "{tail}");
+        assert!(tail.ends_with("data: [DONE]\n\n"), "{tail}");
     }
 
     #[test]
