@@ -16,7 +16,7 @@
 //! warning or a key event from the files. Every line, everywhere, passes
 //! through [`redact`], so no `sk-or-…` key is ever written in full.
 
-use crate::secret::{redact, redacted};
+use crate::secret::{may_hold_key, redact, redacted};
 use chrono::{DateTime, Local, NaiveDate, TimeDelta};
 use flexi_logger::writers::LogWriter;
 use flexi_logger::{DeferredNow, LogSpecBuilder, LogSpecification, Logger, WriteMode};
@@ -79,7 +79,25 @@ pub struct LocalClock;
 
 impl Clock for LocalClock {
     fn today(&self) -> NaiveDate {
-        Local::now().date_naive()
+        // Asked for every log line: the date is worked out once a second.
+        thread_local! {
+            static TODAY: Cell<(u64, Option<NaiveDate>)> = const { Cell::new((u64::MAX, None)) };
+        }
+        let now = std::time::SystemTime::now();
+        let Ok(secs) = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+        else {
+            return DateTime::<Local>::from(now).date_naive();
+        };
+        TODAY.with(|cell| match cell.get() {
+            (second, Some(date)) if second == secs => date,
+            _ => {
+                let date = DateTime::<Local>::from(now).date_naive();
+                cell.set((secs, Some(date)));
+                date
+            }
+        })
     }
 }
 
@@ -332,14 +350,21 @@ impl LogWriter for RequestsWriter {
 /// like every other line. The same as `log::info!(target: REQUESTS_TARGET,
 /// ...)`, which the server's own lines skip: that path formats and copies
 /// each line twice more.
-pub fn request_line(line: &str) {
-    match BUFFERS.get() {
-        Some(buffers) => {
-            let _guard = WriterGuard::enter();
-            let _ = buffers.requests.write_line(&redacted(line));
-        }
-        None => log::info!(target: REQUESTS_TARGET, "{line}"),
-    }
+pub fn request_line(line: &[u8]) {
+    let Some(buffers) = BUFFERS.get() else {
+        log::info!(target: REQUESTS_TARGET, "{}", String::from_utf8_lossy(line));
+        return;
+    };
+    let _guard = WriterGuard::enter();
+    let _ = if may_hold_key(line) {
+        buffers
+            .requests
+            .write_line(&redacted(&String::from_utf8_lossy(line)))
+    } else {
+        // Nothing to mask: the bytes go in as they are (serde_json wrote
+        // them, so they are UTF-8).
+        buffers.requests.write_bytes_line(line)
+    };
 }
 
 struct WriterGuard(bool);
@@ -380,6 +405,11 @@ impl DailyFile {
 
     /// Append one line (a newline is added) to today's file.
     pub fn write_line(&self, line: &str) -> io::Result<()> {
+        self.write_bytes_line(line.as_bytes())
+    }
+
+    /// [`Self::write_line`] for text that is already bytes.
+    pub fn write_bytes_line(&self, line: &[u8]) -> io::Result<()> {
         let today = self.clock.today();
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.as_ref().is_none_or(|(date, _)| *date != today) {
@@ -408,7 +438,7 @@ impl DailyFile {
                 if file.capacity() - file.buffer().len() <= line.len() {
                     file.flush()?;
                 }
-                file.write_all(line.as_bytes())?;
+                file.write_all(line)?;
                 file.write_all(b"\n")
             }
             None => Ok(()),

@@ -140,11 +140,20 @@ pub fn redact(text: &str) -> String {
     redacted(text).into_owned()
 }
 
+/// Whether `bytes` contain the `sk-or-` prefix, i.e. whether [`redact`]
+/// could change them.
+pub fn may_hold_key(bytes: &[u8]) -> bool {
+    // The searcher is built once, not for every line.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("sk-or-"));
+    FINDER.find(bytes).is_some()
+}
+
 /// [`redact`], borrowing `text` when there is nothing to mask (the usual
 /// case: no copy on the logging path).
 pub fn redacted(text: &str) -> Cow<'_, str> {
     const NEEDLE: &str = "sk-or-";
-    if memchr::memmem::find(text.as_bytes(), NEEDLE.as_bytes()).is_none() {
+    if !may_hold_key(text.as_bytes()) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());

@@ -49,25 +49,37 @@ pub struct Prefix {
     pub complete: bool,
 }
 
-/// Read a whole body, or its first `cap` bytes when it is longer.
+/// Read a whole body, or its first `cap` bytes when it is longer. A body
+/// that arrives in one chunk (the usual short answer) is that chunk, not a
+/// copy of it.
 pub async fn read_prefix(
     body: &mut Upstream,
     cap: usize,
     idle: Duration,
 ) -> Result<Prefix, BodyError> {
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
-        if buf.len() >= cap {
+        let len = first.as_ref().map_or(buf.len(), Bytes::len);
+        if len >= cap {
             return Ok(Prefix {
-                bytes: buf.freeze(),
+                bytes: first.unwrap_or_else(|| buf.freeze()),
                 complete: false,
             });
         }
         match next_chunk(body, idle).await? {
-            Some(chunk) => buf.extend_from_slice(&chunk),
+            Some(chunk) => match first.take() {
+                None if buf.is_empty() => first = Some(chunk),
+                None => buf.extend_from_slice(&chunk),
+                Some(one) => {
+                    buf.reserve(one.len() + chunk.len());
+                    buf.extend_from_slice(&one);
+                    buf.extend_from_slice(&chunk);
+                }
+            },
             None => {
                 return Ok(Prefix {
-                    bytes: buf.freeze(),
+                    bytes: first.unwrap_or_else(|| buf.freeze()),
                     complete: true,
                 });
             }
@@ -172,7 +184,7 @@ pub fn judge_json(content_type: Option<&str>, body: &[u8]) -> Option<JsonBody> {
     }
     let probe = UsageProbe {
         // No usage can be there without the word.
-        wanted: memchr::memmem::find(body, b"\"usage\"").is_some(),
+        wanted: mentions_usage(body),
     };
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = serde::de::DeserializeSeed::deserialize(probe, &mut de).and_then(|usage| {
@@ -189,6 +201,14 @@ pub fn judge_json(content_type: Option<&str>, body: &[u8]) -> Option<JsonBody> {
             usage: None,
         },
     })
+}
+
+/// Whether `"usage"` occurs in `bytes` (no usage can be reported without it).
+pub fn mentions_usage(bytes: &[u8]) -> bool {
+    // The searcher is built once, not for every body.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    FINDER.find(bytes).is_some()
 }
 
 /// Reads any JSON document, keeping only a top-level object's `usage`
@@ -646,6 +666,38 @@ mod tests {
         let tail = String::from_utf8_lossy(tail);
         assert!(tail.contains("sent nothing for 0 s"), "{tail}");
         assert!(tail.ends_with("data: [DONE]\n\n"), "{tail}");
+    }
+
+    #[test]
+    fn a_prefix_is_the_body_in_one_or_many_chunks_up_to_the_cap() {
+        let read = |chunks: Vec<&'static [u8]>, cap: usize| {
+            let items = chunks
+                .into_iter()
+                .map(|c| Ok::<_, awc::error::PayloadError>(Bytes::from_static(c)));
+            let mut body: Upstream = Box::pin(futures_util::stream::iter(items));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            let prefix = runtime
+                .block_on(read_prefix(&mut body, cap, Duration::from_secs(5)))
+                .unwrap();
+            (prefix.bytes, prefix.complete)
+        };
+        assert_eq!(read(vec![], 10), (Bytes::new(), true));
+        assert_eq!(read(vec![b"abc"], 10), (Bytes::from_static(b"abc"), true));
+        assert_eq!(
+            read(vec![b"", b"ab", b"c", b"de"], 10),
+            (Bytes::from_static(b"abcde"), true)
+        );
+        assert_eq!(
+            read(vec![b"abc", b"def", b"ghi"], 5),
+            (Bytes::from_static(b"abcdef"), false)
+        );
+        assert_eq!(
+            read(vec![b"abcdef"], 5),
+            (Bytes::from_static(b"abcdef"), false)
+        );
     }
 
     #[test]

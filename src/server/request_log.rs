@@ -9,7 +9,7 @@
 //! usage as the bytes pass: nothing is buffered beyond one SSE line.
 
 use super::metrics::{StreamGuard, metrics};
-use super::relay::End;
+use super::relay::{End, mentions_usage};
 use super::state::Shared;
 use crate::secret::redact;
 use actix_web::body::{BodySize, MessageBody};
@@ -313,7 +313,7 @@ impl Record {
                 if self.usage.is_none() {
                     self.usage = judged.and_then(Usage::from_raw);
                 }
-            } else if self.usage.is_none() && contains(body, b"\"usage\"") {
+            } else if self.usage.is_none() && mentions_usage(body) {
                 self.usage = serde_json::from_slice::<UsageOnly>(body)
                     .ok()
                     .and_then(|u| u.usage)
@@ -364,10 +364,8 @@ impl Record {
             response_text: response_text.as_deref(),
         };
         let mut json = Vec::with_capacity(512);
-        if serde_json::to_writer(&mut json, &line).is_ok()
-            && let Ok(json) = std::str::from_utf8(&json)
-        {
-            crate::logging::request_line(json);
+        if serde_json::to_writer(&mut json, &line).is_ok() {
+            crate::logging::request_line(&json);
         }
 
         let level = if self.status >= 500
@@ -481,10 +479,6 @@ fn clip(text: &str) -> String {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
-}
-
 /// A body as it goes into the log: JSON when it is JSON, else text.
 fn body_value(body: &[u8]) -> Value {
     if body.len() > MAX_LOGGED_BODY {
@@ -541,7 +535,7 @@ impl SseScan {
             return;
         };
         let data = data.trim_ascii_start();
-        if data == b"[DONE]" || !(self.text.is_some() || contains(data, b"\"usage\"")) {
+        if data == b"[DONE]" || !(self.text.is_some() || mentions_usage(data)) {
             return;
         }
         let Ok(v) = serde_json::from_slice::<Value>(data) else {
