@@ -16,7 +16,7 @@
 //! warning or a key event from the files. Every line, everywhere, passes
 //! through [`redact`], so no `sk-or-…` key is ever written in full.
 
-use crate::secret::redact;
+use crate::secret::{may_hold_key, redact, redacted};
 use chrono::{DateTime, Local, NaiveDate, TimeDelta};
 use flexi_logger::writers::LogWriter;
 use flexi_logger::{DeferredNow, LogSpecBuilder, LogSpecification, Logger, WriteMode};
@@ -79,7 +79,25 @@ pub struct LocalClock;
 
 impl Clock for LocalClock {
     fn today(&self) -> NaiveDate {
-        Local::now().date_naive()
+        // Asked for every log line: the date is worked out once a second.
+        thread_local! {
+            static TODAY: Cell<(u64, Option<NaiveDate>)> = const { Cell::new((u64::MAX, None)) };
+        }
+        let now = std::time::SystemTime::now();
+        let Ok(secs) = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+        else {
+            return DateTime::<Local>::from(now).date_naive();
+        };
+        TODAY.with(|cell| match cell.get() {
+            (second, Some(date)) if second == secs => date,
+            _ => {
+                let date = DateTime::<Local>::from(now).date_naive();
+                cell.set((secs, Some(date)));
+                date
+            }
+        })
     }
 }
 
@@ -259,23 +277,30 @@ struct Router {
 }
 
 impl LogWriter for Router {
-    fn write(&self, now: &mut DeferredNow, record: &Record<'_>) -> io::Result<()> {
+    fn write(&self, _now: &mut DeferredNow, record: &Record<'_>) -> io::Result<()> {
         let _guard = WriterGuard::enter();
-        let message = redact(&record.args().to_string());
-        // RFC 3339 with milliseconds, e.g. 2026-11-27T07:06:59.203+00:00,
-        // without parsing a strftime pattern for every line.
-        let time = now
-            .now()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
+        // A message without arguments needs no formatting.
+        let formatted;
+        let raw = match record.args().as_str() {
+            Some(s) => s,
+            None => {
+                formatted = record.args().to_string();
+                &formatted
+            }
+        };
+        let message = redacted(raw);
+        let time = rfc3339_now();
         let short = short_target(record.target());
         let urgent = record.level() <= Level::Warn;
         if self.console.enabled(record.level(), record.target()) {
-            let line = format!("{time} {:<5} {short:<8} {message}\n", record.level());
-            self.buffers
-                .console
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend_from_slice(line.as_bytes());
+            {
+                let mut console = self
+                    .buffers
+                    .console
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                writeln!(console, "{time} {:<5} {short:<8} {message}", record.level())?;
+            }
             if urgent {
                 self.buffers.flush_console();
             }
@@ -321,6 +346,27 @@ impl LogWriter for RequestsWriter {
     }
 }
 
+/// Write one line to the request log (`requests-YYYY-MM-DD.log`), masked
+/// like every other line. The same as `log::info!(target: REQUESTS_TARGET,
+/// ...)`, which the server's own lines skip: that path formats and copies
+/// each line twice more.
+pub fn request_line(line: &[u8]) {
+    let Some(buffers) = BUFFERS.get() else {
+        log::info!(target: REQUESTS_TARGET, "{}", String::from_utf8_lossy(line));
+        return;
+    };
+    let _guard = WriterGuard::enter();
+    let _ = if may_hold_key(line) {
+        buffers
+            .requests
+            .write_line(&redacted(&String::from_utf8_lossy(line)))
+    } else {
+        // Nothing to mask: the bytes go in as they are (serde_json wrote
+        // them, so they are UTF-8).
+        buffers.requests.write_bytes_line(line)
+    };
+}
+
 struct WriterGuard(bool);
 
 impl WriterGuard {
@@ -359,6 +405,11 @@ impl DailyFile {
 
     /// Append one line (a newline is added) to today's file.
     pub fn write_line(&self, line: &str) -> io::Result<()> {
+        self.write_bytes_line(line.as_bytes())
+    }
+
+    /// [`Self::write_line`] for text that is already bytes.
+    pub fn write_bytes_line(&self, line: &[u8]) -> io::Result<()> {
         let today = self.clock.today();
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.as_ref().is_none_or(|(date, _)| *date != today) {
@@ -387,7 +438,7 @@ impl DailyFile {
                 if file.capacity() - file.buffer().len() <= line.len() {
                     file.flush()?;
                 }
-                file.write_all(line.as_bytes())?;
+                file.write_all(line)?;
                 file.write_all(b"\n")
             }
             None => Ok(()),
@@ -477,6 +528,45 @@ pub fn local_now() -> DateTime<Local> {
     Local::now()
 }
 
+thread_local! {
+    /// The last second [`rfc3339_now`] formatted: its Unix time, the text
+    /// before the fraction (`2026-11-27T07:06:59`) and the offset (`+01:00`).
+    static SECOND: std::cell::RefCell<(u64, String, String)> =
+        const { std::cell::RefCell::new((u64::MAX, String::new(), String::new())) };
+}
+
+/// Now as RFC 3339 in the local time zone, with milliseconds:
+/// `2026-11-27T07:06:59.203+01:00` (what chrono's `to_rfc3339_opts(Millis,
+/// false)` writes). The date, time and offset are worked out once a second
+/// and reused: only the milliseconds change between lines.
+pub fn rfc3339_now() -> String {
+    rfc3339_at(std::time::SystemTime::now())
+}
+
+fn rfc3339_at(at: std::time::SystemTime) -> String {
+    use std::fmt::Write as _;
+    let Ok(since) = at.duration_since(std::time::UNIX_EPOCH) else {
+        return DateTime::<Local>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
+    };
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
+    SECOND.with(|cell| {
+        let mut second = cell.borrow_mut();
+        if second.0 != secs {
+            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let text =
+                DateTime::<Local>::from(whole).to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+            // The offset is the last 6 characters (`+hh:mm`, `-hh:mm`).
+            let split = text.len().saturating_sub(6);
+            *second = (secs, text[..split].to_owned(), text[split..].to_owned());
+        }
+        let mut out = String::with_capacity(second.1.len() + 4 + second.2.len());
+        out.push_str(&second.1);
+        let _ = write!(out, ".{millis:03}");
+        out.push_str(&second.2);
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +596,32 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn cached_timestamps_are_what_chrono_writes() {
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let now = SystemTime::now();
+        let mut times = vec![
+            UNIX_EPOCH,
+            UNIX_EPOCH + Duration::from_millis(1_795_000_000_999),
+            now,
+            now + Duration::from_millis(1),
+            now + Duration::from_millis(999),
+            now + Duration::from_secs(86_400 * 180),
+        ];
+        // Steps within one second and across seconds, in both directions.
+        for ms in [0, 5, 999, 1000, 1001, 7, 250_000, 3] {
+            times.push(now + Duration::from_millis(ms));
+        }
+        for at in times {
+            assert_eq!(
+                rfc3339_at(at),
+                DateTime::<Local>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+                "{at:?}"
+            );
+        }
+        assert_eq!(rfc3339_now().len(), "2026-11-27T07:06:59.203+01:00".len());
     }
 
     #[test]

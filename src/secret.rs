@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 
 /// An OpenRouter API key. `Debug` and `Display` show only the masked form.
@@ -136,9 +137,24 @@ pub fn mask(raw: &str) -> String {
 /// Replace every `sk-or-…` token inside free text with its masked form, so
 /// that upstream messages or user input echoed into logs never carry a key.
 pub fn redact(text: &str) -> String {
+    redacted(text).into_owned()
+}
+
+/// Whether `bytes` contain the `sk-or-` prefix, i.e. whether [`redact`]
+/// could change them.
+pub fn may_hold_key(bytes: &[u8]) -> bool {
+    // The searcher is built once, not for every line.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("sk-or-"));
+    FINDER.find(bytes).is_some()
+}
+
+/// [`redact`], borrowing `text` when there is nothing to mask (the usual
+/// case: no copy on the logging path).
+pub fn redacted(text: &str) -> Cow<'_, str> {
     const NEEDLE: &str = "sk-or-";
-    if !text.contains(NEEDLE) {
-        return text.to_owned();
+    if !may_hold_key(text.as_bytes()) {
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -151,7 +167,7 @@ pub fn redact(text: &str) -> String {
         rest = &rest[pos + token_len..];
     }
     out.push_str(rest);
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -199,5 +215,10 @@ mod tests {
         assert!(!out.contains(KEY));
         assert_eq!(out, "bad key sk-or-v1-…a1b2, and again:sk-or-v1-…a1b2.");
         assert_eq!(redact("nothing here"), "nothing here");
+        assert!(matches!(
+            redacted("nothing here"),
+            Cow::Borrowed("nothing here")
+        ));
+        assert_eq!(redacted(&text), out);
     }
 }

@@ -173,7 +173,7 @@ impl Verdict {
 pub fn classify(answer: &Answer<'_>, now: DateTime<Utc>) -> Verdict {
     // The common case, a success, without building a JSON tree: no error can
     // be signalled without the word appearing in the body.
-    if (200..300).contains(&answer.status) && !contains(answer.body, b"error") {
+    if (200..300).contains(&answer.status) && !mentions_error(answer.body) {
         return Verdict::Success;
     }
     let json: Option<Value> = serde_json::from_slice(answer.body).ok();
@@ -198,7 +198,7 @@ pub fn classify(answer: &Answer<'_>, now: DateTime<Utc>) -> Verdict {
 /// errors. A body that is not JSON is not an error.
 pub fn error_in_body(body: &[u8]) -> bool {
     // Cheap pre-check: no error can be signalled without the word appearing in the body.
-    if !contains(body, b"error") {
+    if !mentions_error(body) {
         return false;
     }
     serde_json::from_slice::<Value>(body)
@@ -753,8 +753,12 @@ fn truncate(s: &str, max: usize) -> &str {
     s.get(..end).unwrap_or("")
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
+/// Whether `error` occurs in `body`: a searcher built once, for the check
+/// every success body goes through.
+fn mentions_error(body: &[u8]) -> bool {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"error"));
+    FINDER.find(body).is_some()
 }
 
 #[cfg(test)]

@@ -25,14 +25,14 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The route, e.g. `/v1/chat/completions` (also for `/api/v1/...`).
-    pub route: String,
+    pub route: &'static str,
     /// The HTTP status sent to the client.
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
-    verdict: String,
+    verdict: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,22 +86,17 @@ pub fn metrics() -> &'static Metrics {
 
 impl Metrics {
     /// A request answered with `status` on `route`.
-    pub fn request(&self, route: &str, status: u16) {
+    pub fn request(&self, route: &'static str, status: u16) {
         self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                status,
-            })
+            .get_or_create(&RequestLabels { route, status })
             .inc();
     }
 
     /// An upstream attempt judged `verdict` after `latency`; `retry` when it
     /// was not the request's first.
-    pub fn attempt(&self, verdict: &str, latency: Duration, retry: bool) {
+    pub fn attempt(&self, verdict: &'static str, latency: Duration, retry: bool) {
         self.attempts
-            .get_or_create(&VerdictLabels {
-                verdict: verdict.to_owned(),
-            })
+            .get_or_create(&VerdictLabels { verdict })
             .inc();
         self.upstream_latency.observe(latency.as_secs_f64());
         if retry {

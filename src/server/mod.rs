@@ -60,6 +60,7 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
     let addr = format!("{}:{}", config.host, config.port);
     let data = shared.clone();
     let (connect_timeout, headers_timeout) = (config.connect_timeout, config.headers_timeout);
+    let (referer, title) = (config.referer.clone(), config.title.clone());
     let access = web::Data::new(auth::Access::new(
         config.admin_token.as_ref(),
         &config.client_tokens,
@@ -76,6 +77,8 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
             .app_data(web::Data::new(proxy::UpstreamClient::new(
                 connect_timeout,
                 headers_timeout,
+                &referer,
+                &title,
             )))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics::handle))

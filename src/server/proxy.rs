@@ -14,27 +14,48 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 /// One upstream HTTP client per worker (awc's client is not `Send`).
 pub struct UpstreamClient {
     client: awc::Client,
+    /// `HTTP-Referer` and `X-Title` for requests that send none (when the
+    /// configured text is a valid header value), made once.
+    referer: Option<HeaderValue>,
+    title: Option<HeaderValue>,
 }
 
 impl UpstreamClient {
     /// A client with the configured connect timeout, no connection limit, and
-    /// the headers timeout applied per request.
-    pub fn new(connect_timeout: Duration, headers_timeout: Duration) -> Self {
+    /// the headers timeout applied per request; `referer` and `title` are
+    /// sent for clients that do not send their own.
+    pub fn new(
+        connect_timeout: Duration,
+        headers_timeout: Duration,
+        referer: &str,
+        title: &str,
+    ) -> Self {
         let connector = awc::Connector::new().timeout(connect_timeout).limit(0);
         let client = awc::Client::builder()
             .connector(connector)
             .timeout(headers_timeout)
             .disable_redirects()
             .finish();
-        Self { client }
+        Self {
+            client,
+            referer: HeaderValue::from_str(referer).ok(),
+            title: HeaderValue::from_str(title).ok(),
+        }
     }
 }
+
+const HTTP_REFERER: HeaderName = HeaderName::from_static("http-referer");
+const X_TITLE: HeaderName = HeaderName::from_static("x-title");
+const X_OPENROUTER_TITLE: HeaderName = HeaderName::from_static("x-openrouter-title");
+const X_ORPROXY_KEY: HeaderName = HeaderName::from_static("x-orproxy-key");
+const X_ORPROXY_ATTEMPTS: HeaderName = HeaderName::from_static("x-orproxy-attempts");
 
 /// How much of a non-streaming 2xx body is read to look for an error inside
 /// it; longer bodies are relayed without that check.
@@ -172,7 +193,7 @@ pub async fn handle(
         ),
         method,
         url,
-        headers: forwarded_headers(req.headers(), &shared),
+        headers: forwarded_headers(req.headers(), &upstream),
         body,
         free: model.as_deref().is_some_and(is_free_model),
         model,
@@ -209,7 +230,7 @@ struct Outgoing {
     expects_done: bool,
     method: Method,
     url: String,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: HeaderMap,
     body: Bytes,
     model: Option<String>,
     /// A `:free` model: the account's free-model caps apply.
@@ -249,27 +270,28 @@ async fn read_body(
     Ok(buf.freeze())
 }
 
-fn forwarded_headers(incoming: &HeaderMap, shared: &Shared) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out: Vec<(HeaderName, HeaderValue)> = incoming
-        .iter()
-        .filter(|(name, _)| !drop_request_header(name))
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
+fn forwarded_headers(incoming: &HeaderMap, upstream: &UpstreamClient) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(incoming.len() + 3);
+    for (name, value) in incoming.iter() {
+        if !drop_request_header(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
     // Errors are read and classified: ask for bodies we can read.
-    out.push((
+    out.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
-    ));
-    if !incoming.contains_key("http-referer")
-        && let Ok(v) = HeaderValue::from_str(&shared.config.referer)
+    );
+    if !incoming.contains_key(HTTP_REFERER)
+        && let Some(v) = &upstream.referer
     {
-        out.push((HeaderName::from_static("http-referer"), v));
+        out.insert(HTTP_REFERER, v.clone());
     }
-    if !incoming.contains_key("x-title")
-        && !incoming.contains_key("x-openrouter-title")
-        && let Ok(v) = HeaderValue::from_str(&shared.config.title)
+    if !incoming.contains_key(X_TITLE)
+        && !incoming.contains_key(X_OPENROUTER_TITLE)
+        && let Some(v) = &upstream.title
     {
-        out.push((HeaderName::from_static("x-title"), v));
+        out.insert(X_TITLE, v.clone());
     }
     out
 }
@@ -574,9 +596,8 @@ async fn attempt_once(
     attempt_no: u32,
 ) -> Next {
     let mut builder = client.request(request.method.clone(), &request.url);
-    for (name, value) in &request.headers {
-        builder = builder.append_header((name.clone(), value.clone()));
-    }
+    // The client builds requests without default headers: these are all.
+    builder.headers_mut().clone_from(&request.headers);
     if let Some((_, key)) = key {
         builder =
             builder.insert_header((header::AUTHORIZATION, format!("Bearer {}", key.expose())));
@@ -635,7 +656,13 @@ async fn attempt_once(
         }
     };
     let status = response.status();
-    let head_headers = response.headers().clone();
+    // The headers move out of the upstream's answer (nothing reads them there
+    // any more) and into the client's.
+    let mut head_headers = HeaderMap::new();
+    let response = response.map_body(|head, payload| {
+        head_headers = std::mem::take(&mut head.headers);
+        payload
+    });
     let mut body: Upstream = Box::pin(response);
     let idle = shared.config.idle_timeout;
     let content_length = head_headers
@@ -658,6 +685,8 @@ async fn attempt_once(
     let judge_json = status.is_success()
         && !matches!(status, StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT)
         && request.method != Method::HEAD;
+    // The usage in a whole JSON body, found while judging it (for the log).
+    let mut judged_usage = None;
     let (judged_bytes, relay_prefix, rest): (Option<Bytes>, Bytes, Option<Upstream>) =
         if status.is_success() && is_sse {
             match relay::hold_first_event(&mut body, HOLD_CAP, idle).await {
@@ -682,17 +711,19 @@ async fn attempt_once(
                     );
                     return broken_body(&report, e, attempt_no);
                 }
-                Ok(prefix)
-                    if prefix.complete
-                        && judge_json
-                        && relay::json_cut_short(content_type, &prefix.bytes) =>
-                {
-                    let e = BodyError::Broken(
-                        "the connection closed before the whole JSON body arrived".to_owned(),
-                    );
-                    return broken_body(&report, e, attempt_no);
+                Ok(prefix) if prefix.complete => {
+                    let judged = judge_json
+                        .then(|| relay::judge_json(content_type, &prefix.bytes))
+                        .flatten();
+                    if judged.as_ref().is_some_and(|j| j.cut) {
+                        let e = BodyError::Broken(
+                            "the connection closed before the whole JSON body arrived".to_owned(),
+                        );
+                        return broken_body(&report, e, attempt_no);
+                    }
+                    judged_usage = judged.map(|j| j.usage);
+                    (Some(prefix.bytes.clone()), prefix.bytes, None)
                 }
-                Ok(prefix) if prefix.complete => (Some(prefix.bytes.clone()), prefix.bytes, None),
                 // Too long to judge: a large success body, relayed as it comes.
                 Ok(prefix) => (None, prefix.bytes, Some(body)),
                 Err(e) => return broken_body(&report, e, attempt_no),
@@ -717,57 +748,69 @@ async fn attempt_once(
         None => Verdict::Other,
     };
 
-    let build = |extra_retry_after: Option<Duration>| {
-        let mut res = HttpResponse::build(status);
-        for (name, value) in head_headers.iter() {
-            if !drop_response_header(name) {
-                res.append_header((name.clone(), value.clone()));
+    // The client's answer (`res`, from `deliver`) gets the upstream's
+    // headers (minus hop-by-hop ones) and orproxy's own.
+    let answer =
+        |mut res: HttpResponse, mut headers: HeaderMap, extra_retry_after: Option<Duration>| {
+            headers.retain(|name, _| !drop_response_header(name));
+            // A streamed body without a type of its own is typed by actix.
+            if !headers.contains_key(header::CONTENT_TYPE)
+                && let Some(default) = res.headers().get(header::CONTENT_TYPE)
+            {
+                headers.insert(header::CONTENT_TYPE, default.clone());
             }
-        }
-        if let Some(d) = extra_retry_after {
-            let secs = d.as_secs().max(1);
-            res.insert_header((header::RETRY_AFTER, secs.to_string()));
-        }
-        if let Some(id) = &key_id {
-            res.insert_header(("x-orproxy-key", id.as_str()));
-        }
-        res.insert_header(("x-orproxy-attempts", attempt_no.to_string()));
-        res
-    };
-    let deliver =
-        |mut builder: actix_web::HttpResponseBuilder, prefix: Bytes, rest: Option<Upstream>| {
-            if rest.is_none() && !is_sse {
-                return builder.body(prefix);
+            if let Some(d) = extra_retry_after {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
             }
-            let key_for_log = key_id.clone();
-            let log = super::request_log::current();
-            builder.streaming(relay::relay(
-                prefix,
-                rest,
-                relay::RelaySpec {
-                    idle,
-                    sse: is_sse,
-                    expects_done: request.expects_done,
-                    content_length,
-                },
-                super::disconnect::closed(&request.req),
-                Box::new(move |end: relay::End| {
-                    log.stream_end(&end);
-                    let key = key_for_log.as_deref().unwrap_or("-");
-                    match end {
-                        relay::End::Complete => {}
-                        relay::End::UpstreamFailed(e) => log::warn!(
-                            target: "orproxy::requests",
-                            "stream with key {key} broke after it started: {e}"
-                        ),
-                        relay::End::ClientGone => log::info!(
-                            target: "orproxy::requests",
-                            "client went away mid-stream (key {key}); upstream request dropped"
-                        ),
-                    }
-                }),
-            ))
+            if let Some(v) = key_id
+                .as_deref()
+                .and_then(|id| HeaderValue::from_str(id).ok())
+            {
+                headers.insert(X_ORPROXY_KEY, v);
+            }
+            headers.insert(X_ORPROXY_ATTEMPTS, HeaderValue::from(attempt_no));
+            *res.headers_mut() = headers;
+            res
         };
+    let deliver = |prefix: Bytes, rest: Option<Upstream>, usage: Option<Option<Box<RawValue>>>| {
+        let mut builder = HttpResponse::build(status);
+        if rest.is_none() && !is_sse {
+            let mut res = builder.body(prefix);
+            if let Some(usage) = usage {
+                res.extensions_mut()
+                    .insert(super::request_log::JudgedUsage(usage));
+            }
+            return res;
+        }
+        let key_for_log = key_id.clone();
+        let log = super::request_log::current();
+        builder.streaming(relay::relay(
+            prefix,
+            rest,
+            relay::RelaySpec {
+                idle,
+                sse: is_sse,
+                expects_done: request.expects_done,
+                content_length,
+            },
+            super::disconnect::closed(&request.req),
+            Box::new(move |end: relay::End| {
+                log.stream_end(&end);
+                let key = key_for_log.as_deref().unwrap_or("-");
+                match end {
+                    relay::End::Complete => {}
+                    relay::End::UpstreamFailed(e) => log::warn!(
+                        target: "orproxy::requests",
+                        "stream with key {key} broke after it started: {e}"
+                    ),
+                    relay::End::ClientGone => log::info!(
+                        target: "orproxy::requests",
+                        "client went away mid-stream (key {key}); upstream request dropped"
+                    ),
+                }
+            }),
+        ))
+    };
 
     let reason = verdict.reason();
     super::request_log::current().verdict(reason);
@@ -880,11 +923,19 @@ async fn attempt_once(
         let retry_hint = hint.or((!delay.is_zero()).then_some(delay));
         return Next::Retry {
             delay,
-            fallback: Fallback::Upstream(deliver(build(retry_hint), relay_prefix, rest)),
+            fallback: Fallback::Upstream(answer(
+                deliver(relay_prefix, rest, judged_usage),
+                head_headers,
+                retry_hint,
+            )),
         };
     }
     report(outcome);
-    Next::Respond(deliver(build(None), relay_prefix, rest))
+    Next::Respond(answer(
+        deliver(relay_prefix, rest, judged_usage),
+        head_headers,
+        None,
+    ))
 }
 
 fn broken_body(report: &impl Fn(Outcome), e: BodyError, attempt_no: u32) -> Next {

@@ -26,9 +26,18 @@ pub enum BodyError {
 pub async fn next_chunk(body: &mut Upstream, idle: Duration) -> Result<Option<Bytes>, BodyError> {
     match tokio::time::timeout(idle, body.next()).await {
         Err(_) => Err(BodyError::Idle(idle.as_secs())),
-        Ok(None) => Ok(None),
-        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-        Ok(Some(Err(e))) => Err(BodyError::Broken(crate::secret::redact(&e.to_string()))),
+        Ok(next) => chunk(next),
+    }
+}
+
+/// What the upstream body's next item means.
+fn chunk(
+    next: Option<Result<Bytes, awc::error::PayloadError>>,
+) -> Result<Option<Bytes>, BodyError> {
+    match next {
+        None => Ok(None),
+        Some(Ok(chunk)) => Ok(Some(chunk)),
+        Some(Err(e)) => Err(BodyError::Broken(crate::secret::redact(&e.to_string()))),
     }
 }
 
@@ -40,25 +49,37 @@ pub struct Prefix {
     pub complete: bool,
 }
 
-/// Read a whole body, or its first `cap` bytes when it is longer.
+/// Read a whole body, or its first `cap` bytes when it is longer. A body
+/// that arrives in one chunk (the usual short answer) is that chunk, not a
+/// copy of it.
 pub async fn read_prefix(
     body: &mut Upstream,
     cap: usize,
     idle: Duration,
 ) -> Result<Prefix, BodyError> {
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
-        if buf.len() >= cap {
+        let len = first.as_ref().map_or(buf.len(), Bytes::len);
+        if len >= cap {
             return Ok(Prefix {
-                bytes: buf.freeze(),
+                bytes: first.unwrap_or_else(|| buf.freeze()),
                 complete: false,
             });
         }
         match next_chunk(body, idle).await? {
-            Some(chunk) => buf.extend_from_slice(&chunk),
+            Some(chunk) => match first.take() {
+                None if buf.is_empty() => first = Some(chunk),
+                None => buf.extend_from_slice(&chunk),
+                Some(one) => {
+                    buf.reserve(one.len() + chunk.len());
+                    buf.extend_from_slice(&one);
+                    buf.extend_from_slice(&chunk);
+                }
+            },
             None => {
                 return Ok(Prefix {
-                    bytes: buf.freeze(),
+                    bytes: first.unwrap_or_else(|| buf.freeze()),
                     complete: true,
                 });
             }
@@ -135,12 +156,147 @@ pub async fn hold_first_event(
 /// not one JSON document: a body cut short by the upstream. Any other content
 /// type is not judged.
 pub fn json_cut_short(content_type: Option<&str>, body: &[u8]) -> bool {
+    judge_json(content_type, body).is_some_and(|judged| judged.cut)
+}
+
+/// What a whole JSON body held, as far as orproxy cares.
+#[derive(Debug)]
+pub struct JsonBody {
+    /// Not one JSON document: cut short by the upstream.
+    pub cut: bool,
+    /// The top-level `usage` (when not null) as the body has it, for the
+    /// request log.
+    pub usage: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// Judge a whole body declared as JSON (`application/json` or `+json`; None
+/// for any other content type): whether it is one JSON document, and its
+/// top-level `usage`. One pass over the body, which copies nothing but the
+/// text of `usage`.
+pub fn judge_json(content_type: Option<&str>, body: &[u8]) -> Option<JsonBody> {
     let is_json = content_type.is_some_and(|ct| {
         let essence = ct.split(';').next().unwrap_or_default().trim();
         essence.eq_ignore_ascii_case("application/json")
             || essence.to_ascii_lowercase().ends_with("+json")
     });
-    is_json && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
+    if !is_json {
+        return None;
+    }
+    let probe = UsageProbe {
+        // No usage can be there without the word.
+        wanted: mentions_usage(body),
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::de::DeserializeSeed::deserialize(probe, &mut de).and_then(|usage| {
+        de.end()?;
+        Ok(usage)
+    });
+    Some(match parsed {
+        Ok(usage) => JsonBody {
+            cut: false,
+            usage: usage.map(serde_json::value::RawValue::to_owned),
+        },
+        Err(_) => JsonBody {
+            cut: true,
+            usage: None,
+        },
+    })
+}
+
+/// Whether `"usage"` occurs in `bytes` (no usage can be reported without it).
+pub fn mentions_usage(bytes: &[u8]) -> bool {
+    // The searcher is built once, not for every body.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    FINDER.find(bytes).is_some()
+}
+
+/// Reads any JSON document, keeping only a top-level object's `usage`
+/// (dropped when it is null or appears twice).
+struct UsageProbe {
+    wanted: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UsageProbe {
+    type Value = Option<&'de serde_json::value::RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UsageProbe {
+    type Value = Option<&'de serde_json::value::RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON document")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut usage = None;
+        let mut seen = 0;
+        while let Some(is_usage) = map.next_key_seed(IsUsage)? {
+            if is_usage && self.wanted {
+                seen += 1;
+                usage = Some(map.next_value::<&serde_json::value::RawValue>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(usage.filter(|u| seen == 1 && u.get() != "null"))
+    }
+}
+
+/// Whether an object key is `usage`, without copying it.
+struct IsUsage;
+
+impl<'de> serde::de::DeserializeSeed<'de> for IsUsage {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for IsUsage {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(key == "usage")
+    }
 }
 
 /// The error event ending a stream that broke after it started.
@@ -284,9 +440,46 @@ struct Relay {
     sent: Sent,
     gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
     on_end: Option<Box<dyn FnOnce(End)>>,
+    /// The idle timeout, one timer for the whole body (made at the first
+    /// wait): a timer per chunk costs a timer-wheel insert and removal each.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Relay {
+    /// The next upstream chunk, within `spec.idle` of this call (like
+    /// [`next_chunk`]), or None when the client went away first. The timer
+    /// is only moved when it fires early: when it was set for an earlier
+    /// wait, it is set again for this one's deadline.
+    async fn next(&mut self) -> Option<Result<Option<Bytes>, BodyError>> {
+        let idle = self.spec.idle;
+        let Some(body) = self.body.as_mut() else {
+            // Everything was already in the prefix.
+            return Some(Ok(None));
+        };
+        let now = tokio::time::Instant::now();
+        // (An idle timeout too long to add is as good as none, like
+        // `tokio::time::timeout`'s.)
+        let deadline = now
+            .checked_add(idle)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+        let timer = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut self.gone => return None,
+                next = body.next() => return Some(chunk(next)),
+                () = timer.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Some(Err(BodyError::Idle(idle.as_secs())));
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+
     fn finish(&mut self, end: End) {
         self.body = None;
         if let Some(f) = self.on_end.take() {
@@ -314,6 +507,7 @@ pub fn relay(
         sent: Sent::default(),
         gone,
         on_end: Some(on_end),
+        idle: None,
     };
     futures_util::stream::unfold(state, |mut st| async move {
         if let Some(mut prefix) = st.prefix.take()
@@ -333,16 +527,7 @@ pub fn relay(
             return Some((Ok(piece), st));
         }
         st.on_end.as_ref()?;
-        let idle = st.spec.idle;
-        let next = match st.body.as_mut() {
-            // Everything was already in the prefix.
-            None => Some(Ok(None)),
-            Some(body) => tokio::select! {
-                biased;
-                () = &mut st.gone => None,
-                next = next_chunk(body, idle) => Some(next),
-            },
-        };
+        let next = st.next().await;
         let failure = match next {
             None => {
                 st.finish(End::ClientGone);
@@ -447,6 +632,87 @@ mod tests {
         assert!(Sent::default().at_event_boundary());
     }
 
+    /// Relay `chunks` (sent `gap` apart, then a stall) with an idle timeout
+    /// of `idle`; what the client got, item by item.
+    fn relayed(chunks: usize, gap: Duration, idle: Duration) -> Vec<Result<Bytes, String>> {
+        let body = futures_util::stream::unfold(0, move |n| async move {
+            tokio::time::sleep(gap).await;
+            if n == chunks {
+                std::future::pending::<()>().await;
+            }
+            let chunk = Bytes::from(format!("data: {n}\n\n"));
+            Some((Ok::<_, awc::error::PayloadError>(chunk), n + 1))
+        });
+        let spec = RelaySpec {
+            idle,
+            sse: true,
+            expects_done: false,
+            content_length: None,
+        };
+        let out = relay(
+            Bytes::new(),
+            Some(Box::pin(body)),
+            spec,
+            Box::pin(std::future::pending()),
+            Box::new(|_| {}),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(
+            out.map(|item| item.map_err(|e| e.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn the_idle_timeout_counts_from_the_last_chunk_only() {
+        // Chunks 60 ms apart outlive a 150 ms timeout many times over.
+        let items = relayed(6, Duration::from_millis(60), Duration::from_millis(150));
+        assert_eq!(items.len(), 7, "{items:?}");
+        for (n, item) in items.iter().take(6).enumerate() {
+            assert_eq!(item.as_deref(), Ok(format!("data: {n}\n\n").as_bytes()));
+        }
+        // Then the stall: an error event after the timeout, and the end.
+        let tail = items[6].as_ref().unwrap();
+        let tail = String::from_utf8_lossy(tail);
+        assert!(tail.contains("sent nothing for 0 s"), "{tail}");
+        assert!(tail.ends_with("data: [DONE]\n\n"), "{tail}");
+    }
+
+    #[test]
+    fn a_prefix_is_the_body_in_one_or_many_chunks_up_to_the_cap() {
+        let read = |chunks: Vec<&'static [u8]>, cap: usize| {
+            let items = chunks
+                .into_iter()
+                .map(|c| Ok::<_, awc::error::PayloadError>(Bytes::from_static(c)));
+            let mut body: Upstream = Box::pin(futures_util::stream::iter(items));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            let prefix = runtime
+                .block_on(read_prefix(&mut body, cap, Duration::from_secs(5)))
+                .unwrap();
+            (prefix.bytes, prefix.complete)
+        };
+        assert_eq!(read(vec![], 10), (Bytes::new(), true));
+        assert_eq!(read(vec![b"abc"], 10), (Bytes::from_static(b"abc"), true));
+        assert_eq!(
+            read(vec![b"", b"ab", b"c", b"de"], 10),
+            (Bytes::from_static(b"abcde"), true)
+        );
+        assert_eq!(
+            read(vec![b"abc", b"def", b"ghi"], 5),
+            (Bytes::from_static(b"abcdef"), false)
+        );
+        assert_eq!(
+            read(vec![b"abcdef"], 5),
+            (Bytes::from_static(b"abcdef"), false)
+        );
+    }
+
     #[test]
     fn a_body_shorter_than_its_content_length_is_cut() {
         let body = spec(false, false, Some(10));
@@ -474,5 +740,39 @@ mod tests {
         assert!(json_cut_short(Some("application/problem+json"), b"{"));
         assert!(!json_cut_short(Some("text/plain"), b"{"));
         assert!(!json_cut_short(None, b"{"));
+        // Any JSON document is whole, and trailing bytes are not.
+        for whole in [
+            &b"[1, {\"a\": []}]"[..],
+            b"\"text\"",
+            b"null",
+            b"12.5",
+            b"true",
+        ] {
+            assert!(!json_cut_short(json, whole));
+        }
+        assert!(json_cut_short(json, b"{\"a\": 1} {"));
+        assert!(json_cut_short(json, b"{\"usage\": {\"prompt_tokens\": 1}"));
+    }
+
+    #[test]
+    fn the_judge_keeps_the_top_level_usage_only() {
+        let json = Some("application/json");
+        let usage =
+            |body: &[u8]| judge_json(json, body).and_then(|j| j.usage.map(|u| u.get().to_owned()));
+        assert_eq!(
+            usage(b"{\"id\":\"g\",\"usage\":{\"prompt_tokens\":3,\"cost\":0.0000420},\"x\":[1]}")
+                .as_deref(),
+            Some("{\"prompt_tokens\":3,\"cost\":0.0000420}")
+        );
+        assert_eq!(
+            usage(b"{\"usage\" : {\"a\": 1}\n}").as_deref(),
+            Some("{\"a\": 1}")
+        );
+        assert_eq!(usage(b"{\"usage\":null}"), None);
+        assert_eq!(usage(b"{\"a\":{\"usage\":{\"b\":1}}}"), None);
+        assert_eq!(usage(b"{\"usage\":1,\"usage\":2}"), None);
+        assert_eq!(usage(b"[{\"usage\":1}]"), None);
+        assert_eq!(usage(b"{\"us\\u0061ge\":{\"b\":1},\"usage\":2}"), None);
+        assert!(judge_json(Some("text/plain"), b"{\"usage\":1}").is_none());
     }
 }

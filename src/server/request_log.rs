@@ -9,18 +9,19 @@
 //! usage as the bytes pass: nothing is buffered beyond one SSE line.
 
 use super::metrics::{StreamGuard, metrics};
-use super::relay::End;
+use super::relay::{End, mentions_usage};
 use super::state::Shared;
-use crate::logging::REQUESTS_TARGET;
 use crate::secret::redact;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, web};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::cell::RefCell;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -55,7 +56,7 @@ pub struct Ctx(Option<Rc<RefCell<Record>>>);
 #[derive(Serialize)]
 struct Attempt {
     key: Option<String>,
-    outcome: String,
+    outcome: &'static str,
     status: Option<u16>,
     ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,7 +78,7 @@ struct Line<'a> {
     ttfb_ms: Option<u64>,
     total_ms: u64,
     bytes: u64,
-    usage: Option<&'a Value>,
+    usage: Option<&'a Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     end: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,9 +95,9 @@ struct Line<'a> {
 struct Record {
     id: String,
     time: String,
-    method: String,
+    method: Method,
     path: String,
-    route: String,
+    route: &'static str,
     client: Option<String>,
     proxied: bool,
     quiet: bool,
@@ -117,8 +118,57 @@ struct Record {
     end: Option<String>,
     sse: Option<SseScan>,
     whole: Option<Bytes>,
-    usage: Option<Value>,
+    /// The usage the proxy found while it judged the body (see
+    /// [`JudgedUsage`]): then the body is not searched again.
+    judged_usage: Option<Option<Box<RawValue>>>,
+    usage: Option<Usage>,
     finished: bool,
+}
+
+/// Attached to a response (as an extension) whose whole JSON body the proxy
+/// already parsed: the `usage` it found there, if any, as the body has it.
+pub struct JudgedUsage(pub Option<Box<RawValue>>);
+
+/// The token usage the upstream reported, as it goes into the log line.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Usage {
+    /// The upstream's own compact JSON text, copied as it is (no tree to
+    /// build, or to serialize again).
+    Raw(Box<RawValue>),
+    /// Parsed (from an SSE event, or text with whitespace in it: the log
+    /// line must stay on one line).
+    Value(Value),
+}
+
+impl Usage {
+    fn from_raw(raw: Box<RawValue>) -> Option<Self> {
+        let text = raw.get().as_bytes();
+        if text
+            .iter()
+            .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            return serde_json::from_str(raw.get()).ok().map(Usage::Value);
+        }
+        Some(Usage::Raw(raw))
+    }
+
+    /// `prompt_tokens` and `completion_tokens`, when both are counts.
+    fn tokens(&self) -> Option<(u64, u64)> {
+        #[derive(serde::Deserialize)]
+        struct Tokens {
+            prompt_tokens: Option<Value>,
+            completion_tokens: Option<Value>,
+        }
+        let (p, c) = match self {
+            Usage::Value(u) => (u.get("prompt_tokens")?, u.get("completion_tokens")?),
+            Usage::Raw(raw) => {
+                let t: Tokens = serde_json::from_str(raw.get()).ok()?;
+                return Some((t.prompt_tokens?.as_u64()?, t.completion_tokens?.as_u64()?));
+            }
+        };
+        Some((p.as_u64()?, c.as_u64()?))
+    }
 }
 
 impl Ctx {
@@ -153,7 +203,7 @@ impl Ctx {
         &self,
         key: Option<&str>,
         status: Option<u16>,
-        error: Option<(&str, &str)>,
+        error: Option<(&'static str, &str)>,
         retry_delay: Option<Duration>,
         took: Duration,
     ) {
@@ -174,7 +224,7 @@ impl Ctx {
             r.upstream_time += took;
             r.attempts.push(Attempt {
                 key: key.map(str::to_owned),
-                outcome: outcome.to_owned(),
+                outcome,
                 status,
                 ms: millis(took),
                 error: error.map(|(_, message)| clip(message)),
@@ -233,7 +283,7 @@ impl Record {
     /// ends), so a scrape right after a client got its answer sees it.
     fn response_started(&mut self) {
         let ready = Instant::now();
-        metrics().request(&self.route, self.status);
+        metrics().request(self.route, self.status);
         if self.proxied
             && let Some(started) = self.started
         {
@@ -254,16 +304,21 @@ impl Record {
             .first_byte
             .map(|t| t.saturating_duration_since(started));
         if let Some(scan) = &mut self.sse {
-            self.usage = scan.usage.take();
+            self.usage = scan.usage.take().map(Usage::Value);
         }
         let mut error = None;
         let mut response_body = None;
         if let Some(body) = &self.whole {
-            if self.usage.is_none() && contains(body, b"\"usage\"") {
+            if let Some(judged) = self.judged_usage.take() {
+                if self.usage.is_none() {
+                    self.usage = judged.and_then(Usage::from_raw);
+                }
+            } else if self.usage.is_none() && mentions_usage(body) {
                 self.usage = serde_json::from_slice::<UsageOnly>(body)
                     .ok()
                     .and_then(|u| u.usage)
-                    .filter(|u| !u.is_null());
+                    .filter(|u| !u.is_null())
+                    .map(Usage::Value);
             }
             if self.status >= 400 {
                 error = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
@@ -291,7 +346,7 @@ impl Record {
         let line = Line {
             time: &self.time,
             id: &self.id,
-            method: &self.method,
+            method: self.method.as_str(),
             path: &self.path,
             client: self.client.as_deref(),
             model: self.model.as_deref(),
@@ -308,8 +363,10 @@ impl Record {
             response_body: response_body.as_ref(),
             response_text: response_text.as_deref(),
         };
-        let line = serde_json::to_string(&line).unwrap_or_default();
-        log::info!(target: REQUESTS_TARGET, "{line}");
+        let mut json = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut json, &line).is_ok() {
+            crate::logging::request_line(&json);
+        }
 
         let level = if self.status >= 500
             || self.status == 429
@@ -320,12 +377,15 @@ impl Record {
         } else {
             log::Level::Info
         };
-        log::log!(
-            target: "orproxy::requests",
-            level,
-            "{}",
-            self.console_line(total, ttfb, end.as_deref(), error.as_deref())
-        );
+        // The console line is built only when it will be shown.
+        if log::log_enabled!(target: "orproxy::requests", level) {
+            log::log!(
+                target: "orproxy::requests",
+                level,
+                "{}",
+                self.console_line(total, ttfb, end.as_deref(), error.as_deref())
+            );
+        }
     }
 
     fn console_line(
@@ -336,7 +396,8 @@ impl Record {
         error: Option<&str>,
     ) -> String {
         use std::fmt::Write as _;
-        let mut s = format!("{} {}", self.method, self.path);
+        let mut s = String::with_capacity(160);
+        let _ = write!(s, "{} {}", self.method, self.path);
         if let Some(model) = &self.model {
             let _ = write!(s, " model={model}");
         }
@@ -344,45 +405,56 @@ impl Record {
             let _ = write!(s, " stream={stream}");
         }
         let _ = write!(s, " -> {} in {} ms", self.status, millis(total));
-        let mut details = Vec::new();
+        // The details, in parentheses and separated by commas.
+        let mut details = 0;
+        let mut next = |s: &mut String| {
+            s.push_str(if details == 0 { " (" } else { ", " });
+            details += 1;
+        };
         if let Some(t) = ttfb
             && self.proxied
         {
-            details.push(format!("ttfb {} ms", millis(t)));
+            next(&mut s);
+            let _ = write!(s, "ttfb {} ms", millis(t));
         }
         if self.proxied {
-            details.push(format!("{} B", self.bytes));
+            next(&mut s);
+            let _ = write!(s, "{} B", self.bytes);
         }
         match self.attempts.as_slice() {
             [] => {}
-            [one] => details.push(format!("key {}", one.key.as_deref().unwrap_or("-"))),
-            many => details.push(format!(
-                "attempts: {}",
-                many.iter()
-                    .map(|a| format!(
-                        "{} {}{}",
-                        a.key.as_deref().unwrap_or("-"),
-                        a.outcome,
-                        a.status.map(|s| format!(" {s}")).unwrap_or_default()
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        }
-        if let Some(u) = &self.usage {
-            let n = |k: &str| u.get(k).and_then(Value::as_u64);
-            if let (Some(p), Some(c)) = (n("prompt_tokens"), n("completion_tokens")) {
-                details.push(format!("tokens {p}+{c}"));
+            [one] => {
+                next(&mut s);
+                let _ = write!(s, "key {}", one.key.as_deref().unwrap_or("-"));
+            }
+            many => {
+                next(&mut s);
+                s.push_str("attempts: ");
+                for (i, a) in many.iter().enumerate() {
+                    if i > 0 {
+                        s.push_str(", ");
+                    }
+                    let _ = write!(s, "{} {}", a.key.as_deref().unwrap_or("-"), a.outcome);
+                    if let Some(status) = a.status {
+                        let _ = write!(s, " {status}");
+                    }
+                }
             }
         }
+        if let Some((p, c)) = self.usage.as_ref().and_then(Usage::tokens) {
+            next(&mut s);
+            let _ = write!(s, "tokens {p}+{c}");
+        }
         if let Some(e) = end {
-            details.push(e.to_owned());
+            next(&mut s);
+            s.push_str(e);
         }
         if let Some(e) = error {
-            details.push(format!("error: {e}"));
+            next(&mut s);
+            let _ = write!(s, "error: {e}");
         }
-        if !details.is_empty() {
-            let _ = write!(s, " ({})", details.join(", "));
+        if details > 0 {
+            s.push(')');
         }
         let _ = write!(s, " [req {}]", self.id);
         s
@@ -405,10 +477,6 @@ fn clip(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A body as it goes into the log: JSON when it is JSON, else text.
@@ -467,7 +535,7 @@ impl SseScan {
             return;
         };
         let data = data.trim_ascii_start();
-        if data == b"[DONE]" || !(self.text.is_some() || contains(data, b"\"usage\"")) {
+        if data == b"[DONE]" || !(self.text.is_some() || mentions_usage(data)) {
             return;
         }
         let Ok(v) = serde_json::from_slice::<Value>(data) else {
@@ -506,41 +574,43 @@ fn new_request_id() -> String {
 
 /// The metrics label of a path: a known route, never the raw path (whose
 /// values are unbounded).
-pub fn route_label(path: &str) -> String {
-    const KNOWN: [&str; 14] = [
-        "chat/completions",
-        "completions",
-        "embeddings",
-        "models",
-        "responses",
-        "messages",
-        "rerank",
-        "generation",
-        "key",
-        "auth/key",
-        "credits",
-        "providers",
-        "models/user",
-        "models/count",
+pub fn route_label(path: &str) -> &'static str {
+    const KNOWN: [(&str, &str); 14] = [
+        ("chat/completions", "/v1/chat/completions"),
+        ("completions", "/v1/completions"),
+        ("embeddings", "/v1/embeddings"),
+        ("models", "/v1/models"),
+        ("responses", "/v1/responses"),
+        ("messages", "/v1/messages"),
+        ("rerank", "/v1/rerank"),
+        ("generation", "/v1/generation"),
+        ("key", "/v1/key"),
+        ("auth/key", "/v1/auth/key"),
+        ("credits", "/v1/credits"),
+        ("providers", "/v1/providers"),
+        ("models/user", "/v1/models/user"),
+        ("models/count", "/v1/models/count"),
     ];
     if let Some(tail) = path
         .strip_prefix("/api/v1/")
         .or_else(|| path.strip_prefix("/v1/"))
     {
         let tail = tail.trim_end_matches('/');
-        return match KNOWN.iter().find(|k| **k == tail) {
-            Some(k) => format!("/v1/{k}"),
-            None => "/v1/other".to_owned(),
-        };
+        return KNOWN
+            .iter()
+            .find(|(k, _)| *k == tail)
+            .map_or("/v1/other", |(_, route)| route);
     }
     match path {
-        "/health" | "/metrics" | "/admin/keys" => path.to_owned(),
+        "/health" => "/health",
+        "/metrics" => "/metrics",
+        "/admin/keys" => "/admin/keys",
         p if p.starts_with("/admin/keys/") && p.ends_with("/reactivate") => {
-            "/admin/keys/{id}/reactivate".to_owned()
+            "/admin/keys/{id}/reactivate"
         }
-        p if p.starts_with("/admin/keys/") => "/admin/keys/{id}".to_owned(),
-        p if p.starts_with("/admin") => "/admin/other".to_owned(),
-        _ => "other".to_owned(),
+        p if p.starts_with("/admin/keys/") => "/admin/keys/{id}",
+        p if p.starts_with("/admin") => "/admin/other",
+        _ => "other",
     }
 }
 
@@ -559,10 +629,11 @@ pub async fn middleware(
     let log_bodies = req
         .app_data::<web::Data<Shared>>()
         .is_some_and(|s| s.config.log_bodies);
+    let id_header = HeaderValue::from_str(&id).ok();
     let record = Record {
-        id: id.clone(),
-        time: crate::logging::local_now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
-        method: req.method().to_string(),
+        id,
+        time: crate::logging::rfc3339_now(),
+        method: req.method().clone(),
         route: route_label(&path),
         proxied: path.starts_with("/v1/") || path.starts_with("/api/v1/"),
         quiet: path == "/health" || path == "/metrics",
@@ -588,7 +659,7 @@ pub async fn middleware(
             return Err(e);
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Some(v) = id_header {
         res.headers_mut().insert(REQUEST_ID, v);
     }
     let sse = res
@@ -597,9 +668,15 @@ pub async fn middleware(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
     let status = res.status().as_u16();
+    let judged = res
+        .response_mut()
+        .extensions_mut()
+        .remove::<JudgedUsage>()
+        .map(|j| j.0);
     let mut guard = None;
     ctx.with(|r| {
         r.status = status;
+        r.judged_usage = judged;
         r.response_started();
         if sse {
             r.sse = Some(SseScan {
