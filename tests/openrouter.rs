@@ -25,15 +25,7 @@ fn setup_accounts(accounts: &[(usize, &str)], args: &[&str]) -> (Env, FakeOpenRo
     let fake = FakeOpenRouter::start();
     for (n, account) in accounts {
         fake.set_key_info(&key(*n), KeyInfoReply::Ok(key_info(account, 0, 1000)));
-        env.run(&[
-            "keys",
-            "add",
-            "--key",
-            &key(*n),
-            "--upstream",
-            &fake.base_url(),
-        ])
-        .success();
+        env.add_verified(&key(*n), &fake.base_url());
     }
     let server = env.serve(&fake.base_url(), args);
     (env, fake, server)
@@ -179,15 +171,7 @@ fn a_daily_count_learned_from_get_key_stops_requests_at_the_cap() {
     let env = Env::new();
     let fake = FakeOpenRouter::start();
     fake.set_key_info(&key(1), KeyInfoReply::Ok(key_info("user_a", 49, 50)));
-    env.run(&[
-        "keys",
-        "add",
-        "--key",
-        &key(1),
-        "--upstream",
-        &fake.base_url(),
-    ])
-    .success();
+    env.add_verified(&key(1), &fake.base_url());
     let server = env.serve(&fake.base_url(), &["--max-wait", "1"]);
     assert_eq!(chat(&server, &json!({"model": FREE})).status, 200);
     let r = chat(&server, &json!({"model": FREE}));

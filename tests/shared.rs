@@ -269,15 +269,7 @@ fn free_model_counts_add_up_across_instances_and_hold_the_daily_cap() {
     let mut info = crate::common::fake_openrouter::default_key_info(&key(1));
     info["free_model_daily_requests"] = json!({"used": 0, "limit": 4, "remaining": 4});
     fake.set_key_info(&key(1), KeyInfoReply::Ok(info));
-    env.run(&[
-        "keys",
-        "add",
-        "--key",
-        &key(1),
-        "--upstream",
-        &fake.base_url(),
-    ])
-    .success();
+    env.add_verified(&key(1), &fake.base_url());
     let a = serve(&env, &fake);
     let b = serve(&env, &fake);
     for server in [&a, &b, &a, &b] {

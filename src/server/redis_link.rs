@@ -235,11 +235,6 @@ impl Link {
         }
     }
 
-    /// Read the whole store again soon.
-    pub fn reload(&self) {
-        self.send(Cmd::Reload);
-    }
-
     /// Whether Redis answered last time it was asked.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

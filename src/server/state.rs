@@ -1,5 +1,7 @@
 //! State shared by every worker: the key pool in memory, and its
-//! synchronisation with the store file behind the request path.
+//! synchronisation with the store behind the request path (merged with the
+//! file once a second, or shared with other instances through Redis by
+//! [`super::redis_link`]).
 
 use super::redis_link::{Link, op_for};
 use crate::config::ServeConfig;

@@ -1237,22 +1237,32 @@ async fn read_request(
     }))
 }
 
+/// Where the next CRLF-ended line of `buf` ends (reading more as needed);
+/// `too_long` rejects a line longer than a head may be.
+async fn line_in(
+    rd: &mut ReadHalf<'_>,
+    buf: &mut Vec<u8>,
+    too_long: &'static str,
+) -> Result<usize, ReadError> {
+    loop {
+        if let Some(i) = find_subslice(buf, b"\r\n") {
+            return Ok(i);
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(ReadError::Reject(400, too_long));
+        }
+        if !fill(rd, buf).await {
+            return Err(ReadError::Closed);
+        }
+    }
+}
+
 /// Decode a chunked body from `buf` (reading more as needed), consuming it and its trailers.
 async fn read_chunked(rd: &mut ReadHalf<'_>, buf: &mut Vec<u8>) -> Result<Vec<u8>, ReadError> {
     let mut body = Vec::new();
     loop {
         // Chunk-size line.
-        let line_end = loop {
-            if let Some(i) = find_subslice(buf, b"\r\n") {
-                break i;
-            }
-            if buf.len() > MAX_HEAD {
-                return Err(ReadError::Reject(400, "Bad chunk size line"));
-            }
-            if !fill(rd, buf).await {
-                return Err(ReadError::Closed);
-            }
-        };
+        let line_end = line_in(rd, buf, "Bad chunk size line").await?;
         let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
         let size_str = line.split(';').next().unwrap_or("").trim();
         let size = match usize::from_str_radix(size_str, 16) {
@@ -1266,17 +1276,7 @@ async fn read_chunked(rd: &mut ReadHalf<'_>, buf: &mut Vec<u8>) -> Result<Vec<u8
         if size == 0 {
             // Trailers, up to an empty line.
             loop {
-                let end = loop {
-                    if let Some(i) = find_subslice(buf, b"\r\n") {
-                        break i;
-                    }
-                    if buf.len() > MAX_HEAD {
-                        return Err(ReadError::Reject(400, "Bad trailer"));
-                    }
-                    if !fill(rd, buf).await {
-                        return Err(ReadError::Closed);
-                    }
-                };
+                let end = line_in(rd, buf, "Bad trailer").await?;
                 buf.drain(..end + 2);
                 if end == 0 {
                     return Ok(body);

@@ -84,6 +84,13 @@ impl Env {
         self.run(&args).success();
     }
 
+    /// `keys add --key K --upstream UPSTREAM`: added after OpenRouter's
+    /// `GET /key` (the fake's) vouched for it.
+    pub fn add_verified(&self, key: &str, upstream: &str) {
+        self.run(&["keys", "add", "--key", key, "--upstream", upstream])
+            .success();
+    }
+
     pub fn list_json(&self) -> Vec<serde_json::Value> {
         let out = self.run(&["keys", "list", "--json"]).success();
         serde_json::from_str::<serde_json::Value>(&out.stdout)

@@ -37,11 +37,6 @@ impl Names {
         }
     }
 
-    /// The prefix.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// `P:meta`.
     pub fn meta(&self) -> String {
         format!("{}:meta", self.prefix)

@@ -298,9 +298,4 @@ impl RedisStore {
         let done: Value = pipe.query(con).map_err(write_err)?;
         Ok(!matches!(done, Value::Nil))
     }
-
-    /// A connection subscribed to the events channel.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
-    }
 }
