@@ -1,3 +1,10 @@
+// jemalloc instead of the system allocator: with glibc's malloc about a tenth
+// of a proxied request's CPU time went to malloc, free and the consolidation
+// of freed chunks (BENCHMARKS.md). jemalloc has no MSVC build.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::Parser;
 use std::process::ExitCode;
 

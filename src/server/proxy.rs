@@ -687,7 +687,7 @@ async fn attempt_once(
         && request.method != Method::HEAD;
     // The usage in a whole JSON body, found while judging it (for the log).
     let mut judged_usage = None;
-    let (judged_bytes, relay_prefix, rest): (Option<Bytes>, Bytes, Option<Upstream>) =
+    let (judged_bytes, relay_prefix, rest): (Option<Bytes>, Vec<Bytes>, Option<Upstream>) =
         if status.is_success() && is_sse {
             match relay::hold_first_event(&mut body, HOLD_CAP, idle).await {
                 Ok(held) if held.ended && held.first.is_none() => {
@@ -696,7 +696,7 @@ async fn attempt_once(
                 }
                 Ok(held) => {
                     let rest = (!held.ended).then_some(body);
-                    (held.first.map(Bytes::from), held.bytes, rest)
+                    (held.first.map(Bytes::from), vec![held.bytes], rest)
                 }
                 Err(e) => return broken_body(&report, e, attempt_no),
             }
@@ -704,7 +704,7 @@ async fn attempt_once(
             match relay::read_prefix(&mut body, cap, idle).await {
                 Ok(prefix)
                     if prefix.complete
-                        && content_length.is_some_and(|n| (prefix.bytes.len() as u64) < n) =>
+                        && content_length.is_some_and(|n| (prefix.byte_count() as u64) < n) =>
                 {
                     let e = BodyError::Broken(
                         "the connection closed before the whole body arrived".to_owned(),
@@ -712,8 +712,9 @@ async fn attempt_once(
                     return broken_body(&report, e, attempt_no);
                 }
                 Ok(prefix) if prefix.complete => {
+                    let bytes = relay::join(prefix.chunks);
                     let judged = judge_json
-                        .then(|| relay::judge_json(content_type, &prefix.bytes))
+                        .then(|| relay::judge_json(content_type, &bytes))
                         .flatten();
                     if judged.as_ref().is_some_and(|j| j.cut) {
                         let e = BodyError::Broken(
@@ -722,10 +723,10 @@ async fn attempt_once(
                         return broken_body(&report, e, attempt_no);
                     }
                     judged_usage = judged.map(|j| j.usage);
-                    (Some(prefix.bytes.clone()), prefix.bytes, None)
+                    (Some(bytes.clone()), vec![bytes], None)
                 }
                 // Too long to judge: a large success body, relayed as it comes.
-                Ok(prefix) => (None, prefix.bytes, Some(body)),
+                Ok(prefix) => (None, prefix.chunks, Some(body)),
                 Err(e) => return broken_body(&report, e, attempt_no),
             }
         };
@@ -772,45 +773,46 @@ async fn attempt_once(
             *res.headers_mut() = headers;
             res
         };
-    let deliver = |prefix: Bytes, rest: Option<Upstream>, usage: Option<Option<Box<RawValue>>>| {
-        let mut builder = HttpResponse::build(status);
-        if rest.is_none() && !is_sse {
-            let mut res = builder.body(prefix);
-            if let Some(usage) = usage {
-                res.extensions_mut()
-                    .insert(super::request_log::JudgedUsage(usage));
-            }
-            return res;
-        }
-        let key_for_log = key_id.clone();
-        let log = super::request_log::current();
-        builder.streaming(relay::relay(
-            prefix,
-            rest,
-            relay::RelaySpec {
-                idle,
-                sse: is_sse,
-                expects_done: request.expects_done,
-                content_length,
-            },
-            super::disconnect::closed(&request.req),
-            Box::new(move |end: relay::End| {
-                log.stream_end(&end);
-                let key = key_for_log.as_deref().unwrap_or("-");
-                match end {
-                    relay::End::Complete => {}
-                    relay::End::UpstreamFailed(e) => log::warn!(
-                        target: "orproxy::requests",
-                        "stream with key {key} broke after it started: {e}"
-                    ),
-                    relay::End::ClientGone => log::info!(
-                        target: "orproxy::requests",
-                        "client went away mid-stream (key {key}); upstream request dropped"
-                    ),
+    let deliver =
+        |prefix: Vec<Bytes>, rest: Option<Upstream>, usage: Option<Option<Box<RawValue>>>| {
+            let mut builder = HttpResponse::build(status);
+            if rest.is_none() && !is_sse {
+                let mut res = builder.body(relay::join(prefix));
+                if let Some(usage) = usage {
+                    res.extensions_mut()
+                        .insert(super::request_log::JudgedUsage(usage));
                 }
-            }),
-        ))
-    };
+                return res;
+            }
+            let key_for_log = key_id.clone();
+            let log = super::request_log::current();
+            builder.streaming(relay::relay(
+                prefix,
+                rest,
+                relay::RelaySpec {
+                    idle,
+                    sse: is_sse,
+                    expects_done: request.expects_done,
+                    content_length,
+                },
+                super::disconnect::closed(&request.req),
+                Box::new(move |end: relay::End| {
+                    log.stream_end(&end);
+                    let key = key_for_log.as_deref().unwrap_or("-");
+                    match end {
+                        relay::End::Complete => {}
+                        relay::End::UpstreamFailed(e) => log::warn!(
+                            target: "orproxy::requests",
+                            "stream with key {key} broke after it started: {e}"
+                        ),
+                        relay::End::ClientGone => log::info!(
+                            target: "orproxy::requests",
+                            "client went away mid-stream (key {key}); upstream request dropped"
+                        ),
+                    }
+                }),
+            ))
+        };
 
     let reason = verdict.reason();
     super::request_log::current().verdict(reason);

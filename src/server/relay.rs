@@ -5,6 +5,7 @@
 use crate::openrouter::classify::{FirstEvent, sse_first_data};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -43,43 +44,62 @@ fn chunk(
 
 /// The start of a body, read up to a cap.
 pub struct Prefix {
-    /// What was read.
-    pub bytes: Bytes,
+    /// What was read, in the chunks it came in: a body too long to judge is
+    /// relayed from these as they are, never copied into one buffer.
+    pub chunks: Vec<Bytes>,
     /// Whether the body ended within the cap.
     pub complete: bool,
 }
 
-/// Read a whole body, or its first `cap` bytes when it is longer. A body
-/// that arrives in one chunk (the usual short answer) is that chunk, not a
-/// copy of it.
+impl Prefix {
+    /// How many bytes were read.
+    pub fn byte_count(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+}
+
+/// `chunks` as one buffer: the chunk itself when there is one (the usual
+/// short answer), otherwise one allocation of the exact size.
+pub fn join(chunks: Vec<Bytes>) -> Bytes {
+    match <[Bytes; 1]>::try_from(chunks) {
+        Ok([one]) => one,
+        Err(chunks) => {
+            let mut buf = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for chunk in &chunks {
+                buf.extend_from_slice(chunk);
+            }
+            buf.freeze()
+        }
+    }
+}
+
+/// Read a whole body, or its first `cap` bytes (and the rest of the chunk
+/// that crosses the cap) when it is longer. The chunks are kept as they
+/// arrived: growing one buffer would copy the body several times and leave
+/// the allocator holding every smaller buffer it outgrew.
 pub async fn read_prefix(
     body: &mut Upstream,
     cap: usize,
     idle: Duration,
 ) -> Result<Prefix, BodyError> {
-    let mut first: Option<Bytes> = None;
-    let mut buf = BytesMut::new();
+    let mut chunks = Vec::new();
+    let mut len = 0;
     loop {
-        let len = first.as_ref().map_or(buf.len(), Bytes::len);
         if len >= cap {
             return Ok(Prefix {
-                bytes: first.unwrap_or_else(|| buf.freeze()),
+                chunks,
                 complete: false,
             });
         }
         match next_chunk(body, idle).await? {
-            Some(chunk) => match first.take() {
-                None if buf.is_empty() => first = Some(chunk),
-                None => buf.extend_from_slice(&chunk),
-                Some(one) => {
-                    buf.reserve(one.len() + chunk.len());
-                    buf.extend_from_slice(&one);
-                    buf.extend_from_slice(&chunk);
-                }
-            },
+            Some(chunk) if chunk.is_empty() => {}
+            Some(chunk) => {
+                len += chunk.len();
+                chunks.push(chunk);
+            }
             None => {
                 return Ok(Prefix {
-                    bytes: first.unwrap_or_else(|| buf.freeze()),
+                    chunks,
                     complete: true,
                 });
             }
@@ -434,7 +454,7 @@ const PREFIX_PIECE: usize = 64 * 1024;
 
 /// Relay state: the held prefix, then the rest of the upstream body.
 struct Relay {
-    prefix: Option<Bytes>,
+    prefix: VecDeque<Bytes>,
     body: Option<Upstream>,
     spec: RelaySpec,
     sent: Sent,
@@ -494,14 +514,14 @@ impl Relay {
 /// body, never a clean end). When the client goes away (`gone`), the
 /// upstream body is dropped at once. `on_end` runs once, with how it ended.
 pub fn relay(
-    prefix: Bytes,
+    prefix: Vec<Bytes>,
     body: Option<Upstream>,
     spec: RelaySpec,
     gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
     on_end: Box<dyn FnOnce(End)>,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     let state = Relay {
-        prefix: Some(prefix),
+        prefix: VecDeque::from(prefix),
         body,
         spec,
         sent: Sent::default(),
@@ -510,15 +530,16 @@ pub fn relay(
         idle: None,
     };
     futures_util::stream::unfold(state, |mut st| async move {
-        if let Some(mut prefix) = st.prefix.take()
-            && !prefix.is_empty()
-        {
+        while let Some(mut prefix) = st.prefix.pop_front() {
+            if prefix.is_empty() {
+                continue;
+            }
             // In pieces (zero-copy slices): actix copies each chunk into its
             // write buffer, and a slow client must not make it copy a whole
             // 8 MiB judged body at once.
             let piece = if prefix.len() > PREFIX_PIECE {
                 let head = prefix.split_to(PREFIX_PIECE);
-                st.prefix = Some(prefix);
+                st.prefix.push_front(prefix);
                 head
             } else {
                 prefix
@@ -650,7 +671,7 @@ mod tests {
             content_length: None,
         };
         let out = relay(
-            Bytes::new(),
+            Vec::new(),
             Some(Box::pin(body)),
             spec,
             Box::pin(std::future::pending()),
@@ -682,7 +703,7 @@ mod tests {
     }
 
     #[test]
-    fn a_prefix_is_the_body_in_one_or_many_chunks_up_to_the_cap() {
+    fn a_prefix_is_the_body_in_its_chunks_up_to_the_cap() {
         let read = |chunks: Vec<&'static [u8]>, cap: usize| {
             let items = chunks
                 .into_iter()
@@ -695,21 +716,35 @@ mod tests {
             let prefix = runtime
                 .block_on(read_prefix(&mut body, cap, Duration::from_secs(5)))
                 .unwrap();
-            (prefix.bytes, prefix.complete)
+            let len = prefix.byte_count();
+            (prefix.chunks, len, prefix.complete)
         };
-        assert_eq!(read(vec![], 10), (Bytes::new(), true));
-        assert_eq!(read(vec![b"abc"], 10), (Bytes::from_static(b"abc"), true));
+        let b = Bytes::from_static;
+        assert_eq!(read(vec![], 10), (vec![], 0, true));
+        assert_eq!(read(vec![b"abc"], 10), (vec![b(b"abc")], 3, true));
+        // Empty chunks are dropped; the others are kept as they came.
         assert_eq!(
             read(vec![b"", b"ab", b"c", b"de"], 10),
-            (Bytes::from_static(b"abcde"), true)
+            (vec![b(b"ab"), b(b"c"), b(b"de")], 5, true)
         );
+        // Reading stops at the chunk that reaches the cap.
         assert_eq!(
             read(vec![b"abc", b"def", b"ghi"], 5),
-            (Bytes::from_static(b"abcdef"), false)
+            (vec![b(b"abc"), b(b"def")], 6, false)
         );
+        assert_eq!(read(vec![b"abcdef"], 5), (vec![b(b"abcdef")], 6, false));
+        assert_eq!(read(vec![b"abcde"], 5), (vec![b(b"abcde")], 5, false));
+    }
+
+    #[test]
+    fn joined_chunks_are_one_buffer_and_one_chunk_is_not_copied() {
+        assert_eq!(join(vec![]), Bytes::new());
+        let one = Bytes::from(vec![7u8; 100]);
+        let joined = join(vec![one.clone()]);
+        assert_eq!(joined.as_ptr(), one.as_ptr(), "the chunk itself");
         assert_eq!(
-            read(vec![b"abcdef"], 5),
-            (Bytes::from_static(b"abcdef"), false)
+            join(vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cde")]),
+            Bytes::from_static(b"abcde")
         );
     }
 
