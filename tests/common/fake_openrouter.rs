@@ -509,16 +509,7 @@ impl Reply {
     /// Like [`Reply::sse_chat`] with `n` content chunks `"chunk-{i} "` (i from 0),
     /// sleeping `pace` between consecutive content chunks.
     pub fn sse_chunks(n: usize, pace: Duration) -> Reply {
-        let (id, created) = (gen_id(), now_secs());
-        let mut ev = vec![
-            SseStep::Bytes(sse_processing_comment()),
-            SseStep::Bytes(sse_event(&chunk_value(
-                &id,
-                created,
-                json!({"role": "assistant", "content": ""}),
-                None,
-            ))),
-        ];
+        let (id, created, mut ev) = chat_opening(&[]);
         for i in 0..n {
             if i > 0 && !pace.is_zero() {
                 ev.push(SseStep::Sleep(pace));
