@@ -6,10 +6,10 @@
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use orproxy::model::{KeyRecord, StoreFile};
 use orproxy::openrouter::classify::{self, Answer, sse_first_data};
 use orproxy::pool::{CapKind, Choice, Pool, Settings};
 use orproxy::secret::ApiKey;
-use orproxy::store::model::{KeyRecord, StoreFile};
 use std::hint::black_box;
 
 const SIZES: [usize; 3] = [3, 1_000, 10_000];

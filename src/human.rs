@@ -1,6 +1,11 @@
 //! Short human-readable times: "in 42s", "5m ago".
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+
+/// RFC 3339 in UTC with a `Z`, to the second.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
 
 /// A duration in the largest two units: `42s`, `5m 3s`, `3h 12m`, `2d 4h`.
 pub fn span(d: TimeDelta) -> String {

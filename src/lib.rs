@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod human;
 pub mod logging;
+pub mod model;
 pub mod openrouter;
 pub mod output;
 pub mod pool;

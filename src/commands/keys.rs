@@ -2,13 +2,13 @@
 
 use crate::cli::{AddArgs, CheckArgs, KeysArgs, KeysCommand, ListArgs, ReactivateArgs, RemoveArgs};
 use crate::human;
+use crate::model::KeyView;
+use crate::model::Status;
+use crate::model::{KeyInfo, StoreFile};
 use crate::openrouter::keyinfo::{self, CheckError};
-use crate::pool::state::Status;
 use crate::secret::ApiKey;
 use crate::store::Backend;
-use crate::store::model::{KeyInfo, StoreFile};
 use crate::store::ops::{self, Added};
-use crate::store::view::KeyView;
 use anyhow::Context;
 use chrono::Utc;
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets};

@@ -1,8 +1,8 @@
 //! `GET {upstream}/key`: what OpenRouter knows about a key. It runs no model
 //! and costs no quota, so it is the check used when a key is added.
 
+use crate::model::{FreeModelDailyRequests, KeyInfo};
 use crate::secret::{ApiKey, redact};
-use crate::store::model::{FreeModelDailyRequests, KeyInfo};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::time::Duration;

@@ -8,16 +8,15 @@
 //! takes `now` as a parameter so it can be tested exactly.
 
 pub mod quota;
-pub mod state;
 
 #[cfg(test)]
 mod tests;
 
+use crate::model::KeyState;
+use crate::model::{KeyRecord, StoreFile, quota_account};
 use crate::secret::ApiKey;
-use crate::store::model::{KeyRecord, StoreFile, quota_account};
 use chrono::{DateTime, Utc};
 use quota::AccountUsage;
-use state::KeyState;
 use std::collections::{HashMap, HashSet};
 
 /// How many consecutive failures disable a key unless configured otherwise.

@@ -3,8 +3,8 @@
 //! learning it. OpenRouter's free-model limits belong to the account, per
 //! minute and per UTC day, and failed attempts count too.
 
+use crate::model::AccountRecord;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// OpenRouter's documented free-model requests per minute.
@@ -39,19 +39,6 @@ pub struct AccountUsage {
     /// Held until then by a shared store's per-minute window (requests
     /// that other instances sent).
     pub held_until: Option<DateTime<Utc>>,
-}
-
-/// The state of an account that is persisted in the store (the per-minute
-/// window is too short-lived to be worth it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AccountRecord {
-    /// The UTC day the count belongs to.
-    pub day: Option<NaiveDate>,
-    /// Free-model requests sent that day.
-    pub free_requests: u32,
-    /// The daily cap, when known exactly.
-    pub daily_limit: Option<u32>,
 }
 
 impl AccountUsage {

@@ -1,7 +1,7 @@
 //! Branch-by-branch tests of the pool: selection, reports, tick, reconcile.
 
 use super::*;
-use crate::store::model::KeyInfo;
+use crate::model::KeyInfo;
 use chrono::TimeDelta;
 
 fn t0() -> DateTime<Utc> {
@@ -1129,7 +1129,7 @@ fn get_key_reports_seed_the_daily_count_and_remaining_zero_blocks() {
     if let Some(info) = record.info.as_mut() {
         info.checked_at = Some(now);
         info.is_free_tier = Some(true);
-        info.free_model_daily_requests = Some(crate::store::model::FreeModelDailyRequests {
+        info.free_model_daily_requests = Some(crate::model::FreeModelDailyRequests {
             used: Some(50),
             limit: Some(50),
             remaining: Some(0),
@@ -1156,7 +1156,7 @@ fn reconcile_merges_account_counts_both_ways_and_keeps_only_today() {
     let mut file = file_of(vec![rec("a")]);
     file.accounts.insert(
         "key:a".into(),
-        quota::AccountRecord {
+        crate::model::AccountRecord {
             day: Some(now.date_naive()),
             free_requests: 9,
             daily_limit: Some(50),
@@ -1164,7 +1164,7 @@ fn reconcile_merges_account_counts_both_ways_and_keeps_only_today() {
     );
     file.accounts.insert(
         "gone-account".into(),
-        quota::AccountRecord {
+        crate::model::AccountRecord {
             day: Some(now.date_naive()),
             free_requests: 3,
             daily_limit: None,

@@ -12,12 +12,12 @@
 
 use super::errors::ApiError;
 use super::state::Shared;
+use crate::model::KeyView;
+use crate::model::StoreFile;
 use crate::openrouter::keyinfo::{self, CheckError};
 use crate::secret::{ApiKey, redact};
 use crate::store::StoreError;
-use crate::store::model::StoreFile;
 use crate::store::ops::{self, Added, IdError};
-use crate::store::view::KeyView;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;

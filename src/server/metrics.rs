@@ -7,8 +7,8 @@
 //! key: keys are labelled by their ID.
 
 use super::state::Shared;
+use crate::model::Status;
 use crate::pool::Event;
-use crate::pool::state::Status;
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use prometheus_client::collector::Collector;

@@ -13,9 +13,9 @@ pub mod request_log;
 pub mod state;
 
 use crate::config::ServeConfig;
+use crate::model::StoreFile;
 use crate::pool::Counts;
 use crate::store::Backend;
-use crate::store::model::StoreFile;
 use actix_web::http::KeepAlive;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::Utc;
@@ -242,7 +242,7 @@ async fn reprober(shared: Arc<Shared>, every: Duration) {
 
 /// What a `GET /key` answer means for a disabled key.
 fn probe_verdict(
-    result: Result<crate::store::model::KeyInfo, crate::openrouter::keyinfo::CheckError>,
+    result: Result<crate::model::KeyInfo, crate::openrouter::keyinfo::CheckError>,
 ) -> crate::pool::Probe {
     use crate::openrouter::keyinfo::CheckError;
     use crate::pool::Probe;

@@ -495,7 +495,7 @@ fn daily_quota_spent(midnight: DateTime<Utc>, now: DateTime<Utc>) -> ApiError {
         format!(
             "The daily free-model quota of every OpenRouter account in orproxy's pool is spent. \
              It resets at 00:00 UTC ({}, in {}). Paid models still work.",
-            crate::store::view::rfc3339(midnight),
+            crate::human::rfc3339(midnight),
             human_secs(secs)
         ),
     )

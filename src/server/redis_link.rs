@@ -16,8 +16,8 @@
 //! instance to reconnect writes back the keys and states it holds.
 
 use super::state::Shared;
+use crate::model::StoreFile;
 use crate::pool::{Outcome, Pool};
-use crate::store::model::StoreFile;
 use crate::store::redis_store::RedisStore;
 use crate::store::redis_store::layout::Message;
 use crate::store::redis_store::ops::{self, Op, Reservation};
@@ -593,9 +593,9 @@ fn handle(shared: &Shared, tx: &Sender<Cmd>, message: &Message, origin: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{KeyInfo, KeyRecord};
     use crate::pool::Settings;
     use crate::secret::ApiKey;
-    use crate::store::model::{KeyInfo, KeyRecord};
 
     fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()

@@ -5,8 +5,8 @@
 
 use super::redis_link::{Link, op_for};
 use crate::config::ServeConfig;
+use crate::model::StoreFile;
 use crate::pool::{CapKind, Choice, Counts, Event, Outcome, Pool, Probe, Settings};
-use crate::store::model::StoreFile;
 use crate::store::redis_store::ops::{Op, Reservation};
 use crate::store::{Backend, Stamp, StoreError};
 use chrono::{DateTime, Utc};
@@ -229,7 +229,7 @@ impl Shared {
         log::info!(
             target: "orproxy::keys",
             "model {model} is at capacity on OpenRouter: holding its requests until {}",
-            crate::store::view::rfc3339(until)
+            crate::human::rfc3339(until)
         );
         self.pool().back_off_model(model, until);
         self.share(Some(Op::Model {
@@ -321,7 +321,7 @@ impl Shared {
     }
 
     /// Every key's ID and status at `now`, in pool order (for metrics).
-    pub fn key_statuses(&self, now: DateTime<Utc>) -> Vec<(String, crate::pool::state::Status)> {
+    pub fn key_statuses(&self, now: DateTime<Utc>) -> Vec<(String, crate::model::Status)> {
         self.pool()
             .keys()
             .map(|k| (k.id.clone(), k.state.status(now)))
@@ -410,7 +410,7 @@ pub fn log_events(events: &[Event]) {
             Event::CooldownStarted { id, until, reason } => log::info!(
                 target: "orproxy::keys",
                 "key {id} cooling until {} ({reason})",
-                crate::store::view::rfc3339(*until)
+                crate::human::rfc3339(*until)
             ),
             Event::Disabled { id, reason } => {
                 log::warn!(target: "orproxy::keys", "key {id} disabled: {reason}");

@@ -8,12 +8,11 @@
 //! file is written 0600 whatever the umask.
 
 pub mod location;
-pub mod model;
+
 pub mod ops;
 pub mod redis_store;
-pub mod view;
 
-use model::{STORE_VERSION, StoreFile};
+use crate::model::{STORE_VERSION, StoreFile};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};

@@ -1,8 +1,8 @@
 //! Administrative changes to a store file, shared by the CLI and (later) the
 //! admin API. Each is a plain function on a [`StoreFile`] read under the lock.
 
+use crate::model::{KeyInfo, KeyRecord, StoreFile, assign_id};
 use crate::secret::ApiKey;
-use crate::store::model::{KeyInfo, KeyRecord, StoreFile, assign_id};
 use chrono::{DateTime, Utc};
 
 /// What adding a key did.

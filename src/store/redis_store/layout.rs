@@ -16,10 +16,10 @@
 //! - `P:models` hash: model → until (ms) of a shared-capacity back-off.
 //! - `P:events` channel: what changed, as JSON (see [`Message`]).
 
-use crate::pool::quota::AccountRecord;
-use crate::pool::state::KeyState;
+use crate::model::AccountRecord;
+use crate::model::KeyState;
+use crate::model::{KeyInfo, KeyRecord, StoreFile};
 use crate::secret::ApiKey;
-use crate::store::model::{KeyInfo, KeyRecord, StoreFile};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::HashMap;
 

@@ -13,7 +13,7 @@ pub mod ops;
 
 use super::StoreError;
 use super::location::RedisUrl;
-use super::model::{STORE_VERSION, StoreFile};
+use crate::model::{STORE_VERSION, StoreFile};
 use layout::Names;
 use redis::{Connection, Value};
 use std::collections::HashMap;

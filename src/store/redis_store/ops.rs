@@ -4,7 +4,7 @@
 //! state.
 
 use super::layout::{Names, from_ms, ms};
-use crate::pool::state::KeyState;
+use crate::model::KeyState;
 use chrono::{DateTime, Utc};
 use redis::{Connection, Value};
 use std::collections::HashMap;

@@ -1,9 +1,9 @@
 //! The public view of a key: what `keys list --json` prints and the admin API
 //! returns. Never holds the full key.
 
-use crate::pool::state::Status;
-use crate::store::model::KeyRecord;
-use chrono::{DateTime, SecondsFormat, Utc};
+use super::{KeyRecord, Status};
+use crate::human::rfc3339;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// One key as shown to users. Status is computed at `now`.
@@ -35,11 +35,6 @@ pub struct KeyView {
     pub added_at: String,
     /// The OpenRouter account it belongs to, when known.
     pub account: Option<String>,
-}
-
-/// RFC 3339 in UTC with a `Z`, to the second.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 impl KeyView {

@@ -1,7 +1,6 @@
 //! The key store's on-disk format: `{"version": 1, "keys": [...]}`.
 
-use crate::pool::quota::AccountRecord;
-use crate::pool::state::KeyState;
+use super::{AccountRecord, KeyState};
 use crate::secret::ApiKey;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

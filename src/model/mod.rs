@@ -1,0 +1,16 @@
+//! The persisted records: the store file, each key's record, state and
+//! OpenRouter info, each account's free-model count, and the one public
+//! view of a key. A leaf: the pool decides on these types and the stores
+//! persist them, and neither needs the other for it.
+
+mod account;
+mod record;
+mod state;
+mod view;
+
+pub use account::AccountRecord;
+pub use record::{
+    FreeModelDailyRequests, KeyInfo, KeyRecord, STORE_VERSION, StoreFile, assign_id, quota_account,
+};
+pub use state::{KeyState, Status};
+pub use view::KeyView;
