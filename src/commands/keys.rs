@@ -8,7 +8,7 @@ use crate::model::{KeyInfo, StoreFile};
 use crate::openrouter::keyinfo::{self, CheckError};
 use crate::secret::ApiKey;
 use crate::store::Backend;
-use crate::store::ops::{self, Added};
+use crate::store::edit::{self, Added};
 use anyhow::Context;
 use chrono::Utc;
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
@@ -190,7 +190,7 @@ impl<'a> Adder<'a> {
                 .map(|(key, info)| {
                     (
                         key.masked(),
-                        ops::add_key(file, key, label, info.clone(), now),
+                        edit::add_key(file, key, label, info.clone(), now),
                     )
                 })
                 .collect::<Vec<_>>()
@@ -318,9 +318,9 @@ fn reactivate(store: &Backend, args: &ReactivateArgs) -> anyhow::Result<ExitCode
         let indices = if args.all {
             (0..file.keys.len()).collect()
         } else {
-            ops::resolve_ids(file, &args.ids)?
+            edit::resolve_ids(file, &args.ids)?
         };
-        Ok::<_, ops::IdError>(ops::reactivate(file, &indices))
+        Ok::<_, edit::IdError>(edit::reactivate(file, &indices))
     })??;
     if done.is_empty() {
         crate::out!("No keys to reactivate.")?;
@@ -333,8 +333,8 @@ fn reactivate(store: &Backend, args: &ReactivateArgs) -> anyhow::Result<ExitCode
 
 fn remove(store: &Backend, args: &RemoveArgs) -> anyhow::Result<ExitCode> {
     let removed = store.update(|file| {
-        let indices = ops::resolve_ids(file, &args.ids)?;
-        Ok::<_, ops::IdError>(ops::remove(file, &indices))
+        let indices = edit::resolve_ids(file, &args.ids)?;
+        Ok::<_, edit::IdError>(edit::remove(file, &indices))
     })??;
     for record in removed {
         crate::out!("removed {} {}", record.id, record.key.masked())?;
@@ -358,7 +358,7 @@ fn check(store: &Backend, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let indices = if args.ids.is_empty() {
         (0..file.keys.len()).collect()
     } else {
-        ops::resolve_ids(&file, &args.ids)?
+        edit::resolve_ids(&file, &args.ids)?
     };
     if indices.is_empty() {
         crate::out!("No keys to check. Add one with `orproxy keys add`.")?;

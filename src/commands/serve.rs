@@ -4,7 +4,7 @@ use crate::cli::ServeArgs;
 use crate::config::{LegacyEnv, ServeConfig};
 use crate::secret::ApiKey;
 use crate::store::location::Location;
-use crate::store::{Backend, ops};
+use crate::store::{Backend, edit};
 use anyhow::Context;
 use chrono::Utc;
 
@@ -22,7 +22,7 @@ pub fn run(location: Location, args: &ServeArgs) -> anyhow::Result<()> {
         let (file, added) = store.update(|file| {
             let added: Vec<String> = keys
                 .iter()
-                .filter_map(|k| ops::ensure_key(file, k, now))
+                .filter_map(|k| edit::ensure_key(file, k, now))
                 .collect();
             (file.clone(), added)
         })?;

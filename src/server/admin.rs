@@ -6,18 +6,18 @@
 //! - `POST /admin/keys/{id}/reactivate`, `DELETE /admin/keys/{id}`.
 //!
 //! Changes go through the same locked store as the CLI (`Store::update` and
-//! [`crate::store::ops`]), on a blocking thread, and the pool is synchronised
+//! [`crate::store::edit`]), on a blocking thread, and the pool is synchronised
 //! right after, so the running server uses them at once. No answer ever
 //! contains a full key.
 
 use super::errors::ApiError;
-use super::state::Shared;
+use super::shared::Shared;
 use crate::model::KeyView;
 use crate::model::StoreFile;
 use crate::openrouter::keyinfo::{self, CheckError};
 use crate::secret::{ApiKey, redact};
 use crate::store::StoreError;
-use crate::store::ops::{self, Added, IdError};
+use crate::store::edit::{self, Added, IdError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
@@ -247,7 +247,7 @@ async fn add(payload: web::Payload, shared: web::Data<Shared>) -> Result<HttpRes
         .filter(|l| !l.is_empty());
     let now = Utc::now();
     let (added, view) = change(&shared, move |file| {
-        let added = ops::add_key(file, &key, label.as_deref(), info.clone(), now);
+        let added = edit::add_key(file, &key, label.as_deref(), info.clone(), now);
         let view = file
             .keys
             .iter()
@@ -276,8 +276,8 @@ async fn reactivate(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpR
     let id = path_id(&req);
     let now = Utc::now();
     let view = change(&shared, move |file| {
-        let indices = ops::resolve_ids(file, std::slice::from_ref(&id))?;
-        ops::reactivate(file, &indices);
+        let indices = edit::resolve_ids(file, std::slice::from_ref(&id))?;
+        edit::reactivate(file, &indices);
         Ok::<_, IdError>(
             indices
                 .first()
@@ -299,8 +299,8 @@ async fn remove(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpRespo
     let id = path_id(&req);
     let now = Utc::now();
     let removed = change(&shared, move |file| {
-        let indices = ops::resolve_ids(file, std::slice::from_ref(&id))?;
-        Ok::<_, IdError>(ops::remove(file, &indices))
+        let indices = edit::resolve_ids(file, std::slice::from_ref(&id))?;
+        Ok::<_, IdError>(edit::remove(file, &indices))
     })
     .await?
     .map_err(|e| id_error(&e))?;

@@ -6,7 +6,7 @@
 //! the pool at scrape time by [`KeyCollector`]. Nothing here ever holds a
 //! key: keys are labelled by their ID.
 
-use super::state::Shared;
+use super::shared::Shared;
 use crate::model::Status;
 use crate::pool::Event;
 use actix_web::{HttpResponse, web};

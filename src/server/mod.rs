@@ -10,7 +10,7 @@ pub mod proxy;
 pub mod redis_link;
 pub mod relay;
 pub mod request_log;
-pub mod state;
+pub mod shared;
 
 use crate::config::ServeConfig;
 use crate::model::StoreFile;
@@ -20,7 +20,7 @@ use actix_web::http::KeepAlive;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::Utc;
 use errors::ApiError;
-use state::Shared;
+use shared::Shared;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 
 use super::errors::ApiError;
 use super::relay::{self, BodyError, Upstream};
-use super::state::Shared;
+use super::shared::Shared;
 use crate::openrouter::classify::{self, Answer, Verdict};
 use crate::pool::{CapKind, Choice, Outcome};
 use crate::secret::{ApiKey, redact};

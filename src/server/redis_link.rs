@@ -15,12 +15,12 @@
 //! Redis came back empty (restarted without persistence), the first
 //! instance to reconnect writes back the keys and states it holds.
 
-use super::state::Shared;
+use super::shared::Shared;
 use crate::model::StoreFile;
 use crate::pool::{Outcome, Pool};
-use crate::store::redis_store::RedisStore;
-use crate::store::redis_store::layout::Message;
-use crate::store::redis_store::ops::{self, Op, Reservation};
+use crate::store::redis::RedisStore;
+use crate::store::redis::layout::Message;
+use crate::store::redis::script::{self, Op, Reservation};
 use chrono::{DateTime, Utc};
 use redis::Connection;
 use std::collections::{HashMap, VecDeque};
@@ -392,13 +392,13 @@ impl Writer {
             if batch.is_empty() {
                 break;
             }
-            let changed = ops::run(con, &names, &self.origin, &batch, Utc::now())
+            let changed = script::run(con, &names, &self.origin, &batch, Utc::now())
                 .map_err(|e| self.store.error("cannot write", &e).to_string())?;
             lock(&self.queue).urgent.drain(..batch.len());
             self.shared.adopt_changed(&changed);
         }
         for (account, daily_cap, minute_cap, reply) in reserves.drain(..) {
-            let answer = ops::reserve(
+            let answer = script::reserve(
                 con,
                 &names,
                 &self.origin,
@@ -424,7 +424,7 @@ impl Writer {
             Vec::new()
         };
         if !batch.is_empty() {
-            match ops::run(con, &names, &self.origin, &batch, Utc::now()) {
+            match script::run(con, &names, &self.origin, &batch, Utc::now()) {
                 Ok(changed) => self.shared.adopt_changed(&changed),
                 Err(e) => {
                     let mut queue = lock(&self.queue);
@@ -482,7 +482,8 @@ impl Writer {
 
     fn try_connect(&self) -> Result<Connection, String> {
         let mut con = self.store.connect().map_err(|e| e.to_string())?;
-        ops::load_script(&mut con).map_err(|e| self.store.error("cannot use", &e).to_string())?;
+        script::load_script(&mut con)
+            .map_err(|e| self.store.error("cannot use", &e).to_string())?;
         Ok(con)
     }
 
@@ -580,7 +581,7 @@ fn handle(shared: &Shared, tx: &Sender<Cmd>, message: &Message, origin: &str) {
         return; // our own change: adopted from the script's answer already
     }
     if let Some(id) = &message.k {
-        let fields = crate::store::redis_store::layout::pairs(&message.s);
+        let fields = crate::store::redis::layout::pairs(&message.s);
         shared.adopt_changed(&[(id.clone(), fields)]);
     }
     if let (Some(model), Some(until)) = (&message.m, message.u)

@@ -10,7 +10,7 @@
 
 use super::metrics::{StreamGuard, metrics};
 use super::relay::{End, mentions_usage};
-use super::state::Shared;
+use super::shared::Shared;
 use crate::secret::redact;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};

@@ -9,8 +9,8 @@
 
 pub mod location;
 
-pub mod ops;
-pub mod redis_store;
+pub mod edit;
+pub mod redis;
 
 use crate::model::{STORE_VERSION, StoreFile};
 use std::fs::{self, File, OpenOptions};
@@ -81,7 +81,7 @@ pub enum Backend {
     /// The JSON file (the default).
     File(Store),
     /// A Redis database shared by several instances.
-    Redis(Box<redis_store::RedisStore>),
+    Redis(Box<redis::RedisStore>),
 }
 
 impl Backend {
@@ -90,7 +90,7 @@ impl Backend {
         Ok(match location {
             location::Location::File(path) => Backend::File(Store::new(path)),
             location::Location::Redis(url) => {
-                Backend::Redis(Box::new(redis_store::RedisStore::new(url)?))
+                Backend::Redis(Box::new(redis::RedisStore::new(url)?))
             }
         })
     }
@@ -112,7 +112,7 @@ impl Backend {
     }
 
     /// Atomic read-modify-write of the whole store. `change` may run more
-    /// than once on a Redis store (see [`redis_store::RedisStore::update`]).
+    /// than once on a Redis store (see [`redis::RedisStore::update`]).
     pub fn update<T>(&self, change: impl FnMut(&mut StoreFile) -> T) -> Result<T, StoreError> {
         match self {
             Backend::File(store) => store.update(change),

@@ -7,7 +7,7 @@ use super::redis_link::{Link, op_for};
 use crate::config::ServeConfig;
 use crate::model::StoreFile;
 use crate::pool::{CapKind, Choice, Counts, Event, Outcome, Pool, Probe, Settings};
-use crate::store::redis_store::ops::{Op, Reservation};
+use crate::store::redis::script::{Op, Reservation};
 use crate::store::{Backend, Stamp, StoreError};
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -170,8 +170,8 @@ impl Shared {
         {
             let mut pool = self.pool();
             for (id, fields) in changed {
-                if let Some(state) = crate::store::redis_store::ops::state_of(id, fields) {
-                    let version = crate::store::redis_store::layout::version_of(fields);
+                if let Some(state) = crate::store::redis::script::state_of(id, fields) {
+                    let version = crate::store::redis::layout::version_of(fields);
                     back |= pool.adopt_state(id, &state, version, now);
                 }
             }

@@ -1,4 +1,4 @@
-//! The running servers' state updates, each an atomic Lua call (ops.lua):
+//! The running servers' state updates, each an atomic Lua call (script.lua):
 //! a cooldown only ever extends, a failure is counted exactly once, and
 //! every change is published to the other instances with the key's new
 //! state.
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 static SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("ops.lua")));
+    LazyLock::new(|| redis::Script::new(include_str!("script.lua")));
 
 /// One change decided by a server, to apply to the shared state.
 #[derive(Debug, Clone, PartialEq, Eq)]

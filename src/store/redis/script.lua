@@ -1,5 +1,5 @@
 -- orproxy's shared state updates (issue 8), each one atomic. Called with
--- EVALSHA by src/store/redis_store/ops.rs; the layout is described in
+-- EVALSHA by src/store/redis/script.rs; the layout is described in
 -- layout.rs. ARGV[1] is the events channel, ARGV[2] the calling instance,
 -- ARGV[3] the operation, ARGV[4] the time in milliseconds; the rest depends
 -- on the operation. A key that no longer exists (removed meanwhile) is

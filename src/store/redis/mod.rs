@@ -6,10 +6,10 @@
 //! change edit it, and writes back only the fields that changed in one
 //! `MULTI`/`EXEC`, retrying when a running server changed a watched key
 //! meanwhile. The servers' own state updates are atomic Lua calls
-//! ([`ops`]). Every change is announced on the `P:events` channel.
+//! ([`script`]). Every change is announced on the `P:events` channel.
 
 pub mod layout;
-pub mod ops;
+pub mod script;
 
 use super::StoreError;
 use super::location::RedisUrl;
@@ -280,7 +280,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.atomic();
         layout::diff(&self.names, &StoreFile::default(), file, 0.0, &mut pipe)?;
-        // Versions newer than any an instance has seen (see ops.lua).
+        // Versions newer than any an instance has seen (see script.lua).
         let version = chrono::Utc::now().timestamp_micros().to_string();
         for record in &file.keys {
             pipe.cmd("HSET")
