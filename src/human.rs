@@ -22,15 +22,17 @@ pub fn span(d: TimeDelta) -> String {
     }
 }
 
+/// [`span`] of a whole number of seconds.
+pub fn span_secs(secs: u64) -> String {
+    span(TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX)))
+}
+
 /// `in 42s` for a future instant (`now` for one already past).
 pub fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     if t <= now {
         "now".to_owned()
     } else {
-        // Round up: "in 0s" would read as "now" while it is still cooling.
-        let d = t - now;
-        let whole = TimeDelta::seconds(d.num_seconds() + i64::from(d.subsec_nanos() > 0));
-        format!("in {}", span(whole))
+        format!("in {}", span_secs(crate::clock::whole_secs_until(t, now)))
     }
 }
 

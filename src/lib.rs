@@ -2,6 +2,7 @@
 //! through rate limits.
 
 pub mod cli;
+mod clock;
 pub mod commands;
 pub mod config;
 pub mod human;
@@ -19,12 +20,12 @@ use std::process::ExitCode;
 /// Run a parsed command line.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     logging::install_panic_hook();
+    // The store, for the commands that use the one --store names.
+    let store = || config::store_location(cli.store.as_deref(), cli.redis_prefix.as_deref());
     match &cli.command {
-        cli::Command::Keys(args) => commands::keys::run(&cli, args),
+        cli::Command::Keys(args) => commands::keys::run(args, store, cli.redis_prefix.as_deref()),
         cli::Command::Serve(args) => {
-            let location =
-                config::store_location(cli.store.as_deref(), cli.redis_prefix.as_deref())?;
-            commands::serve::run(location, args)?;
+            commands::serve::run(store()?, args)?;
             Ok(ExitCode::SUCCESS)
         }
         cli::Command::Generate(args) => {

@@ -2,6 +2,4 @@
 
 pub mod generate;
 pub mod keys;
-pub mod migrate;
 pub mod serve;
-pub mod watch;

@@ -575,7 +575,7 @@ fn key_limit(info: &Info<'_>, now: DateTime<Utc>) -> Option<Verdict> {
         LimitPeriod::Daily
     };
     let until = match period {
-        LimitPeriod::Daily => Some(next_midnight(now)),
+        LimitPeriod::Daily => Some(crate::clock::next_utc_midnight(now)),
         LimitPeriod::Weekly => Some(next_monday(now)),
         LimitPeriod::Monthly => Some(next_month(now)),
         LimitPeriod::Total => None,
@@ -706,7 +706,7 @@ fn until_from(
 fn daily_until(reset: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
     match reset {
         Some(r) if r > now && r <= add(now, MAX_DAILY_AHEAD) => r,
-        _ => next_midnight(now),
+        _ => crate::clock::next_utc_midnight(now),
     }
 }
 
@@ -720,11 +720,6 @@ fn add(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 fn midnight(date: Option<NaiveDate>, now: DateTime<Utc>) -> DateTime<Utc> {
     date.map(|d| d.and_time(NaiveTime::MIN).and_utc())
         .unwrap_or(now)
-}
-
-/// The next 00:00 UTC strictly after `now`.
-fn next_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
-    midnight(now.date_naive().succ_opt(), now)
 }
 
 /// The next Monday 00:00 UTC strictly after `now` (a week ahead when `now` is a Monday).

@@ -36,17 +36,65 @@ pub enum CheckError {
     },
 }
 
-/// An HTTP client for short calls such as `GET /key`.
-pub fn short_client(timeout: Duration) -> awc::Client {
+/// How long a key check (`GET /key`) may take, connection included.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An HTTP client for key checks, bounded by [`CHECK_TIMEOUT`]. Must be
+/// made inside an actix (tokio) runtime.
+pub fn client() -> awc::Client {
     awc::Client::builder()
-        .timeout(timeout)
-        .connector(awc::Connector::new().timeout(timeout))
+        .timeout(CHECK_TIMEOUT)
+        .connector(awc::Connector::new().timeout(CHECK_TIMEOUT))
         .disable_redirects()
         .finish()
 }
 
+/// What a key check says about a key: the one reading of a `GET /key`
+/// result, for `keys add`, `keys check`, the admin API and the server's
+/// re-checks.
+#[derive(Debug)]
+pub enum KeyCheck {
+    /// OpenRouter knows the key, and says this about it.
+    Known(KeyInfo),
+    /// OpenRouter rejects the key (401): invalid or deleted.
+    Rejected(CheckError),
+    /// No verdict: OpenRouter could not be reached or answered oddly.
+    Unknown(CheckError),
+}
+
+impl KeyCheck {
+    /// `ok`, `rejected` or `unreachable`, as `keys check --json` says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KeyCheck::Known(_) => "ok",
+            KeyCheck::Rejected(_) => "rejected",
+            KeyCheck::Unknown(_) => "unreachable",
+        }
+    }
+}
+
+impl From<Result<KeyInfo, CheckError>> for KeyCheck {
+    fn from(result: Result<KeyInfo, CheckError>) -> Self {
+        match result {
+            Ok(info) => KeyCheck::Known(info),
+            Err(e @ CheckError::Rejected { .. }) => KeyCheck::Rejected(e),
+            Err(e) => KeyCheck::Unknown(e),
+        }
+    }
+}
+
+/// Check `key` with OpenRouter (`GET {upstream}/key`).
+pub async fn check(
+    client: &awc::Client,
+    upstream: &str,
+    key: &ApiKey,
+    now: DateTime<Utc>,
+) -> KeyCheck {
+    fetch(client, upstream, key, now).await.into()
+}
+
 /// Ask OpenRouter about `key`. Must run inside an actix (tokio) runtime.
-pub async fn fetch(
+async fn fetch(
     client: &awc::Client,
     upstream: &str,
     key: &ApiKey,

@@ -7,6 +7,7 @@
 //! Nothing here reads the clock, touches the disk or blocks: every decision
 //! takes `now` as a parameter so it can be tested exactly.
 
+pub mod decide;
 pub mod quota;
 
 #[cfg(test)]
@@ -91,9 +92,6 @@ pub enum Choice {
         /// Earliest cooldown end among keys that are not disabled; `None`
         /// when every key is disabled or the pool is empty.
         soonest: Option<DateTime<Utc>>,
-        /// Keys usable now; always zero, since `choose` retries an excluded
-        /// usable key rather than give up.
-        active: usize,
         /// Keys waiting for a cooldown to end.
         cooling: usize,
         /// Keys out of rotation until reactivated.
@@ -547,7 +545,6 @@ impl Pool {
         }
         Choice::Unavailable {
             soonest: scan.soonest,
-            active: scan.counts.active,
             cooling: scan.counts.cooling,
             disabled: scan.counts.disabled,
             all_daily: scan.counts.cooling > 0 && scan.daily == scan.counts.cooling,

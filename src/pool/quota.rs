@@ -14,12 +14,6 @@ pub const FREE_PER_DAY_LOW: u32 = 50;
 /// Free-model requests per day for accounts that bought 10 credits or more.
 pub const FREE_PER_DAY_HIGH: u32 = 1000;
 
-/// The next 00:00 UTC after `now`, when daily caps reset.
-pub fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
-    let tomorrow = now.date_naive().succ_opt().unwrap_or(NaiveDate::MAX);
-    tomorrow.and_time(chrono::NaiveTime::MIN).and_utc()
-}
-
 /// What is known about one account's free-model use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountUsage {
@@ -75,7 +69,7 @@ impl AccountUsage {
     /// minutes are ignored, so no [`AccountUsage::roll`] is needed first.
     pub fn blocked_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if self.daily_blocked(now) {
-            return Some(next_utc_midnight(now));
+            return Some(crate::clock::next_utc_midnight(now));
         }
         let held = self.held_until.filter(|until| *until > now);
         let horizon = now - TimeDelta::minutes(1);
@@ -180,18 +174,6 @@ mod tests {
             .and_hms_opt(h, m, s)
             .unwrap()
             .and_utc()
-    }
-
-    #[test]
-    fn next_midnight_is_the_start_of_the_next_utc_day() {
-        assert_eq!(
-            next_utc_midnight(t(13, 5, 0)),
-            t(0, 0, 0) + TimeDelta::days(1)
-        );
-        assert_eq!(
-            next_utc_midnight(t(0, 0, 0)),
-            t(0, 0, 0) + TimeDelta::days(1)
-        );
     }
 
     #[test]

@@ -330,7 +330,6 @@ fn empty_pool_is_unavailable_with_no_soonest() {
         pool.choose(t0(), &[]),
         Choice::Unavailable {
             soonest: None,
-            active: 0,
             cooling: 0,
             disabled: 0,
             all_daily: false
@@ -354,7 +353,6 @@ fn unavailable_reports_the_earliest_cooldown_end_and_counts() {
         pool.choose(t0(), &[]),
         Choice::Unavailable {
             soonest: Some(t(30)),
-            active: 0,
             cooling: 3,
             disabled: 1,
             all_daily: false
@@ -372,7 +370,6 @@ fn all_disabled_is_unavailable_with_no_soonest() {
         pool.choose(t0(), &["a".to_owned()]),
         Choice::Unavailable {
             soonest: None,
-            active: 0,
             cooling: 0,
             disabled: 2,
             all_daily: false
@@ -1077,7 +1074,6 @@ fn at_the_cap_with_no_other_account_the_soonest_is_when_the_window_frees() {
         pool.choose_for(t(20), &[], true),
         Choice::Unavailable {
             soonest: Some(t(70)),
-            active: 0,
             cooling: 1,
             disabled: 0,
             all_daily: false
@@ -1099,7 +1095,7 @@ fn keys_of_unknown_accounts_count_as_their_own_account() {
 fn a_daily_cap_hit_holds_the_account_until_midnight_and_says_so() {
     let mut pool = pool_of(&[rec_in("a", "acc1"), rec_in("b", "acc1")]);
     let now = t0();
-    let midnight = quota::next_utc_midnight(now);
+    let midnight = crate::clock::next_utc_midnight(now);
     pool.note_cap("a", CapKind::PerDay, Some(50), true, now);
     pool.report(
         "a",
@@ -1110,7 +1106,6 @@ fn a_daily_cap_hit_holds_the_account_until_midnight_and_says_so() {
         pool.choose_for(now, &[], true),
         Choice::Unavailable {
             soonest: Some(midnight),
-            active: 0,
             cooling: 2,
             disabled: 0,
             all_daily: true
@@ -1410,7 +1405,7 @@ fn a_shared_daily_cap_holds_every_key_of_the_account_until_midnight() {
             soonest, all_daily, ..
         } => {
             assert!(all_daily);
-            assert_eq!(soonest, Some(quota::next_utc_midnight(t(1))));
+            assert_eq!(soonest, Some(crate::clock::next_utc_midnight(t(1))));
         }
         other => panic!("expected the daily cap, got {other:?}"),
     }

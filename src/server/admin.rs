@@ -14,23 +14,18 @@ use super::errors::ApiError;
 use super::shared::Shared;
 use crate::model::KeyView;
 use crate::model::StoreFile;
-use crate::openrouter::keyinfo::{self, CheckError};
+use crate::openrouter::keyinfo::{self, KeyCheck};
 use crate::secret::{ApiKey, redact};
 use crate::store::StoreError;
 use crate::store::edit::{self, Added, IdError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use bytes::BytesMut;
 use chrono::Utc;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
-/// How long adding a key waits for OpenRouter's `GET /key`.
-const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The `/admin` scope, with the admin-token middleware.
 pub fn scope() -> actix_web::Scope<
@@ -61,16 +56,7 @@ pub fn scope() -> actix_web::Scope<
                 .default_service(web::to(|req: HttpRequest| not_allowed(req, "DELETE"))),
         )
         .default_service(web::to(|req: HttpRequest| async move {
-            Err::<HttpResponse, _>(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "unknown_url",
-                format!(
-                    "Unknown admin path {}: the admin API is /admin/keys, \
-                     /admin/keys/{{id}}/reactivate and /admin/keys/{{id}}",
-                    req.path()
-                ),
-            ))
+            Err::<HttpResponse, _>(ApiError::admin_not_found(req.path()))
         }))
 }
 
@@ -105,56 +91,22 @@ struct Answer {
     warning: Option<String>,
 }
 
-fn internal(what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "server_error",
-        "internal_error",
-        format!("{what} failed inside orproxy; see the error log"),
-    )
-}
-
 fn store_error(e: &StoreError) -> ApiError {
     log::error!("admin API: {e}");
+    let message = redact(&e.to_string());
     match e {
         // A shared store that cannot be reached is a temporary condition.
-        StoreError::Redis { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "store_unavailable",
-            redact(&e.to_string()),
-        ),
-        _ => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "store_error",
-            redact(&e.to_string()),
-        ),
+        StoreError::Redis { .. } => ApiError::store_unavailable(message),
+        _ => ApiError::store_failed(message),
     }
 }
 
-/// [`store_error`] for a change: says that nothing was changed.
-fn change_error(e: &StoreError) -> ApiError {
-    let mut err = store_error(e);
-    err.message = format!("{}; the change was not made", err.message);
-    err
-}
-
 fn id_error(e: &IdError) -> ApiError {
-    let status = match e {
-        IdError::Unknown { .. } => StatusCode::NOT_FOUND,
-        IdError::Ambiguous { .. } => StatusCode::CONFLICT,
-    };
-    let code = match e {
-        IdError::Unknown { .. } => "key_not_found",
-        IdError::Ambiguous { .. } => "ambiguous_key_id",
-    };
-    ApiError::new(
-        status,
-        "invalid_request_error",
-        code,
-        redact(&e.to_string()),
-    )
+    let message = redact(&e.to_string());
+    match e {
+        IdError::Unknown { .. } => ApiError::key_not_found(message),
+        IdError::Ambiguous { .. } => ApiError::ambiguous_key_id(message),
+    }
 }
 
 /// Run a store change on a blocking thread, then let the pool pick it up.
@@ -169,8 +121,8 @@ async fn change<T: Send + 'static>(
         Ok::<_, StoreError>(out)
     })
     .await
-    .map_err(|_| internal("changing the key store"))?
-    .map_err(|e| change_error(&e))
+    .map_err(|_| ApiError::internal("changing the key store"))?
+    .map_err(|e| store_error(&e).noting("the change was not made"))
 }
 
 async fn list(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
@@ -181,23 +133,15 @@ async fn list(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
         s.store.load()
     })
     .await
-    .map_err(|_| internal("reading the key store"))?
+    .map_err(|_| ApiError::internal("reading the key store"))?
     .map_err(|e| store_error(&e))?;
     let now = Utc::now();
     let views: Vec<KeyView> = file.keys.iter().map(|r| KeyView::of(r, now)).collect();
     Ok(HttpResponse::Ok().json(views))
 }
 
-async fn read_body(mut payload: web::Payload) -> Result<AddBody, ApiError> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
-        if buf.len() + chunk.len() > MAX_BODY {
-            return Err(ApiError::too_large(MAX_BODY));
-        }
-        buf.extend_from_slice(&chunk);
-    }
+async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<AddBody, ApiError> {
+    let buf = super::body::read(req.headers(), payload, MAX_BODY).await?;
     // serde_json quotes mistyped values: redact, in case one is a key.
     serde_json::from_slice(&buf).map_err(|e| {
         ApiError::bad_request(format!(
@@ -207,8 +151,12 @@ async fn read_body(mut payload: web::Payload) -> Result<AddBody, ApiError> {
     })
 }
 
-async fn add(payload: web::Payload, shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload).await?;
+async fn add(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload).await?;
     let key = ApiKey::parse(body.key.trim())
         .map_err(|e| ApiError::bad_request(format!("The key was refused: {e}")))?;
     let mut warnings = Vec::new();
@@ -219,18 +167,17 @@ async fn add(payload: web::Payload, shared: web::Data<Shared>) -> Result<HttpRes
         ));
     }
     let info = if body.verify.unwrap_or(true) {
-        let client = keyinfo::short_client(VERIFY_TIMEOUT);
-        match keyinfo::fetch(&client, &shared.config.upstream, &key, Utc::now()).await {
-            Ok(info) => Some(info),
-            Err(e @ CheckError::Rejected { .. }) => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_request_error",
-                    "key_rejected",
-                    format!("{} was not added: {}", key.masked(), redact(&e.to_string())),
-                ));
+        let client = keyinfo::client();
+        match keyinfo::check(&client, &shared.config.upstream, &key, Utc::now()).await {
+            KeyCheck::Known(info) => Some(info),
+            KeyCheck::Rejected(e) => {
+                return Err(ApiError::key_rejected(format!(
+                    "{} was not added: {}",
+                    key.masked(),
+                    redact(&e.to_string())
+                )));
             }
-            Err(e) => {
+            KeyCheck::Unknown(e) => {
                 warnings.push(format!(
                     "could not be verified ({}); added unverified",
                     redact(&e.to_string())
@@ -256,7 +203,7 @@ async fn add(payload: web::Payload, shared: web::Data<Shared>) -> Result<HttpRes
         (added, view)
     })
     .await?;
-    let view = view.ok_or_else(|| internal("adding the key"))?;
+    let view = view.ok_or_else(|| ApiError::internal("adding the key"))?;
     let (status, result) = match added {
         Added::New(_) => (StatusCode::CREATED, "added"),
         Added::Reactivated(_) => (StatusCode::OK, "reactivated"),
@@ -287,7 +234,7 @@ async fn reactivate(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpR
     })
     .await?
     .map_err(|e| id_error(&e))?
-    .ok_or_else(|| internal("reactivating the key"))?;
+    .ok_or_else(|| ApiError::internal("reactivating the key"))?;
     Ok(HttpResponse::Ok().json(Answer {
         key: view,
         result: Some("reactivated"),
@@ -307,7 +254,7 @@ async fn remove(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpRespo
     let view = removed
         .first()
         .map(|r| KeyView::of(r, now))
-        .ok_or_else(|| internal("removing the key"))?;
+        .ok_or_else(|| ApiError::internal("removing the key"))?;
     Ok(HttpResponse::Ok().json(Answer {
         key: view,
         result: Some("removed"),

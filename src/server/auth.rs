@@ -6,7 +6,6 @@ use super::errors::ApiError;
 use crate::secret::BearerToken;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::Next;
 use actix_web::{Error, ResponseError, web};
@@ -71,59 +70,27 @@ impl Access {
             return Ok(());
         }
         let Some(token) = bearer(headers) else {
-            return Err(unauthorized(
-                "invalid_api_key",
-                "You didn't provide an API key. This orproxy requires one of its client tokens \
-                 as `Authorization: Bearer TOKEN`.",
-            ));
+            return Err(ApiError::missing_client_token());
         };
         let admin = admin_ok && self.admin.is_some_and(|a| matches_any(token, &[a]));
         if matches_any(token, &self.clients) || admin {
             Ok(())
         } else {
-            Err(unauthorized(
-                "invalid_api_key",
-                "Incorrect API key provided. This orproxy accepts only its configured client \
-                 tokens (--client-token / ORPROXY_CLIENT_TOKENS); the OpenRouter keys stay on the \
-                 server.",
-            ))
+            Err(ApiError::wrong_client_token())
         }
     }
 
     /// May this request use the admin API?
     pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(admin) = self.admin else {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_request_error",
-                "admin_api_disabled",
-                "The admin API is off. Turn it on by starting `orproxy serve` with \
-                 --admin-token TOKEN (or ORPROXY_ADMIN_TOKEN=TOKEN, which keeps it out of the \
-                 process list), then send `Authorization: Bearer TOKEN`.",
-            ));
+            return Err(ApiError::admin_off());
         };
         match bearer(headers) {
-            None => Err(unauthorized(
-                "missing_admin_token",
-                "The admin API needs the admin token (--admin-token / ORPROXY_ADMIN_TOKEN) as \
-                 `Authorization: Bearer TOKEN`.",
-            )),
+            None => Err(ApiError::missing_admin_token()),
             Some(token) if matches_any(token, &[admin]) => Ok(()),
-            Some(_) => Err(unauthorized(
-                "invalid_admin_token",
-                "The admin token is not correct.",
-            )),
+            Some(_) => Err(ApiError::wrong_admin_token()),
         }
     }
-}
-
-fn unauthorized(code: &'static str, message: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_request_error",
-        code,
-        message,
-    )
 }
 
 fn access(req: &ServiceRequest) -> Access {
@@ -137,25 +104,24 @@ fn reject<B>(
     req: ServiceRequest,
     err: &ApiError,
 ) -> ServiceResponse<actix_web::body::EitherBody<B>> {
-    let mut res = err.error_response();
-    if err.status == StatusCode::UNAUTHORIZED {
-        res.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"orproxy\""),
-        );
-    }
-    req.into_response(res).map_into_right_body()
+    req.into_response(err.error_response())
+        .map_into_right_body()
 }
 
-/// Middleware for everything but `/health` and `/admin`: client tokens,
-/// when configured.
+/// Middleware for every route whose access class ([`super::routes`]) lets
+/// clients in: client tokens, when configured. The admin scope checks its
+/// own token.
 pub async fn clients(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let path = req.path();
-    let open = path == "/health" || path == "/admin" || path.starts_with("/admin/");
-    if !open && let Err(e) = access(&req).check_client(req.headers(), path == "/metrics") {
+    use super::routes::Access;
+    let checked = match super::routes::access(req.path()) {
+        Access::Open | Access::Admin => Ok(()),
+        Access::Client => access(&req).check_client(req.headers(), false),
+        Access::ClientOrAdmin => access(&req).check_client(req.headers(), true),
+    };
+    if let Err(e) = checked {
         return Ok(reject(req, &e));
     }
     Ok(next.call(req).await?.map_into_left_body())
@@ -175,6 +141,7 @@ pub async fn admin(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::http::StatusCode;
     use actix_web::http::header::HeaderValue;
 
     fn headers(auth: Option<&str>) -> HeaderMap {
@@ -216,8 +183,8 @@ mod tests {
         let e = access
             .check_client(&headers(Some("Bearer three")), false)
             .unwrap_err();
-        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(e.code, "invalid_api_key");
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(e.code(), "invalid_api_key");
         assert!(access.check_client(&headers(None), false).is_err());
         assert!(
             access
@@ -235,17 +202,17 @@ mod tests {
     fn admin_off_wrong_and_right() {
         let off = Access::new(None, &[]);
         let e = off.check_admin(&headers(Some("Bearer x"))).unwrap_err();
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
         assert!(e.message.contains("--admin-token"));
         let on = Access::new(Some(&tok("s3cret-admin")), &[]);
         assert_eq!(
-            on.check_admin(&headers(None)).unwrap_err().status,
+            on.check_admin(&headers(None)).unwrap_err().status(),
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
             on.check_admin(&headers(Some("Bearer s3cret")))
                 .unwrap_err()
-                .code,
+                .code(),
             "invalid_admin_token"
         );
         assert!(

@@ -1,83 +1,230 @@
 //! Errors orproxy itself answers with, always in OpenAI's shape:
 //! `{"error": {"message", "type", "param", "code"}}`.
+//!
+//! Every error orproxy can answer is a [`Kind`]; its HTTP status, OpenAI
+//! `type` and `code` come from one match ([`Kind::parts`]). The
+//! constructors below build each kind with its message, so that every
+//! message orproxy writes is in this file.
 
+use crate::clock::whole_secs_until;
+use crate::human;
+use crate::pool::decide::Failure;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::fmt;
+use std::time::Duration;
+
+/// Longest `Retry-After` the OpenAI SDKs wait for: openai-python gives up
+/// at once beyond it, so orproxy says `x-should-retry: false` instead.
+const SDK_RETRY_LIMIT: u64 = 120;
+
+/// Every kind of error orproxy answers by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// 400: the body or path is not what the endpoint takes.
+    BadRequest,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route exists, not for this method.
+    MethodNotAllowed,
+    /// 408: the client stopped sending its body.
+    RequestTimeout,
+    /// 413: the body is over `--max-body`.
+    TooLarge,
+    /// 499: the client went away before the answer started.
+    ClientClosed,
+    /// 401: no client token, or a wrong one.
+    ClientToken(&'static str),
+    /// 403: the admin API is off.
+    AdminOff,
+    /// 401: no admin token, or a wrong one.
+    AdminToken(&'static str),
+    /// 503: no key can ever serve (none stored, or all disabled).
+    NoUsableKey,
+    /// 429: every usable key is cooling for longer than the request may wait.
+    AllCooling,
+    /// 429: every account's daily free-model quota is spent.
+    DailyQuotaSpent,
+    /// 429: OpenRouter's shared capacity for the model is exhausted.
+    ModelBusy,
+    /// 502: the upstream cannot be reached.
+    UpstreamUnreachable,
+    /// 504: the upstream is too slow (connect, headers, or silence in a body).
+    UpstreamTimeout,
+    /// 502: the upstream's answer broke off before it could be relayed.
+    UpstreamBroken,
+    /// 422: OpenRouter rejects a key being added.
+    KeyRejected,
+    /// 404: no key has that ID.
+    KeyNotFound,
+    /// 409: several keys start with that ID.
+    AmbiguousKeyId,
+    /// 503: the shared store cannot be reached.
+    StoreUnavailable,
+    /// 500: the store cannot be read or written.
+    StoreFailed,
+    /// 500: something inside orproxy failed.
+    Internal,
+}
+
+impl Kind {
+    /// HTTP status, OpenAI `type` and `code`.
+    fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        use Kind::*;
+        const CLIENT: &str = "invalid_request_error";
+        match self {
+            BadRequest => (StatusCode::BAD_REQUEST, CLIENT, "invalid_request"),
+            NotFound => (StatusCode::NOT_FOUND, CLIENT, "unknown_url"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, CLIENT, "method_not_allowed"),
+            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, CLIENT, "request_timeout"),
+            TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, CLIENT, "request_too_large"),
+            ClientClosed => (client_closed_status(), CLIENT, "client_closed_request"),
+            ClientToken(code) | AdminToken(code) => (StatusCode::UNAUTHORIZED, CLIENT, code),
+            AdminOff => (StatusCode::FORBIDDEN, CLIENT, "admin_api_disabled"),
+            NoUsableKey => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "no_usable_key",
+            ),
+            AllCooling => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "all_keys_cooling",
+            ),
+            DailyQuotaSpent => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "daily_free_quota_spent",
+            ),
+            ModelBusy => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "model_at_capacity",
+            ),
+            UpstreamUnreachable => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_unreachable",
+            ),
+            UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_timeout",
+            ),
+            UpstreamBroken => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
+            KeyRejected => (StatusCode::UNPROCESSABLE_ENTITY, CLIENT, "key_rejected"),
+            KeyNotFound => (StatusCode::NOT_FOUND, CLIENT, "key_not_found"),
+            AmbiguousKeyId => (StatusCode::CONFLICT, CLIENT, "ambiguous_key_id"),
+            StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "store_unavailable",
+            ),
+            StoreFailed => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "store_error",
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+            ),
+        }
+    }
+}
+
+/// nginx's 499 "client closed request" (never seen by the client itself).
+fn client_closed_status() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+}
 
 /// An error answered by orproxy (not relayed from the upstream).
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
+    /// What went wrong; sets the status, `type` and `code`.
+    pub kind: Kind,
     /// Human-readable message.
     pub message: String,
-    /// OpenAI's `type`, e.g. `invalid_request_error`.
-    pub kind: &'static str,
-    /// OpenAI's `code`, a short machine-readable string.
-    pub code: &'static str,
     /// Seconds for `Retry-After`, when retrying later makes sense.
-    pub retry_after: Option<u64>,
-    /// Whether the OpenAI SDKs should retry (`x-should-retry`).
-    pub should_retry: Option<bool>,
+    retry_after: Option<u64>,
+    /// `x-should-retry: false`: waiting is pointless or too long for the SDKs.
+    no_retry: bool,
 }
 
 impl ApiError {
-    /// A new error without retry hints.
-    pub fn new(
-        status: StatusCode,
-        kind: &'static str,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
+    fn new(kind: Kind, message: impl Into<String>) -> Self {
         Self {
-            status,
-            message: message.into(),
             kind,
-            code,
+            message: message.into(),
             retry_after: None,
-            should_retry: None,
+            no_retry: false,
         }
+    }
+
+    /// A `Retry-After` of `secs`; beyond what the SDKs wait for, also
+    /// `x-should-retry: false`.
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self.no_retry |= secs > SDK_RETRY_LIMIT;
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.kind.parts().0
+    }
+
+    /// OpenAI's `code`.
+    pub fn code(&self) -> &'static str {
+        self.kind.parts().2
+    }
+
+    /// This error, with `note` added to its message.
+    pub fn noting(mut self, note: &str) -> Self {
+        self.message = format!("{}; {note}", self.message);
+        self
     }
 
     /// 400: the body is not what the endpoint takes.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_request",
-            message,
-        )
+        Self::new(Kind::BadRequest, message)
     }
 
     /// 404: no such route.
     pub fn not_found(path: &str) -> Self {
         Self::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "unknown_url",
+            Kind::NotFound,
             format!("Unknown path {path}: orproxy serves the OpenAI API under /v1 (and /api/v1)"),
+        )
+    }
+
+    /// 404: no such admin route.
+    pub fn admin_not_found(path: &str) -> Self {
+        Self::new(
+            Kind::NotFound,
+            format!(
+                "Unknown admin path {path}: the admin API is /admin/keys, \
+                 /admin/keys/{{id}}/reactivate and /admin/keys/{{id}}"
+            ),
         )
     }
 
     /// 405: the route exists but not for this method.
     pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
         Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            "method_not_allowed",
+            Kind::MethodNotAllowed,
             format!("{method} is not allowed on {path}; use {allowed}"),
         )
     }
 
     /// 408: the client stopped sending its body.
-    pub fn request_timeout(idle: std::time::Duration) -> Self {
+    pub fn request_timeout(idle: Duration) -> Self {
         Self::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "invalid_request_error",
-            "request_timeout",
+            Kind::RequestTimeout,
             format!(
                 "The client sent nothing of its request body for {} s",
                 idle.as_secs()
@@ -85,41 +232,207 @@ impl ApiError {
         )
     }
 
-    /// 413: body over `--max-body`.
+    /// 413: body over `limit` bytes.
     pub fn too_large(limit: usize) -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            "request_too_large",
+            Kind::TooLarge,
             format!(
                 "The request body is larger than orproxy's limit of {limit} bytes (--max-body)"
             ),
         )
     }
 
-    /// Attach a `Retry-After` in seconds.
-    pub fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs);
-        self
+    /// 499: the client went away before the answer started.
+    pub fn client_closed() -> Self {
+        Self::new(Kind::ClientClosed, "The client closed the connection")
     }
 
-    /// Attach `x-should-retry`.
-    pub fn should_retry(mut self, yes: bool) -> Self {
-        self.should_retry = Some(yes);
-        self
+    /// 401: client tokens are required and none was sent.
+    pub fn missing_client_token() -> Self {
+        Self::new(
+            Kind::ClientToken("invalid_api_key"),
+            "You didn't provide an API key. This orproxy requires one of its client tokens \
+             as `Authorization: Bearer TOKEN`.",
+        )
+    }
+
+    /// 401: the client sent a token that is not one of the client tokens.
+    pub fn wrong_client_token() -> Self {
+        Self::new(
+            Kind::ClientToken("invalid_api_key"),
+            "Incorrect API key provided. This orproxy accepts only its configured client \
+             tokens (--client-token / ORPROXY_CLIENT_TOKENS); the OpenRouter keys stay on the \
+             server.",
+        )
+    }
+
+    /// 403: the admin API is off.
+    pub fn admin_off() -> Self {
+        Self::new(
+            Kind::AdminOff,
+            "The admin API is off. Turn it on by starting `orproxy serve` with \
+             --admin-token TOKEN (or ORPROXY_ADMIN_TOKEN=TOKEN, which keeps it out of the \
+             process list), then send `Authorization: Bearer TOKEN`.",
+        )
+    }
+
+    /// 401: no admin token.
+    pub fn missing_admin_token() -> Self {
+        Self::new(
+            Kind::AdminToken("missing_admin_token"),
+            "The admin API needs the admin token (--admin-token / ORPROXY_ADMIN_TOKEN) as \
+             `Authorization: Bearer TOKEN`.",
+        )
+    }
+
+    /// 401: a wrong admin token.
+    pub fn wrong_admin_token() -> Self {
+        Self::new(
+            Kind::AdminToken("invalid_admin_token"),
+            "The admin token is not correct.",
+        )
+    }
+
+    /// 503: no key can serve now or later.
+    pub fn no_usable_key(cooling: usize, disabled: usize) -> Self {
+        let message = if cooling + disabled == 0 {
+            "orproxy has no API keys. Add one with `orproxy keys add`.".to_owned()
+        } else {
+            format!(
+                "All {disabled} of orproxy's keys are disabled. See why with `orproxy keys list`, \
+                 then `orproxy keys reactivate --all` or add a key with `orproxy keys add`."
+            )
+        };
+        Self::new(Kind::NoUsableKey, message)
+    }
+
+    /// 429: every usable key cools for longer than the request may wait.
+    pub fn all_cooling(
+        soonest: DateTime<Utc>,
+        now: DateTime<Utc>,
+        cooling: usize,
+        disabled: usize,
+    ) -> Self {
+        let secs = whole_secs_until(soonest, now);
+        Self::new(
+            Kind::AllCooling,
+            format!(
+                "All usable keys are rate-limited: {cooling} cooling, {disabled} disabled. \
+                 The soonest is free in {}.",
+                human::span_secs(secs)
+            ),
+        )
+        .retry_after(secs)
+    }
+
+    /// 429: every key waits for its account's daily free-model cap, which
+    /// resets at `midnight`.
+    pub fn daily_quota_spent(midnight: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        let secs = whole_secs_until(midnight, now);
+        let mut err = Self::new(
+            Kind::DailyQuotaSpent,
+            format!(
+                "The daily free-model quota of every OpenRouter account in orproxy's pool is spent. \
+                 It resets at 00:00 UTC ({}, in {}). Paid models still work.",
+                human::rfc3339(midnight),
+                human::span_secs(secs)
+            ),
+        )
+        .retry_after(secs);
+        // Retrying before midnight only burns quota.
+        err.no_retry = true;
+        err
+    }
+
+    /// 429: OpenRouter's capacity for `model` is exhausted until `until`.
+    pub fn model_busy(model: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        let secs = whole_secs_until(until, now);
+        Self::new(
+            Kind::ModelBusy,
+            format!(
+                "OpenRouter reports high demand for {model}; no key helps with that. Try again in {}, \
+                 or use another model (or the `models` fallback list).",
+                human::span_secs(secs)
+            ),
+        )
+        .retry_after(secs)
+    }
+
+    /// 502, or 504 when it was too slow: the upstream gave no answer that
+    /// could be relayed.
+    pub fn upstream(failure: &Failure) -> Self {
+        let kind = match failure {
+            Failure::Unreachable(_) => Kind::UpstreamUnreachable,
+            Failure::ConnectTimeout(_) | Failure::HeadersTimeout(_) | Failure::Silent(_) => {
+                Kind::UpstreamTimeout
+            }
+            Failure::Broken(_) => Kind::UpstreamBroken,
+        };
+        Self::new(kind, failure.message())
+    }
+
+    /// 422: OpenRouter rejected a key being added.
+    pub fn key_rejected(message: String) -> Self {
+        Self::new(Kind::KeyRejected, message)
+    }
+
+    /// 404: no key has the ID.
+    pub fn key_not_found(message: String) -> Self {
+        Self::new(Kind::KeyNotFound, message)
+    }
+
+    /// 409: several keys start with the ID.
+    pub fn ambiguous_key_id(message: String) -> Self {
+        Self::new(Kind::AmbiguousKeyId, message)
+    }
+
+    /// 503: the shared store cannot be reached.
+    pub fn store_unavailable(message: String) -> Self {
+        Self::new(Kind::StoreUnavailable, message)
+    }
+
+    /// 500: the store cannot be read or written.
+    pub fn store_failed(message: String) -> Self {
+        Self::new(Kind::StoreFailed, message)
+    }
+
+    /// 500: `what` failed inside orproxy.
+    pub fn internal(what: &str) -> Self {
+        Self::new(
+            Kind::Internal,
+            format!("{what} failed inside orproxy; see the error log"),
+        )
     }
 
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
+        let (_, kind, code) = self.kind.parts();
         json!({
             "error": {
                 // Messages may quote what the client sent: never a full key.
                 "message": crate::secret::redact(&self.message),
-                "type": self.kind,
+                "type": kind,
                 "param": null,
-                "code": self.code,
+                "code": code,
             }
         })
+    }
+}
+
+/// Set `Retry-After` (and `retry-after-ms`, which the OpenAI SDKs prefer)
+/// to `secs`, and `x-should-retry: false` when the SDKs would not wait that
+/// long or `no_retry`.
+pub fn set_retry_headers(headers: &mut HeaderMap, secs: u64, no_retry: bool) {
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    headers.insert(
+        HeaderName::from_static("retry-after-ms"),
+        HeaderValue::from(secs.saturating_mul(1000)),
+    );
+    if no_retry || secs > SDK_RETRY_LIMIT {
+        headers.insert(
+            HeaderName::from_static("x-should-retry"),
+            HeaderValue::from_static("false"),
+        );
     }
 }
 
@@ -128,8 +441,8 @@ impl fmt::Display for ApiError {
         write!(
             f,
             "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
+            self.status().as_u16(),
+            self.code(),
             self.message
         )
     }
@@ -137,22 +450,82 @@ impl fmt::Display for ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status);
+        let mut res = HttpResponse::build(self.status())
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(self.body().to_string());
+        let headers = res.headers_mut();
         if let Some(secs) = self.retry_after {
-            res.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
-            res.insert_header((
-                "retry-after-ms",
-                HeaderValue::from(secs.saturating_mul(1000)),
-            ));
+            set_retry_headers(headers, secs, self.no_retry);
         }
-        if let Some(yes) = self.should_retry {
-            res.insert_header(("x-should-retry", if yes { "true" } else { "false" }));
+        if matches!(self.kind, Kind::ClientToken(_) | Kind::AdminToken(_)) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"orproxy\""),
+            );
         }
-        res.insert_header((header::CONTENT_TYPE, "application/json"))
-            .body(self.body().to_string())
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(res: &'a HttpResponse, name: &str) -> Option<&'a str> {
+        res.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn short_waits_are_retried_and_long_ones_are_not() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let short = ApiError::all_cooling(now + chrono::TimeDelta::seconds(30), now, 2, 0);
+        let res = short.error_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&res, "retry-after"), Some("30"));
+        assert_eq!(header(&res, "retry-after-ms"), Some("30000"));
+        assert_eq!(header(&res, "x-should-retry"), None);
+        let long = ApiError::all_cooling(now + chrono::TimeDelta::seconds(121), now, 2, 0);
+        assert_eq!(
+            header(&long.error_response(), "x-should-retry"),
+            Some("false")
+        );
+        let daily = ApiError::daily_quota_spent(now + chrono::TimeDelta::seconds(60), now);
+        assert_eq!(
+            header(&daily.error_response(), "x-should-retry"),
+            Some("false"),
+            "retrying a spent daily quota before midnight only burns quota"
+        );
+    }
+
+    #[test]
+    fn token_errors_ask_for_a_bearer_token() {
+        let res = ApiError::wrong_client_token().error_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            header(&res, "www-authenticate"),
+            Some("Bearer realm=\"orproxy\"")
+        );
+        assert_eq!(
+            header(&ApiError::admin_off().error_response(), "www-authenticate"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_body_is_openai_shaped_and_never_holds_a_key() {
+        let e = ApiError::bad_request("bad key sk-or-v1-0123456789abcdef0123456789abcdef");
+        let body = e.body();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["code"], "invalid_request");
+        assert!(body["error"]["param"].is_null());
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.contains("0123456789abcdef0123456789abcdef"),
+            "{message}"
+        );
     }
 }

@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Labels of `orproxy_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -152,28 +152,6 @@ pub struct StreamGuard(());
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         METRICS.active_streams.dec();
-    }
-}
-
-/// Measures one wait for a free key: started when the request first has to
-/// wait, observed once when dropped (key found, gave up, or client gone).
-#[derive(Debug, Default)]
-pub struct KeyWait(Option<Instant>);
-
-impl KeyWait {
-    /// The request is about to wait (again); the first call starts the clock.
-    pub fn waiting(&mut self) {
-        self.0.get_or_insert_with(Instant::now);
-    }
-}
-
-impl Drop for KeyWait {
-    fn drop(&mut self) {
-        if let Some(started) = self.0 {
-            let took = started.elapsed();
-            METRICS.key_wait(took);
-            super::request_log::current().key_wait(took);
-        }
     }
 }
 

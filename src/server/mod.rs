@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+mod body;
 pub mod disconnect;
 pub mod errors;
 pub mod metrics;
@@ -10,6 +11,7 @@ pub mod proxy;
 pub mod redis_link;
 pub mod relay;
 pub mod request_log;
+mod routes;
 pub mod shared;
 
 use crate::config::ServeConfig;
@@ -218,43 +220,20 @@ async fn state_writer(shared: Arc<Shared>) {
 /// Re-check keys disabled by failures with `GET /key` (no quota spent) and
 /// bring back those that answer; a 401 ends the re-checks for that key.
 async fn reprober(shared: Arc<Shared>, every: Duration) {
+    use crate::openrouter::keyinfo;
     let every_delta = chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::MAX);
-    let client = crate::openrouter::keyinfo::short_client(Duration::from_secs(15));
+    let client = keyinfo::client();
     // Look often; each key is re-checked at most once per `every`.
     let mut interval = tokio::time::interval(every.min(Duration::from_secs(5)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
         for (id, key) in shared.due_for_probe(Utc::now(), every_delta) {
-            let result = crate::openrouter::keyinfo::fetch(
-                &client,
-                &shared.config.upstream,
-                &key,
-                Utc::now(),
-            )
-            .await;
-            let probe = probe_verdict(result);
+            let check = keyinfo::check(&client, &shared.config.upstream, &key, Utc::now()).await;
+            let probe = crate::pool::decide::probe(&check);
             log::info!(target: "orproxy::keys", "re-checked disabled key {id}: {probe:?}");
             shared.probe_result(&id, probe, Utc::now());
         }
-    }
-}
-
-/// What a `GET /key` answer means for a disabled key.
-fn probe_verdict(
-    result: Result<crate::model::KeyInfo, crate::openrouter::keyinfo::CheckError>,
-) -> crate::pool::Probe {
-    use crate::openrouter::keyinfo::CheckError;
-    use crate::pool::Probe;
-    match result {
-        Ok(info) if info.limit_remaining.is_some_and(|left| left <= 0.0) => {
-            Probe::StillDown("no credit left under the key's own limit".to_owned())
-        }
-        Ok(_) => Probe::Healthy,
-        Err(CheckError::Rejected { status, message }) => {
-            Probe::Invalid(format!("{status} from OpenRouter: {message}"))
-        }
-        Err(e) => Probe::StillDown(e.to_string()),
     }
 }
 

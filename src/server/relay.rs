@@ -9,6 +9,14 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
+/// Whether a response with these headers is an SSE stream.
+pub fn is_event_stream(headers: &actix_web::http::header::HeaderMap) -> bool {
+    headers
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"))
+}
+
 /// An upstream response body.
 pub type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, awc::error::PayloadError>>>>;
 
@@ -169,153 +177,6 @@ pub async fn hold_first_event(
                 });
             }
         }
-    }
-}
-
-/// Whether a whole body declared as JSON (`application/json` or `+json`) is
-/// not one JSON document: a body cut short by the upstream. Any other content
-/// type is not judged.
-pub fn json_cut_short(content_type: Option<&str>, body: &[u8]) -> bool {
-    judge_json(content_type, body).is_some_and(|judged| judged.cut)
-}
-
-/// What a whole JSON body held, as far as orproxy cares.
-#[derive(Debug)]
-pub struct JsonBody {
-    /// Not one JSON document: cut short by the upstream.
-    pub cut: bool,
-    /// The top-level `usage` (when not null) as the body has it, for the
-    /// request log.
-    pub usage: Option<Box<serde_json::value::RawValue>>,
-}
-
-/// Judge a whole body declared as JSON (`application/json` or `+json`; None
-/// for any other content type): whether it is one JSON document, and its
-/// top-level `usage`. One pass over the body, which copies nothing but the
-/// text of `usage`.
-pub fn judge_json(content_type: Option<&str>, body: &[u8]) -> Option<JsonBody> {
-    let is_json = content_type.is_some_and(|ct| {
-        let essence = ct.split(';').next().unwrap_or_default().trim();
-        essence.eq_ignore_ascii_case("application/json")
-            || essence.to_ascii_lowercase().ends_with("+json")
-    });
-    if !is_json {
-        return None;
-    }
-    let probe = UsageProbe {
-        // No usage can be there without the word.
-        wanted: mentions_usage(body),
-    };
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = serde::de::DeserializeSeed::deserialize(probe, &mut de).and_then(|usage| {
-        de.end()?;
-        Ok(usage)
-    });
-    Some(match parsed {
-        Ok(usage) => JsonBody {
-            cut: false,
-            usage: usage.map(serde_json::value::RawValue::to_owned),
-        },
-        Err(_) => JsonBody {
-            cut: true,
-            usage: None,
-        },
-    })
-}
-
-/// Whether `"usage"` occurs in `bytes` (no usage can be reported without it).
-pub fn mentions_usage(bytes: &[u8]) -> bool {
-    // The searcher is built once, not for every body.
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
-    FINDER.find(bytes).is_some()
-}
-
-/// Reads any JSON document, keeping only a top-level object's `usage`
-/// (dropped when it is null or appears twice).
-struct UsageProbe {
-    wanted: bool,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for UsageProbe {
-    type Value = Option<&'de serde_json::value::RawValue>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for UsageProbe {
-    type Value = Option<&'de serde_json::value::RawValue>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON document")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut usage = None;
-        let mut seen = 0;
-        while let Some(is_usage) = map.next_key_seed(IsUsage)? {
-            if is_usage && self.wanted {
-                seen += 1;
-                usage = Some(map.next_value::<&serde_json::value::RawValue>()?);
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
-        }
-        Ok(usage.filter(|u| seen == 1 && u.get() != "null"))
-    }
-}
-
-/// Whether an object key is `usage`, without copying it.
-struct IsUsage;
-
-impl<'de> serde::de::DeserializeSeed<'de> for IsUsage {
-    type Value = bool;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
-        de.deserialize_str(self)
-    }
-}
-
-impl serde::de::Visitor<'_> for IsUsage {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
-        Ok(key == "usage")
     }
 }
 
@@ -764,50 +625,5 @@ mod tests {
         assert!(tail.ends_with(b"data: [DONE]\n\n"));
         let tail = sent(&[b"data: {}\n\n"]).error_tail(&e);
         assert!(tail.starts_with(b"data: {"));
-    }
-
-    #[test]
-    fn json_bodies_must_parse_and_others_are_not_judged() {
-        let json = Some("application/json; charset=utf-8");
-        assert!(json_cut_short(json, b"{\"id\":\"gen-1\",\"choi"));
-        assert!(json_cut_short(json, b""));
-        assert!(!json_cut_short(json, b" {\"id\": 1}\n"));
-        assert!(json_cut_short(Some("application/problem+json"), b"{"));
-        assert!(!json_cut_short(Some("text/plain"), b"{"));
-        assert!(!json_cut_short(None, b"{"));
-        // Any JSON document is whole, and trailing bytes are not.
-        for whole in [
-            &b"[1, {\"a\": []}]"[..],
-            b"\"text\"",
-            b"null",
-            b"12.5",
-            b"true",
-        ] {
-            assert!(!json_cut_short(json, whole));
-        }
-        assert!(json_cut_short(json, b"{\"a\": 1} {"));
-        assert!(json_cut_short(json, b"{\"usage\": {\"prompt_tokens\": 1}"));
-    }
-
-    #[test]
-    fn the_judge_keeps_the_top_level_usage_only() {
-        let json = Some("application/json");
-        let usage =
-            |body: &[u8]| judge_json(json, body).and_then(|j| j.usage.map(|u| u.get().to_owned()));
-        assert_eq!(
-            usage(b"{\"id\":\"g\",\"usage\":{\"prompt_tokens\":3,\"cost\":0.0000420},\"x\":[1]}")
-                .as_deref(),
-            Some("{\"prompt_tokens\":3,\"cost\":0.0000420}")
-        );
-        assert_eq!(
-            usage(b"{\"usage\" : {\"a\": 1}\n}").as_deref(),
-            Some("{\"a\": 1}")
-        );
-        assert_eq!(usage(b"{\"usage\":null}"), None);
-        assert_eq!(usage(b"{\"a\":{\"usage\":{\"b\":1}}}"), None);
-        assert_eq!(usage(b"{\"usage\":1,\"usage\":2}"), None);
-        assert_eq!(usage(b"[{\"usage\":1}]"), None);
-        assert_eq!(usage(b"{\"us\\u0061ge\":{\"b\":1},\"usage\":2}"), None);
-        assert!(judge_json(Some("text/plain"), b"{\"usage\":1}").is_none());
     }
 }

@@ -94,6 +94,11 @@ impl Shared {
         }
     }
 
+    /// Woken when keys may have become usable (added, reactivated, recovered).
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
     fn link(&self) -> Option<&Link> {
         self.link.get()
     }

@@ -13,9 +13,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Redraw until interrupted.
-pub fn run(store: &Backend) -> anyhow::Result<ExitCode> {
+pub(super) fn run(store: &Backend) -> anyhow::Result<ExitCode> {
     let tty = std::io::stdout().is_terminal();
-    let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let color = super::use_color(tty);
     let system = actix_web::rt::System::new();
     let mut screen = Screen::enter(tty)?;
     let result = system.block_on(async {
@@ -50,7 +50,7 @@ fn frame(store: &Backend, color: bool, tty: bool) -> String {
             "No keys in {}. Add one with `orproxy keys add`.",
             store.describe()
         ),
-        Ok(file) => super::keys::table(&file, Utc::now(), color, tty).to_string(),
+        Ok(file) => super::table::table(&file, Utc::now(), color, tty).to_string(),
         Err(e) => format!("error: {}", crate::secret::redact(&e.to_string())),
     };
     format!("{header}\n\n{body}")

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// Copy every key of `--from` that `--to` lacks, with its state, label and
 /// OpenRouter info, and the accounts' free-model counts (the larger count of
 /// the same day wins). The source is only read.
-pub fn run(args: &MigrateArgs, prefix: Option<&str>) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: &MigrateArgs, prefix: Option<&str>) -> anyhow::Result<ExitCode> {
     let open = |raw: &str| -> anyhow::Result<Backend> {
         let redis = raw.to_ascii_lowercase().starts_with("redis");
         let location = Location::parse(raw.trim(), prefix.filter(|_| redis))?;

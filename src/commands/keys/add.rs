@@ -1,0 +1,192 @@
+//! `orproxy keys add`: from the hidden prompt, stdin or `--key`, each key
+//! checked with OpenRouter (unless `--no-verify`) and stored under one lock.
+
+use crate::cli::AddArgs;
+use crate::model::KeyInfo;
+use crate::openrouter::keyinfo::{self, KeyCheck};
+use crate::secret::ApiKey;
+use crate::store::Backend;
+use crate::store::edit::{self, Added};
+use anyhow::Context;
+use chrono::Utc;
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+/// A key as given, before checks: where it came from, for messages that must
+/// not repeat the key itself.
+struct GivenKey {
+    origin: String,
+    raw: String,
+}
+
+pub(super) fn run(store: &Backend, args: &AddArgs) -> anyhow::Result<ExitCode> {
+    let mut adder = Adder::new(store, args);
+    if !args.keys.is_empty() {
+        let batch = args
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| GivenKey {
+                origin: format!("--key #{}", i + 1),
+                raw: k.clone(),
+            })
+            .collect();
+        adder.add_batch(batch)?;
+    } else if std::io::stdin().is_terminal() {
+        adder.interactive()?;
+    } else {
+        let batch = read_stdin_keys()?;
+        if batch.is_empty() {
+            eprintln!(
+                "error: no keys on stdin (one key per line; blank lines and # comments are skipped)"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        adder.add_batch(batch)?;
+    }
+    Ok(if adder.refused > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn read_stdin_keys() -> anyhow::Result<Vec<GivenKey>> {
+    let stdin = std::io::stdin();
+    let mut out = Vec::new();
+    for (n, line) in stdin.lock().lines().enumerate() {
+        let line = line.context("cannot read keys from stdin")?;
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        out.push(GivenKey {
+            origin: format!("stdin line {}", n + 1),
+            raw: trimmed.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+struct Adder<'a> {
+    store: &'a Backend,
+    args: &'a AddArgs,
+    runtime: Option<actix_web::rt::SystemRunner>,
+    refused: usize,
+}
+
+impl<'a> Adder<'a> {
+    fn new(store: &'a Backend, args: &'a AddArgs) -> Self {
+        let runtime = (!args.no_verify).then(actix_web::rt::System::new);
+        Self {
+            store,
+            args,
+            runtime,
+            refused: 0,
+        }
+    }
+
+    fn interactive(&mut self) -> anyhow::Result<()> {
+        let theme = dialoguer::theme::SimpleTheme;
+        loop {
+            let raw = dialoguer::Password::with_theme(&theme)
+                .with_prompt("OpenRouter API key (input hidden)")
+                .interact()
+                .context("cannot read the key from the terminal")?;
+            self.add_batch(vec![GivenKey {
+                origin: "the key entered".into(),
+                raw: raw.trim().to_owned(),
+            }])?;
+            let again = dialoguer::Confirm::with_theme(&theme)
+                .with_prompt("Add another key?")
+                .default(false)
+                .interact()
+                .context("cannot read the answer from the terminal")?;
+            if !again {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Check, verify and store a batch of keys under one lock.
+    fn add_batch(&mut self, batch: Vec<GivenKey>) -> anyhow::Result<()> {
+        let mut ready: Vec<(ApiKey, Option<KeyInfo>)> = Vec::new();
+        for candidate in batch {
+            let key = match ApiKey::parse(&candidate.raw) {
+                Ok(key) => key,
+                Err(e) => {
+                    eprintln!("error: {} refused: {e}", candidate.origin);
+                    self.refused += 1;
+                    continue;
+                }
+            };
+            if !key.looks_like_openrouter() {
+                eprintln!(
+                    "warning: {} ({}) does not start with \"sk-or-\", so it may not be an OpenRouter key; adding it anyway",
+                    candidate.origin,
+                    key.masked()
+                );
+            }
+            match self.verify(&key) {
+                Some(KeyCheck::Known(info)) => {
+                    crate::out!(
+                        "{}: OpenRouter says {}",
+                        key.masked(),
+                        keyinfo::describe(&info)
+                    )?;
+                    ready.push((key, Some(info)));
+                }
+                None => ready.push((key, None)),
+                Some(KeyCheck::Rejected(e)) => {
+                    eprintln!(
+                        "error: {} ({}) not added: {e}",
+                        candidate.origin,
+                        key.masked()
+                    );
+                    self.refused += 1;
+                }
+                Some(KeyCheck::Unknown(e)) => {
+                    eprintln!(
+                        "warning: {} could not be verified ({e}); adding it unverified",
+                        key.masked()
+                    );
+                    ready.push((key, None));
+                }
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let label = self.args.label.as_deref();
+        let results = self.store.update(|file| {
+            ready
+                .iter()
+                .map(|(key, info)| {
+                    (
+                        key.masked(),
+                        edit::add_key(file, key, label, info.clone(), now),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })?;
+        for (masked, added) in results {
+            match added {
+                Added::New(id) => crate::out!("added {id} {masked}")?,
+                Added::Reactivated(id) => crate::out!(
+                    "{masked} was already stored as {id}: reactivated (cooldown, failures and disabled flag cleared)"
+                )?,
+            }
+        }
+        Ok(())
+    }
+
+    /// What OpenRouter says about `key` (None with `--no-verify`).
+    fn verify(&self, key: &ApiKey) -> Option<KeyCheck> {
+        let system = self.runtime.as_ref()?;
+        let upstream = &self.args.upstream;
+        Some(system.block_on(async {
+            keyinfo::check(&keyinfo::client(), upstream, key, Utc::now()).await
+        }))
+    }
+}

@@ -1,0 +1,140 @@
+//! `orproxy keys check`: ask OpenRouter about each key (`GET /key`, no
+//! quota spent), record what it says, and show it.
+
+use crate::cli::CheckArgs;
+use crate::model::KeyInfo;
+use crate::openrouter::keyinfo::{self, KeyCheck};
+use crate::secret::ApiKey;
+use crate::store::Backend;
+use crate::store::edit;
+use chrono::Utc;
+use comfy_table::{Table, presets};
+use std::process::ExitCode;
+
+/// One key's line in `keys check`.
+#[derive(serde::Serialize)]
+struct Checked {
+    id: String,
+    masked: String,
+    /// `ok`, `rejected` or `unreachable`.
+    result: &'static str,
+    error: Option<String>,
+    info: Option<KeyInfo>,
+}
+
+pub(super) fn run(store: &Backend, args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let file = store.load()?;
+    let indices = if args.ids.is_empty() {
+        (0..file.keys.len()).collect()
+    } else {
+        edit::resolve_ids(&file, &args.ids)?
+    };
+    if indices.is_empty() {
+        crate::out!("No keys to check. Add one with `orproxy keys add`.")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let targets: Vec<(String, ApiKey)> = indices
+        .iter()
+        .filter_map(|&i| file.keys.get(i))
+        .map(|r| (r.id.clone(), r.key.clone()))
+        .collect();
+    let upstream = &args.upstream;
+    let results = actix_web::rt::System::new().block_on(async {
+        let client = keyinfo::client();
+        let checks = targets
+            .iter()
+            .map(|(_, key)| keyinfo::check(&client, upstream, key, Utc::now()));
+        futures_util::future::join_all(checks).await
+    });
+    let checked: Vec<Checked> = targets
+        .iter()
+        .zip(results)
+        .map(|((id, key), check)| {
+            let result = check.name();
+            let (error, info) = match check {
+                KeyCheck::Known(info) => (None, Some(info)),
+                KeyCheck::Rejected(e) | KeyCheck::Unknown(e) => (Some(e.to_string()), None),
+            };
+            Checked {
+                id: id.clone(),
+                masked: key.masked(),
+                result,
+                error,
+                info,
+            }
+        })
+        .collect();
+    // Record what OpenRouter said; the running server picks it up.
+    store.update(|file| {
+        for c in &checked {
+            if let (Some(info), Some(record)) =
+                (&c.info, file.keys.iter_mut().find(|r| r.id == c.id))
+            {
+                record.info = Some(info.clone());
+            }
+        }
+    })?;
+    if args.json {
+        crate::out!("{}", serde_json::to_string_pretty(&checked)?)?;
+    } else {
+        crate::out!("{}", table(&checked))?;
+    }
+    Ok(if checked.iter().all(|c| c.result == "ok") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The `keys check` table.
+fn table(checked: &[Checked]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
+    table.set_header(vec![
+        "ID",
+        "Key",
+        "Result",
+        "OpenRouter label",
+        "Tier",
+        "Credit limit",
+        "Free today",
+        "Account",
+    ]);
+    for c in checked {
+        let info = c.info.clone().unwrap_or_default();
+        let tier = match info.is_free_tier {
+            Some(true) => "free",
+            Some(false) => "paid",
+            None => "",
+        };
+        let limit = match (info.limit, info.limit_remaining) {
+            (Some(l), Some(r)) => format!("{r} of {l} left"),
+            (Some(l), None) => l.to_string(),
+            _ if c.info.is_some() => "none".to_owned(),
+            _ => String::new(),
+        };
+        let free = info
+            .free_model_daily_requests
+            .as_ref()
+            .and_then(|f| Some(format!("{}/{}", f.used?, f.limit?)))
+            .unwrap_or_default();
+        let result = match (&c.error, c.result) {
+            (Some(e), "rejected") => {
+                format!("{e}: remove it with `orproxy keys remove {}`", c.id)
+            }
+            (Some(e), _) => e.clone(),
+            (None, r) => r.to_owned(),
+        };
+        table.add_row(vec![
+            c.id.clone(),
+            c.masked.clone(),
+            result,
+            info.label.unwrap_or_default(),
+            tier.to_owned(),
+            limit,
+            free,
+            info.creator_user_id.unwrap_or_default(),
+        ]);
+    }
+    table
+}

@@ -1,0 +1,161 @@
+//! Every OpenRouter endpoint orproxy knows by name, in one table: which
+//! methods it takes, whether its JSON body is peeked (for `model` and
+//! `stream`), how a streamed answer proves itself whole, and the label its
+//! requests carry in metrics. Any other path under `/v1` is forwarded as it
+//! is ([`OTHER`]). The proxy, the request log and metrics all read this table:
+//! adding an endpoint is one row here.
+
+/// The methods an endpoint takes; any other gets a 405.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Methods {
+    /// `POST` only.
+    Post,
+    /// `GET` (and `HEAD`) only.
+    Get,
+    /// Anything: forwarded as it is.
+    Any,
+}
+
+impl Methods {
+    /// Whether `method` is allowed.
+    pub fn allow(self, method: &str) -> bool {
+        match self {
+            Methods::Post => method == "POST",
+            Methods::Get => method == "GET" || method == "HEAD",
+            Methods::Any => true,
+        }
+    }
+
+    /// What a 405 tells the client to use instead.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Methods::Post => "POST",
+            Methods::Get => "GET",
+            Methods::Any => "any method",
+        }
+    }
+}
+
+/// How a streamed (SSE) answer of the endpoint ends when it is whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// With `data: [DONE]` (chat and text completions): an end without it
+    /// is a stream the upstream cut short.
+    Done,
+    /// At any event boundary.
+    EventBoundary,
+}
+
+/// One endpoint under `/v1`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The path under `/v1/`, without a trailing slash.
+    pub path: &'static str,
+    /// The methods it takes.
+    pub methods: Methods,
+    /// Its body is JSON, read for `model` and `stream` before it is sent
+    /// (a body that is not JSON gets a 400 and is never sent).
+    pub peeked: bool,
+    /// How its streams end when whole.
+    pub stream_end: StreamEnd,
+    /// Its label in metrics and the request log's route.
+    pub label: &'static str,
+    /// OpenRouter answers it without a key: with no usable key, it is sent
+    /// without one.
+    pub keyless: bool,
+}
+
+const fn inference(path: &'static str, stream_end: StreamEnd, label: &'static str) -> Endpoint {
+    Endpoint {
+        path,
+        methods: Methods::Post,
+        peeked: true,
+        stream_end,
+        label,
+        keyless: false,
+    }
+}
+
+const fn forwarded(path: &'static str, label: &'static str) -> Endpoint {
+    Endpoint {
+        path,
+        methods: Methods::Any,
+        peeked: false,
+        stream_end: StreamEnd::EventBoundary,
+        label,
+        keyless: false,
+    }
+}
+
+/// The endpoints orproxy knows.
+pub const ENDPOINTS: [Endpoint; 14] = [
+    inference("chat/completions", StreamEnd::Done, "/v1/chat/completions"),
+    inference("completions", StreamEnd::Done, "/v1/completions"),
+    inference("embeddings", StreamEnd::EventBoundary, "/v1/embeddings"),
+    inference("responses", StreamEnd::EventBoundary, "/v1/responses"),
+    inference("messages", StreamEnd::EventBoundary, "/v1/messages"),
+    inference("rerank", StreamEnd::EventBoundary, "/v1/rerank"),
+    Endpoint {
+        path: "models",
+        methods: Methods::Get,
+        peeked: false,
+        stream_end: StreamEnd::EventBoundary,
+        label: "/v1/models",
+        keyless: true,
+    },
+    forwarded("generation", "/v1/generation"),
+    forwarded("key", "/v1/key"),
+    forwarded("auth/key", "/v1/auth/key"),
+    forwarded("credits", "/v1/credits"),
+    forwarded("providers", "/v1/providers"),
+    forwarded("models/user", "/v1/models/user"),
+    forwarded("models/count", "/v1/models/count"),
+];
+
+/// Any other path under `/v1`: forwarded as it is.
+pub const OTHER: Endpoint = forwarded("", "/v1/other");
+
+/// The endpoint of `tail`, the path after `/v1/` (a trailing slash is
+/// ignored).
+pub fn lookup(tail: &str) -> &'static Endpoint {
+    let tail = tail.trim_end_matches('/');
+    ENDPOINTS.iter().find(|e| e.path == tail).unwrap_or(&OTHER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_find_their_row_and_others_are_forwarded() {
+        assert_eq!(lookup("chat/completions").label, "/v1/chat/completions");
+        assert_eq!(lookup("chat/completions/").stream_end, StreamEnd::Done);
+        assert_eq!(lookup("responses").stream_end, StreamEnd::EventBoundary);
+        assert!(lookup("messages").peeked);
+        assert!(lookup("models").keyless);
+        assert!(!lookup("models/user").keyless);
+        assert_eq!(lookup("anything/else"), &OTHER);
+        assert_eq!(lookup(""), &OTHER);
+    }
+
+    #[test]
+    fn methods_are_checked_per_endpoint() {
+        let chat = lookup("chat/completions");
+        assert!(chat.methods.allow("POST"));
+        assert!(!chat.methods.allow("GET"));
+        assert!(lookup("models").methods.allow("HEAD"));
+        assert!(!lookup("models").methods.allow("POST"));
+        assert!(OTHER.methods.allow("DELETE"));
+    }
+
+    #[test]
+    fn paths_and_labels_are_unique() {
+        for (i, a) in ENDPOINTS.iter().enumerate() {
+            for b in &ENDPOINTS[i + 1..] {
+                assert_ne!(a.path, b.path);
+                assert_ne!(a.label, b.label);
+            }
+            assert_eq!(a.label, format!("/v1/{}", a.path));
+        }
+    }
+}

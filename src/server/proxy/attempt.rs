@@ -1,0 +1,497 @@
+//! One upstream attempt, as phases: **send** the request with a key,
+//! **judge** the answer (read it, or hold a stream until its first event,
+//! and classify it), **decide** what it means ([`crate::pool::decide`]),
+//! apply that to the pool, and **respond**: build the client's answer, or
+//! keep it as the fallback while the request tries again.
+
+use super::outgoing::Outgoing;
+use crate::openrouter::classify::{self, Answer, Verdict};
+use crate::openrouter::endpoints::StreamEnd;
+use crate::openrouter::usage::{self, Usage};
+use crate::pool::decide::{self, Attempted, Decision, Failure};
+use crate::secret::{ApiKey, redact};
+use crate::server::errors::{ApiError, set_retry_headers};
+use crate::server::relay::{self, BodyError, Upstream};
+use crate::server::request_log::{AttemptRecord, RequestCtx};
+use crate::server::shared::Shared;
+use actix_web::HttpResponse;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use bytes::Bytes;
+use chrono::Utc;
+use std::time::{Duration, Instant};
+
+/// How much of a non-streaming 2xx body is read to look for an error inside
+/// it; longer bodies are relayed without that check.
+const CLASSIFY_CAP: usize = 8 * 1024 * 1024;
+/// How much of an error body is read.
+const ERROR_BODY_CAP: usize = 1024 * 1024;
+/// How much of an SSE stream is held while waiting for its first event.
+const HOLD_CAP: usize = 1024 * 1024;
+
+const X_ORPROXY_KEY: HeaderName = HeaderName::from_static("x-orproxy-key");
+const X_ORPROXY_ATTEMPTS: HeaderName = HeaderName::from_static("x-orproxy-attempts");
+
+/// A response for the client, with the usage found while judging its
+/// whole body (`Some(None)`: judged, none there).
+pub struct Reply {
+    pub res: HttpResponse,
+    pub usage: Option<Option<Usage>>,
+}
+
+/// What to do after an attempt.
+pub enum Step {
+    /// Send this to the client.
+    Respond(Reply),
+    /// Try again (on the best key) after `delay`, unless attempts or time
+    /// ran out; then send `fallback`.
+    Retry { delay: Duration, fallback: Fallback },
+}
+
+/// What the client gets when no attempt is left.
+pub enum Fallback {
+    /// The last upstream answer, as it came (plus retry hints).
+    Upstream(Reply),
+    /// An error of orproxy's own.
+    Error(ApiError),
+}
+
+impl Fallback {
+    /// The answer for the client. An upstream 429 that names no wait (a key's
+    /// rate limit, when attempts ran out) gets the pool's own estimate: the
+    /// seconds until some key can serve again.
+    pub fn into_reply(self, shared: &Shared) -> Result<Reply, ApiError> {
+        match self {
+            Fallback::Upstream(mut reply) => {
+                if reply.res.status() == StatusCode::TOO_MANY_REQUESTS
+                    && !reply.res.headers().contains_key(header::RETRY_AFTER)
+                {
+                    let now = Utc::now();
+                    if let Some(at) = shared.next_available(now) {
+                        let secs = crate::clock::whole_secs_until(at, now);
+                        set_retry_headers(reply.res.headers_mut(), secs, false);
+                    }
+                }
+                Ok(reply)
+            }
+            Fallback::Error(e) => Err(e),
+        }
+    }
+}
+
+/// Attempt number `attempt_no` of `request` with `key` (none for a keyless
+/// endpoint): what to do next, and the attempt's record.
+pub async fn run(
+    shared: &Shared,
+    client: &awc::Client,
+    request: &Outgoing,
+    key: Option<(&str, &ApiKey)>,
+    attempt_no: u32,
+    ctx: &RequestCtx,
+) -> (Step, AttemptRecord) {
+    let started = Instant::now();
+    let judged = match send(shared, client, request, key).await {
+        Ok(sent) => judge(sent, request).await,
+        Err(failure) => Err(failure),
+    };
+    let attempted = match &judged {
+        Ok(j) => j.attempted(),
+        Err(failure) => Attempted::Failed(failure.clone()),
+    };
+    let now = Utc::now();
+    let decision = decide::decide(&attempted, request.model.as_deref(), attempt_no, now);
+    let key_id = key.map(|(id, _)| id);
+    apply(
+        shared,
+        key_id,
+        &attempted,
+        &decision,
+        request.model.as_deref(),
+    );
+    log_attempt(&attempted, &decision, key_id, attempt_no);
+    let record = AttemptRecord {
+        key: key_id.map(str::to_owned),
+        outcome: attempted.label(),
+        status: match &attempted {
+            Attempted::Answered { status, .. } => Some(*status),
+            Attempted::Failed(_) => None,
+        },
+        took: started.elapsed(),
+        error: match &attempted {
+            Attempted::Failed(failure) => Some(failure.message()),
+            Attempted::Answered { .. } => None,
+        },
+    };
+    let step = respond(judged, &decision, request, key_id, attempt_no, ctx);
+    (step, record)
+}
+
+/// The upstream's answer, its head read.
+struct Sent {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Upstream,
+}
+
+/// Send `request` with `key`, and wait for the answer's head.
+async fn send(
+    shared: &Shared,
+    client: &awc::Client,
+    request: &Outgoing,
+    key: Option<(&str, &ApiKey)>,
+) -> Result<Sent, Failure> {
+    let mut builder = client.request(request.method.clone(), &request.url);
+    // The client builds requests without default headers: these are all.
+    builder.headers_mut().clone_from(&request.headers);
+    if let Some((_, key)) = key {
+        builder =
+            builder.insert_header((header::AUTHORIZATION, format!("Bearer {}", key.expose())));
+    }
+    let sent = if request.body.is_empty() && matches!(request.method, Method::GET | Method::HEAD) {
+        builder.send().await
+    } else {
+        builder.send_body(request.body.clone()).await
+    };
+    let response = sent.map_err(|e| match e {
+        awc::error::SendRequestError::Timeout => {
+            Failure::HeadersTimeout(shared.config.headers_timeout.as_secs())
+        }
+        awc::error::SendRequestError::Connect(awc::error::ConnectError::Timeout) => {
+            Failure::ConnectTimeout(shared.config.connect_timeout.as_secs())
+        }
+        other => Failure::Unreachable(redact(&other.to_string())),
+    })?;
+    let status = response.status();
+    // The headers move out of the upstream's answer (nothing reads them
+    // there any more) and into the client's.
+    let mut headers = HeaderMap::new();
+    let response = response.map_body(|head, payload| {
+        headers = std::mem::take(&mut head.headers);
+        payload
+    });
+    Ok(Sent {
+        status,
+        headers,
+        body: Box::pin(response),
+    })
+}
+
+/// An answer read far enough to be judged.
+struct Judged {
+    status: StatusCode,
+    headers: HeaderMap,
+    verdict: Verdict,
+    /// `X-RateLimit-Limit`, read for the account caps' verdicts.
+    rate_limit: Option<u32>,
+    /// What was read, to be relayed first.
+    prefix: Vec<Bytes>,
+    /// The rest of the body, when it did not end yet.
+    rest: Option<Upstream>,
+    sse: bool,
+    content_length: Option<u64>,
+    /// The usage in a whole JSON body, found while judging it.
+    usage: Option<Option<Usage>>,
+}
+
+impl Judged {
+    fn attempted(&self) -> Attempted {
+        Attempted::Answered {
+            status: self.status.as_u16(),
+            verdict: self.verdict.clone(),
+            rate_limit: self.rate_limit,
+        }
+    }
+}
+
+fn broken(e: BodyError) -> Failure {
+    match e {
+        BodyError::Idle(secs) => Failure::Silent(secs),
+        BodyError::Broken(_) => Failure::Broken(e.to_string()),
+    }
+}
+
+fn cut(what: &str) -> Failure {
+    broken(BodyError::Broken(what.to_owned()))
+}
+
+/// What judging read: the bytes classified (a whole body, or a stream's
+/// first event), what is relayed first, the rest of the body, the usage.
+type Read = (
+    Option<Bytes>,
+    Vec<Bytes>,
+    Option<Upstream>,
+    Option<Option<Usage>>,
+);
+
+/// Hold a successful stream until its first event.
+async fn hold_stream(mut body: Upstream, idle: Duration) -> Result<Read, Failure> {
+    let held = relay::hold_first_event(&mut body, HOLD_CAP, idle)
+        .await
+        .map_err(broken)?;
+    if held.ended && held.first.is_none() {
+        return Err(cut("the stream ended before its first event"));
+    }
+    let rest = (!held.ended).then_some(body);
+    Ok((held.first.map(Bytes::from), vec![held.bytes], rest, None))
+}
+
+/// Read a body whole (up to a cap), checking that a JSON success is whole.
+async fn read_body(
+    mut body: Upstream,
+    status: StatusCode,
+    request: &Outgoing,
+    (content_type, content_length): (Option<&str>, Option<u64>),
+    idle: Duration,
+) -> Result<Read, Failure> {
+    let cap = if status.is_success() {
+        CLASSIFY_CAP
+    } else {
+        ERROR_BODY_CAP
+    };
+    let prefix = relay::read_prefix(&mut body, cap, idle)
+        .await
+        .map_err(broken)?;
+    if !prefix.complete {
+        // Too long to judge: a large success body, relayed as it comes.
+        return Ok((None, prefix.chunks, Some(body), None));
+    }
+    if content_length.is_some_and(|n| (prefix.byte_count() as u64) < n) {
+        return Err(cut("the connection closed before the whole body arrived"));
+    }
+    let bytes = relay::join(prefix.chunks);
+    // awc ends a chunked body that the upstream cut off as if it were
+    // whole: a JSON success must at least parse.
+    let judge_json = status.is_success()
+        && !matches!(status, StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT)
+        && request.method != Method::HEAD;
+    let judged = judge_json
+        .then(|| usage::judge_json(content_type, &bytes))
+        .flatten();
+    if judged.as_ref().is_some_and(|j| j.cut) {
+        return Err(cut(
+            "the connection closed before the whole JSON body arrived",
+        ));
+    }
+    let usage = judged.map(|j| j.usage.and_then(Usage::from_raw));
+    Ok((Some(bytes.clone()), vec![bytes], None, usage))
+}
+
+/// Read the answer far enough to judge it, and classify it.
+async fn judge(sent: Sent, request: &Outgoing) -> Result<Judged, Failure> {
+    let idle = request.idle;
+    let Sent {
+        status,
+        headers,
+        body,
+    } = sent;
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let sse = relay::is_event_stream(&headers);
+    let (judged, prefix, rest, usage) = if status.is_success() && sse {
+        hold_stream(body, idle).await?
+    } else {
+        read_body(body, status, request, (content_type, content_length), idle).await?
+    };
+    let header_pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+        .collect();
+    let answer = Answer {
+        status: status.as_u16(),
+        headers: &header_pairs,
+        body: judged.as_deref().unwrap_or_default(),
+        model: request.model.as_deref(),
+    };
+    let verdict = match &judged {
+        Some(_) => classify::classify(&answer, Utc::now()),
+        None if status.is_success() => Verdict::Success,
+        None => Verdict::Other,
+    };
+    let rate_limit = matches!(
+        verdict,
+        Verdict::AccountPerMinute { .. } | Verdict::AccountDaily { .. }
+    )
+    .then(|| classify::rate_limit_limit(&answer))
+    .flatten();
+    drop(header_pairs);
+    Ok(Judged {
+        status,
+        headers,
+        verdict,
+        rate_limit,
+        prefix,
+        rest,
+        sse,
+        content_length,
+        usage,
+    })
+}
+
+/// Apply `decision` to the pool: the cap noted, the model held, the key's
+/// outcome reported.
+fn apply(
+    shared: &Shared,
+    key_id: Option<&str>,
+    attempted: &Attempted,
+    decision: &Decision,
+    model: Option<&str>,
+) {
+    let now = Utc::now();
+    if let (Some(id), Some(kind)) = (key_id, decision.cap) {
+        let limit = match attempted {
+            Attempted::Answered { rate_limit, .. } => *rate_limit,
+            Attempted::Failed(_) => None,
+        };
+        shared.note_cap(id, kind, limit, true, now);
+    }
+    if let (Some(model), Some(until)) = (model, decision.hold_model_until) {
+        shared.back_off_model(model, until);
+    }
+    if let Some(id) = key_id {
+        shared.report(id, decision.outcome.clone(), now);
+    }
+}
+
+fn log_attempt(attempted: &Attempted, decision: &Decision, key_id: Option<&str>, n: u32) {
+    let key = key_id.unwrap_or("-");
+    match attempted {
+        Attempted::Failed(failure) => log::warn!(
+            target: "orproxy::requests",
+            "attempt {n} with key {key}: {}",
+            failure.message()
+        ),
+        Attempted::Answered { status, .. } if decision.retry.is_some() => log::info!(
+            target: "orproxy::requests",
+            "attempt {n} with key {key}: {status} ({})",
+            attempted.label()
+        ),
+        Attempted::Answered { .. } => {}
+    }
+}
+
+/// The client's answer, or the fallback while the request tries again.
+fn respond(
+    judged: Result<Judged, Failure>,
+    decision: &Decision,
+    request: &Outgoing,
+    key_id: Option<&str>,
+    attempt_no: u32,
+    ctx: &RequestCtx,
+) -> Step {
+    let judged = match judged {
+        Ok(judged) => judged,
+        Err(failure) => {
+            return Step::Retry {
+                delay: decision.retry.unwrap_or_default(),
+                fallback: Fallback::Error(ApiError::upstream(&failure)),
+            };
+        }
+    };
+    let extra_retry_after = decision.retry.and(decision.retry_hint);
+    let reply = deliver(judged, request, key_id, attempt_no, extra_retry_after, ctx);
+    match decision.retry {
+        None => Step::Respond(reply),
+        Some(delay) => Step::Retry {
+            delay,
+            fallback: Fallback::Upstream(reply),
+        },
+    }
+}
+
+/// Headers never relayed back to the client.
+fn dropped_response_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+/// The response relaying `judged`: the upstream's status and headers
+/// (minus hop-by-hop ones) and orproxy's own, then the body.
+fn deliver(
+    judged: Judged,
+    request: &Outgoing,
+    key_id: Option<&str>,
+    attempt_no: u32,
+    extra_retry_after: Option<Duration>,
+    ctx: &RequestCtx,
+) -> Reply {
+    let Judged {
+        status,
+        mut headers,
+        prefix,
+        rest,
+        sse,
+        content_length,
+        usage,
+        ..
+    } = judged;
+    let mut builder = HttpResponse::build(status);
+    let mut res = if rest.is_none() && !sse {
+        builder.body(relay::join(prefix))
+    } else {
+        let spec = relay::RelaySpec {
+            idle: request.idle,
+            sse,
+            expects_done: request.endpoint.stream_end == StreamEnd::Done,
+            content_length,
+        };
+        let ctx = ctx.clone();
+        let key = key_id.unwrap_or("-").to_owned();
+        builder.streaming(relay::relay(
+            prefix,
+            rest,
+            spec,
+            crate::server::disconnect::closed(&request.req),
+            Box::new(move |end: relay::End| {
+                ctx.stream_ended(&end);
+                log_end(&end, &key);
+            }),
+        ))
+    };
+    headers.retain(|name, _| !dropped_response_header(name));
+    // A streamed body without a type of its own is typed by actix.
+    if !headers.contains_key(header::CONTENT_TYPE)
+        && let Some(default) = res.headers().get(header::CONTENT_TYPE)
+    {
+        headers.insert(header::CONTENT_TYPE, default.clone());
+    }
+    if let Some(d) = extra_retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
+    }
+    if let Some(v) = key_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        headers.insert(X_ORPROXY_KEY, v);
+    }
+    headers.insert(X_ORPROXY_ATTEMPTS, HeaderValue::from(attempt_no));
+    *res.headers_mut() = headers;
+    Reply {
+        res,
+        usage: if sse { None } else { usage },
+    }
+}
+
+fn log_end(end: &relay::End, key: &str) {
+    match end {
+        relay::End::Complete => {}
+        relay::End::UpstreamFailed(e) => log::warn!(
+            target: "orproxy::requests",
+            "stream with key {key} broke after it started: {e}"
+        ),
+        relay::End::ClientGone => log::info!(
+            target: "orproxy::requests",
+            "client went away mid-stream (key {key}); upstream request dropped"
+        ),
+    }
+}

@@ -1,0 +1,163 @@
+//! The proxy handler for `/v1/*` and `/api/v1/*`, as phases: find the
+//! path's endpoint ([`crate::openrouter::endpoints`]), read the body and
+//! peek at it, build the outgoing request, then attempts until one answer
+//! may go to the client: wait for a key ([`wait`]), then send, judge,
+//! decide and respond ([`attempt`]). Attempts go on (on the best key) as
+//! long as nothing has reached the client. What the request learns goes
+//! into its [`Trace`], handed to its record when the handler is done.
+
+mod attempt;
+mod outgoing;
+mod wait;
+
+pub use outgoing::UpstreamClient;
+
+use super::errors::ApiError;
+use super::request_log::{RequestCtx, Trace};
+use super::shared::Shared;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use attempt::{Fallback, Reply, Step};
+use bytes::Bytes;
+use outgoing::Outgoing;
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+/// The two fields orproxy reads from a JSON body. Parsing validates the
+/// whole document but copies nothing else.
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// `model` and `stream` of a body that must be JSON.
+fn peek(body: &Bytes) -> Result<(Option<String>, bool), ApiError> {
+    let peek: Peek<'_> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}")))?;
+    Ok((
+        peek.model.map(Cow::into_owned),
+        peek.stream.unwrap_or(false),
+    ))
+}
+
+/// The route handler for `/v1/*` and `/api/v1/*`.
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    upstream: web::Data<UpstreamClient>,
+    ctx: RequestCtx,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let path = req.path();
+    let Some(tail) = super::routes::proxied_tail(path).filter(|t| !t.is_empty()) else {
+        return Err(ApiError::not_found(path));
+    };
+    let endpoint = crate::openrouter::endpoints::lookup(tail);
+    let method = req.method().as_str();
+    if !endpoint.methods.allow(method) {
+        return Err(ApiError::method_not_allowed(
+            method,
+            path,
+            endpoint.methods.hint(),
+        ));
+    }
+    let body = super::body::read(req.headers(), payload, shared.config.max_body).await?;
+    let (model, stream) = if endpoint.peeked {
+        peek(&body)?
+    } else {
+        (None, false)
+    };
+    let mut trace = Trace {
+        model: model.clone(),
+        stream: Some(stream),
+        request_body: ctx.log_bodies().then(|| body.clone()),
+        ..Trace::default()
+    };
+    let request = Outgoing::new(
+        &req,
+        (endpoint, tail),
+        body,
+        model,
+        &shared.config,
+        &upstream,
+    );
+    // A client that leaves before the answer starts cancels the attempts
+    // (and with them the upstream request).
+    let result = tokio::select! {
+        biased;
+        () = super::disconnect::closed(&req) => {
+            log::info!(
+                target: "orproxy::requests",
+                "{} {}: the client went away before the answer started",
+                request.method,
+                req.path()
+            );
+            Err(ApiError::client_closed())
+        }
+        result = attempts(&shared, &upstream.client, &request, started, &mut trace, &ctx) => result,
+    };
+    let result = result.map(|reply| {
+        trace.judged_usage = reply.usage;
+        reply.res
+    });
+    // The request's log line is written by `request_log` once the body is sent.
+    ctx.proxied(trace);
+    result
+}
+
+/// Attempts until one answer may go to the client.
+async fn attempts(
+    shared: &Shared,
+    client: &awc::Client,
+    request: &Outgoing,
+    started: Instant,
+    trace: &mut Trace,
+    ctx: &RequestCtx,
+) -> Result<Reply, ApiError> {
+    let deadline = started + shared.config.max_wait;
+    let mut tried: Vec<String> = Vec::new();
+    let mut attempt_no: u32 = 0;
+    let mut last: Option<Fallback> = None;
+    loop {
+        let chosen =
+            match wait::for_key(shared, &tried, deadline, request, &mut trace.key_waits).await {
+                Ok(chosen) => chosen,
+                // The last key just got disabled: what the upstream said is
+                // more useful than "no usable key".
+                Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    return last.map_or(Err(e), |f| f.into_reply(shared));
+                }
+                Err(e) => return Err(e),
+            };
+        attempt_no += 1;
+        if let Some((id, _)) = &chosen
+            && !tried.contains(id)
+        {
+            tried.push(id.clone());
+        }
+        let key = chosen.as_ref().map(|(id, key)| (id.as_str(), key));
+        let (step, record) = attempt::run(shared, client, request, key, attempt_no, ctx).await;
+        trace.attempts.push(record);
+        let (delay, fallback) = match step {
+            Step::Respond(reply) => return Ok(reply),
+            Step::Retry { delay, fallback } => (delay, fallback),
+        };
+        // A keyless attempt has no other key to try.
+        if chosen.is_none() || attempt_no >= shared.config.max_attempts {
+            return fallback.into_reply(shared);
+        }
+        if !delay.is_zero() {
+            let now = Instant::now();
+            if now + delay > deadline.max(now + Duration::from_secs(2)) {
+                return fallback.into_reply(shared);
+            }
+            tokio::time::sleep(delay).await;
+            trace.slept += delay;
+        }
+        last = Some(fallback);
+    }
+}

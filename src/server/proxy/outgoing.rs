@@ -1,0 +1,151 @@
+//! The request as it goes upstream: the URL, the headers that are
+//! forwarded (and the ones that are not), and the body with what orproxy
+//! read of it.
+
+use crate::config::ServeConfig;
+use crate::openrouter::endpoints::Endpoint;
+use actix_web::HttpRequest;
+use actix_web::http::Method;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use std::time::Duration;
+
+/// One upstream HTTP client per worker (awc's client is not `Send`).
+pub struct UpstreamClient {
+    pub(super) client: awc::Client,
+    /// `HTTP-Referer` and `X-Title` for requests that send none (when the
+    /// configured text is a valid header value), made once.
+    referer: Option<HeaderValue>,
+    title: Option<HeaderValue>,
+}
+
+impl UpstreamClient {
+    /// A client with the configured connect timeout, no connection limit, and
+    /// the headers timeout applied per request; `referer` and `title` are
+    /// sent for clients that do not send their own.
+    pub fn new(
+        connect_timeout: Duration,
+        headers_timeout: Duration,
+        referer: &str,
+        title: &str,
+    ) -> Self {
+        let connector = awc::Connector::new().timeout(connect_timeout).limit(0);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(headers_timeout)
+            .disable_redirects()
+            .finish();
+        Self {
+            client,
+            referer: HeaderValue::from_str(referer).ok(),
+            title: HeaderValue::from_str(title).ok(),
+        }
+    }
+}
+
+const HTTP_REFERER: HeaderName = HeaderName::from_static("http-referer");
+const X_TITLE: HeaderName = HeaderName::from_static("x-title");
+const X_OPENROUTER_TITLE: HeaderName = HeaderName::from_static("x-openrouter-title");
+
+/// Headers never forwarded upstream.
+fn dropped(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization"
+            | "host"
+            | "content-length"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "accept-encoding"
+            | "openai-organization"
+            | "openai-project"
+    )
+}
+
+/// The client's headers as they go upstream (minus the key, added per
+/// attempt).
+fn forwarded_headers(incoming: &HeaderMap, upstream: &UpstreamClient) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(incoming.len() + 3);
+    for (name, value) in incoming {
+        if !dropped(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    // Errors are read and classified: ask for bodies we can read.
+    out.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    if !incoming.contains_key(HTTP_REFERER)
+        && let Some(v) = &upstream.referer
+    {
+        out.insert(HTTP_REFERER, v.clone());
+    }
+    if !incoming.contains_key(X_TITLE)
+        && !incoming.contains_key(X_OPENROUTER_TITLE)
+        && let Some(v) = &upstream.title
+    {
+        out.insert(X_TITLE, v.clone());
+    }
+    out
+}
+
+/// Whether `model` is one of OpenRouter's free variants, whose limits are
+/// the account's free-model caps.
+fn is_free_model(model: &str) -> bool {
+    model.ends_with(":free")
+}
+
+/// The client's request as it will be sent upstream (minus the key).
+pub struct Outgoing {
+    /// The client's request, to watch its connection while relaying.
+    pub req: HttpRequest,
+    /// The endpoint it is for.
+    pub endpoint: &'static Endpoint,
+    pub method: Method,
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub model: Option<String>,
+    /// A `:free` model: the account's free-model caps apply.
+    pub free: bool,
+    /// Longest silence allowed inside the upstream's answer.
+    pub idle: Duration,
+}
+
+impl Outgoing {
+    /// The request `req` for `endpoint` (at `tail` under `/v1/`) with its
+    /// `body` and `model`, to be sent as `config` says.
+    pub fn new(
+        req: &HttpRequest,
+        (endpoint, tail): (&'static Endpoint, &str),
+        body: Bytes,
+        model: Option<String>,
+        config: &ServeConfig,
+        upstream: &UpstreamClient,
+    ) -> Self {
+        let mut url = format!("{}/{tail}", config.upstream);
+        if let Some(q) = req.uri().query() {
+            url.push('?');
+            url.push_str(q);
+        }
+        Self {
+            req: req.clone(),
+            endpoint,
+            method: req.method().clone(),
+            url,
+            headers: forwarded_headers(req.headers(), upstream),
+            body,
+            free: model.as_deref().is_some_and(is_free_model),
+            model,
+            idle: config.idle_timeout,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The routes orproxy answers itself, in one table with who may use each,
+//! and the label of any path for metrics and the request log. Paths under
+//! `/v1` and `/api/v1` are the proxy's: their labels come from the endpoint
+//! table ([`crate::openrouter::endpoints`]).
+
+use crate::openrouter::endpoints;
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (`/health`).
+    Open,
+    /// Clients: any bearer token, or one of the client tokens when some are
+    /// configured.
+    Client,
+    /// Clients, or the admin token (`/metrics`, for a scraper that holds
+    /// only the admin token).
+    ClientOrAdmin,
+    /// The admin token only.
+    Admin,
+}
+
+/// One local route: its path pattern (`{id}` stands for one path segment),
+/// which is also its label, and who may use it.
+#[derive(Debug)]
+pub struct LocalRoute {
+    /// The pattern, e.g. `/admin/keys/{id}`.
+    pub pattern: &'static str,
+    /// Who may use it.
+    pub access: Access,
+}
+
+/// The routes orproxy answers itself.
+pub const LOCAL: [LocalRoute; 5] = [
+    LocalRoute {
+        pattern: "/health",
+        access: Access::Open,
+    },
+    LocalRoute {
+        pattern: "/metrics",
+        access: Access::ClientOrAdmin,
+    },
+    LocalRoute {
+        pattern: "/admin/keys",
+        access: Access::Admin,
+    },
+    LocalRoute {
+        pattern: "/admin/keys/{id}/reactivate",
+        access: Access::Admin,
+    },
+    LocalRoute {
+        pattern: "/admin/keys/{id}",
+        access: Access::Admin,
+    },
+];
+
+/// The path under `/v1/` of a proxied path (`/v1/...` or `/api/v1/...`).
+pub fn proxied_tail(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/")
+        .or_else(|| path.strip_prefix("/v1/"))
+}
+
+fn matches(pattern: &str, path: &str) -> bool {
+    let mut segments = path.split('/');
+    for want in pattern.split('/') {
+        match segments.next() {
+            Some(seg) if want == "{id}" && !seg.is_empty() => {}
+            Some(seg) if seg == want => {}
+            _ => return false,
+        }
+    }
+    segments.next().is_none()
+}
+
+fn local(path: &str) -> Option<&'static LocalRoute> {
+    LOCAL.iter().find(|r| matches(r.pattern, path))
+}
+
+fn is_admin(path: &str) -> bool {
+    path == "/admin" || path.starts_with("/admin/")
+}
+
+/// Who may use `path`. Unknown paths need what the proxy needs (they get a
+/// 404 after the check); unknown admin paths need the admin token.
+pub fn access(path: &str) -> Access {
+    match local(path) {
+        Some(route) => route.access,
+        None if is_admin(path) => Access::Admin,
+        None => Access::Client,
+    }
+}
+
+/// The label of `path` for metrics and the request log: a known route or
+/// endpoint, never the raw path (whose values are unbounded).
+pub fn label(path: &str) -> &'static str {
+    if let Some(tail) = proxied_tail(path) {
+        return endpoints::lookup(tail).label;
+    }
+    match local(path) {
+        Some(route) => route.pattern,
+        None if is_admin(path) => "/admin/other",
+        None => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(label("/v1/chat/completions"), "/v1/chat/completions");
+        assert_eq!(label("/api/v1/chat/completions/"), "/v1/chat/completions");
+        assert_eq!(label("/v1/anything/else"), "/v1/other");
+        assert_eq!(
+            label("/admin/keys/1a2b/reactivate"),
+            "/admin/keys/{id}/reactivate"
+        );
+        assert_eq!(label("/admin/keys/1a2b"), "/admin/keys/{id}");
+        assert_eq!(label("/admin/keys/"), "/admin/other");
+        assert_eq!(label("/admin/nothing"), "/admin/other");
+        assert_eq!(label("/health"), "/health");
+        assert_eq!(label("/wp-login.php"), "other");
+    }
+
+    #[test]
+    fn access_follows_the_table() {
+        assert_eq!(access("/health"), Access::Open);
+        assert_eq!(access("/metrics"), Access::ClientOrAdmin);
+        assert_eq!(access("/admin/keys/1a2b"), Access::Admin);
+        assert_eq!(access("/admin"), Access::Admin);
+        assert_eq!(access("/admin/x/y"), Access::Admin);
+        assert_eq!(access("/v1/chat/completions"), Access::Client);
+        assert_eq!(access("/nothing"), Access::Client);
+        assert_eq!(access("/healthz"), Access::Client);
+    }
+}
