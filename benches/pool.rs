@@ -125,7 +125,7 @@ fn state_writer(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("render", n), |b| {
             b.iter(|| black_box(orproxy::store::render(black_box(&file)).map(|v| v.len())));
         });
-        let store = orproxy::store::Store::new("/nonexistent/keys.json");
+        let store = orproxy::store::FileStore::new("/nonexistent/keys.json");
         group.bench_function(BenchmarkId::new("parse", n), |b| {
             b.iter(|| black_box(store.parse(black_box(&bytes)).map(|f| f.keys.len())));
         });

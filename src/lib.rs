@@ -14,6 +14,7 @@ pub mod pool;
 pub mod secret;
 pub mod server;
 pub mod store;
+mod sync;
 
 use std::process::ExitCode;
 

@@ -3,10 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orproxy::store::{Store, StoreError, render};
+use orproxy::store::{FileStore, StoreError, render};
 
 fuzz_target!(|bytes: &[u8]| {
-    let store = Store::new("/nonexistent/keys.json");
+    let store = FileStore::new("/nonexistent/keys.json");
     match store.parse(bytes) {
         Ok(file) => {
             let written = render(&file).expect("a loaded store renders");

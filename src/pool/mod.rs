@@ -1034,6 +1034,32 @@ impl Pool {
         }
     }
 
+    /// Adopt a shared store's `answer` to a free-model request with key
+    /// `id`: true when the request may go; otherwise the account is held
+    /// (never until an instant in the past, which would ask again at once).
+    pub fn adopt_reservation(
+        &mut self,
+        id: &str,
+        answer: quota::Reservation,
+        now: DateTime<Utc>,
+    ) -> bool {
+        match answer {
+            quota::Reservation::Granted { today } => {
+                self.adopt_free_count(id, today, now);
+                true
+            }
+            quota::Reservation::DayCapped => {
+                self.hold_account(id, true, now, now);
+                false
+            }
+            quota::Reservation::MinuteCapped { until } => {
+                let until = until.max(now + chrono::TimeDelta::milliseconds(250));
+                self.hold_account(id, false, until, now);
+                false
+            }
+        }
+    }
+
     /// A shared store refused key `id`'s account a free-model request: its
     /// daily cap is spent (`daily`), or its per-minute window is full until
     /// `until`. The next choices skip its keys for free models meanwhile.

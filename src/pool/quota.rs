@@ -14,6 +14,24 @@ pub const FREE_PER_DAY_LOW: u32 = 50;
 /// Free-model requests per day for accounts that bought 10 credits or more.
 pub const FREE_PER_DAY_HIGH: u32 = 1000;
 
+/// A shared store's answer to a request for one `:free` request of an
+/// account (see [`crate::pool::Pool::adopt_reservation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Go ahead; the account has sent this many today, this one included.
+    Granted {
+        /// Today's count.
+        today: u32,
+    },
+    /// The account reached its daily cap.
+    DayCapped,
+    /// The account reached its per-minute cap; free again at this instant.
+    MinuteCapped {
+        /// When a slot frees up.
+        until: DateTime<Utc>,
+    },
+}
+
 /// What is known about one account's free-model use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountUsage {

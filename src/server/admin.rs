@@ -117,7 +117,7 @@ async fn change<T: Send + 'static>(
     let shared: Arc<Shared> = shared.clone().into_inner();
     web::block(move || {
         let out = shared.store.update(f)?;
-        shared.refresh();
+        shared.sync().refresh();
         Ok::<_, StoreError>(out)
     })
     .await
@@ -129,7 +129,7 @@ async fn list(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     let s: Arc<Shared> = shared.into_inner();
     let file = web::block(move || {
         // Write the pool's latest state first, so the answer is current.
-        s.sync(false);
+        s.sync().sync();
         s.store.load()
     })
     .await

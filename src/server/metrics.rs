@@ -6,9 +6,9 @@
 //! the pool at scrape time by [`KeyCollector`]. Nothing here ever holds a
 //! key: keys are labelled by their ID.
 
-use super::shared::Shared;
 use crate::model::Status;
 use crate::pool::Event;
+use crate::sync::{Live, StoreSync};
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use prometheus_client::collector::Collector;
@@ -156,8 +156,8 @@ impl Drop for StreamGuard {
 }
 
 /// The registry scraped by `GET /metrics`: the process-wide metrics plus the
-/// per-key series of `shared`'s pool.
-pub fn registry(shared: Arc<Shared>) -> Registry {
+/// per-key series of the `live` pool and the state of its store.
+pub fn registry(live: Arc<Live>, sync: Arc<dyn StoreSync>) -> Registry {
     let m = metrics();
     let mut r = Registry::with_prefix("orproxy");
     r.register(
@@ -205,13 +205,14 @@ pub fn registry(shared: Arc<Shared>) -> Registry {
         "Time orproxy spent on a request before its response started, excluding upstream attempts, waits for a key and back-off",
         m.overhead.clone(),
     );
-    r.register_collector(Box::new(KeyCollector { shared }));
+    r.register_collector(Box::new(KeyCollector { live, sync }));
     r
 }
 
 /// The per-key series, read from the pool at each scrape.
 struct KeyCollector {
-    shared: Arc<Shared>,
+    live: Arc<Live>,
+    sync: Arc<dyn StoreSync>,
 }
 
 impl std::fmt::Debug for KeyCollector {
@@ -246,7 +247,12 @@ const STATES: [&str; 3] = ["active", "cooling", "disabled"];
 impl Collector for KeyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let now = Utc::now();
-        let keys = self.shared.key_statuses(now);
+        let keys: Vec<(String, Status)> = self
+            .live
+            .pool()
+            .keys()
+            .map(|k| (k.id.clone(), k.state.status(now)))
+            .collect();
         let gauge_type = ConstGauge::new(0i64).metric_type();
 
         let mut counts = [0i64; 3];
@@ -295,7 +301,7 @@ impl Collector for KeyCollector {
             ConstGauge::new(left).encode(family.encode_family(&labels)?)?;
         }
 
-        let (kind, reachable) = self.shared.store_status();
+        let (kind, reachable) = (self.sync.kind(), self.sync.reachable());
         let mut family = encoder.encode_descriptor(
             "store_reachable",
             "1 when the key store (file or Redis) worked the last time it was used, else 0",

@@ -8,7 +8,6 @@ pub mod disconnect;
 pub mod errors;
 pub mod metrics;
 pub mod proxy;
-pub mod redis_link;
 pub mod relay;
 pub mod request_log;
 mod routes;
@@ -48,8 +47,7 @@ pub enum ServeError {
 
 /// Run the server until SIGINT/SIGTERM. `file` is the store as read at start.
 pub fn run(config: ServeConfig, store: Backend, file: StoreFile) -> Result<(), ServeError> {
-    let shared = web::Data::new(Shared::new(config.clone(), store, &file));
-    shared.clone().into_inner().start(file);
+    let shared = web::Data::new(Shared::new(config.clone(), store, file));
     actix_web::rt::System::new().block_on(serve(config, shared))
 }
 
@@ -68,7 +66,8 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
         &config.client_tokens,
     ));
     let scrape = web::Data::new(metrics::Scrape(metrics::registry(
-        shared.clone().into_inner(),
+        shared.live().clone(),
+        shared.sync().clone(),
     )));
     let mut server = HttpServer::new(move || {
         use actix_web::middleware::from_fn;
@@ -163,8 +162,8 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
         prober.abort();
     }
     // Final write of the state, after in-flight requests finished.
-    let last = shared.into_inner();
-    let _ = web::block(move || last.sync(true)).await;
+    let sync = shared.sync().clone();
+    let _ = web::block(move || sync.shutdown()).await;
     log::info!("orproxy stopped");
     crate::logging::flush();
     Ok(())
@@ -210,8 +209,8 @@ async fn state_writer(shared: Arc<Shared>) {
     loop {
         interval.tick().await;
         shared.tick(Utc::now());
-        let s = shared.clone();
-        if web::block(move || s.sync(false)).await.is_err() {
+        let sync = shared.sync().clone();
+        if web::block(move || sync.sync()).await.is_err() {
             log::error!("the state writer's thread pool is gone");
         }
     }

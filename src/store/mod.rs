@@ -79,7 +79,7 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub enum Backend {
     /// The JSON file (the default).
-    File(Store),
+    File(FileStore),
     /// A Redis database shared by several instances.
     Redis(Box<redis::RedisStore>),
 }
@@ -88,7 +88,7 @@ impl Backend {
     /// The store at `location` (nothing is touched until used).
     pub fn open(location: &location::Location) -> Result<Self, StoreError> {
         Ok(match location {
-            location::Location::File(path) => Backend::File(Store::new(path)),
+            location::Location::File(path) => Backend::File(FileStore::new(path)),
             location::Location::Redis(url) => {
                 Backend::Redis(Box::new(redis::RedisStore::new(url)?))
             }
@@ -126,7 +126,7 @@ const TEMP_SUFFIX: &str = ".tmp";
 
 /// A handle on the store file at a path. Cheap; holds no open file.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct FileStore {
     path: PathBuf,
     lock_path: PathBuf,
 }
@@ -140,7 +140,7 @@ pub struct Stamp {
     inode: u64,
 }
 
-impl Store {
+impl FileStore {
     /// A store at `path`; nothing is touched until used.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
@@ -368,8 +368,8 @@ fn strip_position(msg: &str) -> String {
 mod tests {
     use super::*;
 
-    fn store_in(dir: &tempfile::TempDir) -> Store {
-        Store::new(dir.path().join("sub").join("keys.json"))
+    fn store_in(dir: &tempfile::TempDir) -> FileStore {
+        FileStore::new(dir.path().join("sub").join("keys.json"))
     }
 
     #[test]

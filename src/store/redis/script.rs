@@ -107,9 +107,9 @@ impl Op {
     }
 }
 
-/// What [`reserve`] decided.
+/// What [`reserve`] decided (the pool adopts it as a `pool::Reservation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reservation {
+pub enum Reserved {
     /// Go ahead; the account has sent this many today, this one included.
     Granted {
         /// Today's count.
@@ -293,7 +293,7 @@ pub fn reserve(
     daily_cap: u32,
     minute_cap: u32,
     now: DateTime<Utc>,
-) -> redis::RedisResult<Reservation> {
+) -> redis::RedisResult<Reserved> {
     let member = format!("{origin}:{}:{}", ms(now), fastrand::u64(..));
     let mut cmd = evalsha();
     cmd.arg(3)
@@ -321,13 +321,13 @@ pub fn reserve(
     };
     let today = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
     Ok(match (int(answer.first()), text(answer.get(1)).as_str()) {
-        (1, _) => Reservation::Granted {
+        (1, _) => Reserved::Granted {
             today: today(int(answer.get(1))),
         },
-        (_, "minute") => Reservation::MinuteCapped {
+        (_, "minute") => Reserved::MinuteCapped {
             until: from_ms(int(answer.get(2))).unwrap_or(now),
         },
-        _ => Reservation::DayCapped {
+        _ => Reserved::DayCapped {
             today: today(int(answer.get(2))),
         },
     })

@@ -15,12 +15,13 @@
 //! Redis came back empty (restarted without persistence), the first
 //! instance to reconnect writes back the keys and states it holds.
 
-use super::shared::Shared;
+use super::{Answer, Change, Live, StoreSync};
 use crate::model::StoreFile;
-use crate::pool::{Outcome, Pool};
+use crate::pool::quota::Reservation;
+use crate::pool::{CapKind, Outcome, Pool, Probe};
 use crate::store::redis::RedisStore;
 use crate::store::redis::layout::Message;
-use crate::store::redis::script::{self, Op, Reservation};
+use crate::store::redis::script::{self, Op, Reserved};
 use chrono::{DateTime, Utc};
 use redis::Connection;
 use std::collections::{HashMap, VecDeque};
@@ -65,7 +66,9 @@ type Reserve = (
 );
 
 /// The handle the server keeps.
-pub struct Link {
+pub struct RedisSync {
+    store: RedisStore,
+    live: Arc<Live>,
     tx: Mutex<Sender<Cmd>>,
     /// Changes waiting for the writer. Counters are only summed here (no
     /// wake-up per request); urgent changes also wake the writer.
@@ -76,7 +79,7 @@ pub struct Link {
 }
 
 /// The change to send for an attempt's outcome (`pool` before the report).
-pub fn op_for(pool: &Pool, id: &str, outcome: &Outcome) -> Option<Op> {
+fn op_for_outcome(pool: &Pool, id: &str, outcome: &Outcome) -> Option<Op> {
     let key = pool.get(id)?;
     Some(match outcome {
         Outcome::Neutral => return None,
@@ -111,6 +114,82 @@ pub fn op_for(pool: &Pool, id: &str, outcome: &Outcome) -> Option<Op> {
             max_failures: pool.settings().max_failures,
         },
     })
+}
+
+/// The change to send for `change` (`pool` before it is applied).
+fn op_for(pool: &Pool, change: &Change<'_>) -> Option<Op> {
+    match *change {
+        Change::Chosen { id, at } => Some(Op::Count {
+            id: id.to_owned(),
+            requests: 0,
+            last_used: Some(at),
+            reset_failures: false,
+        }),
+        Change::Reported { id, outcome } => op_for_outcome(pool, id, outcome),
+        Change::ModelHeld { model, until } => Some(Op::Model {
+            model: model.to_owned(),
+            until,
+        }),
+        Change::ProbeStarted { id } => Some(Op::ProbeMark { id: id.to_owned() }),
+        Change::Probed { id, probe } => match probe {
+            Probe::Healthy => Some(Op::ProbeOk { id: id.to_owned() }),
+            Probe::Invalid(reason) => Some(Op::ProbeInvalid {
+                id: id.to_owned(),
+                reason: reason.clone(),
+            }),
+            Probe::StillDown(_) => None,
+        },
+        Change::Cap {
+            id,
+            kind: CapKind::PerDay,
+            limit,
+            hit,
+        } => {
+            let (account, cap, _) = pool.quota_caps(id)?;
+            Some(Op::Cap {
+                account,
+                limit,
+                exhausted: hit,
+                // The cap in force once this limit is noted.
+                cap: limit.unwrap_or(cap),
+            })
+        }
+        Change::Cap {
+            kind: CapKind::PerMinute,
+            ..
+        } => None,
+    }
+}
+
+/// The pool's reading of what the script reserved.
+fn reservation(reserved: Reserved) -> Reservation {
+    match reserved {
+        Reserved::Granted { today } => Reservation::Granted { today },
+        Reserved::DayCapped { .. } => Reservation::DayCapped,
+        Reserved::MinuteCapped { until } => Reservation::MinuteCapped { until },
+    }
+}
+
+/// Apply key states Redis reports (another instance's change, or the
+/// stored result of ours); wakes waiters when a key came back.
+fn adopt_changed(live: &Live, changed: &[(String, HashMap<String, String>)]) {
+    if changed.is_empty() {
+        return;
+    }
+    let now = Utc::now();
+    let mut back = false;
+    {
+        let mut pool = live.pool();
+        for (id, fields) in changed {
+            if let Some(state) = script::state_of(id, fields) {
+                let version = crate::store::redis::layout::version_of(fields);
+                back |= pool.adopt_state(id, &state, version, now);
+            }
+        }
+    }
+    if back {
+        live.changed().notify_waiters();
+    }
 }
 
 /// Changes waiting to be sent: urgent ones in order, counters summed per key.
@@ -161,10 +240,10 @@ impl Queue {
     }
 }
 
-impl Link {
-    /// Start the writer and subscriber threads for `shared`, whose pool was
+impl RedisSync {
+    /// Start the writer and subscriber threads for `live`, whose pool was
     /// built from `file` (the store as read at start).
-    pub fn start(shared: &Arc<Shared>, store: RedisStore, file: StoreFile) -> Link {
+    pub fn start(live: Arc<Live>, store: RedisStore, file: StoreFile) -> RedisSync {
         let (tx, rx) = mpsc::channel();
         let up = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
@@ -172,7 +251,7 @@ impl Link {
         let queue = Arc::new(Mutex::new(Queue::default()));
         let writer = {
             let queue = queue.clone();
-            let shared = shared.clone();
+            let live = live.clone();
             let store = store.clone();
             let up = up.clone();
             let origin = origin.clone();
@@ -180,7 +259,7 @@ impl Link {
                 .name("orproxy-redis-writer".into())
                 .spawn(move || {
                     Writer {
-                        shared,
+                        live,
                         store,
                         origin,
                         up,
@@ -195,12 +274,12 @@ impl Link {
                 })
         };
         let subscriber = {
-            let shared = shared.clone();
+            let (live, store) = (live.clone(), store.clone());
             let tx = tx.clone();
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("orproxy-redis-events".into())
-                .spawn(move || subscribe(&shared, &store, &tx, &stop, &origin))
+                .spawn(move || subscribe(&live, &store, &tx, &stop, &origin))
         };
         let mut threads = Vec::new();
         for t in [writer, subscriber] {
@@ -209,7 +288,9 @@ impl Link {
                 Err(e) => log::error!("cannot start a thread for the shared key store: {e}"),
             }
         }
-        Link {
+        RedisSync {
+            store: store.clone(),
+            live: live.clone(),
             tx: Mutex::new(tx),
             queue,
             up,
@@ -227,7 +308,7 @@ impl Link {
     }
 
     /// Queue a change for Redis (never waits for Redis).
-    pub fn push(&self, op: Op) {
+    fn push(&self, op: Op) {
         let urgent = op.is_urgent();
         lock(&self.queue).push(op);
         if urgent {
@@ -236,13 +317,13 @@ impl Link {
     }
 
     /// Whether Redis answered last time it was asked.
-    pub fn is_up(&self) -> bool {
+    fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
 
     /// Reserve one free-model request for `account` across every instance.
     /// None when Redis cannot answer in time (use this instance's counts).
-    pub async fn reserve(
+    async fn reserve(
         &self,
         account: String,
         daily_cap: u32,
@@ -268,7 +349,7 @@ impl Link {
     }
 
     /// Send everything queued and stop the threads (blocking; at shutdown).
-    pub fn shutdown(&self, wait: Duration) {
+    fn stop(&self, wait: Duration) {
         let (ack, done) = mpsc::channel();
         if self.send(Cmd::Flush(ack)) {
             match done.recv_timeout(wait) {
@@ -288,12 +369,57 @@ impl Link {
     }
 }
 
+impl StoreSync for RedisSync {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn reachable(&self) -> bool {
+        self.is_up()
+    }
+
+    fn share(&self, pool: &Pool, change: &Change<'_>) {
+        if let Some(op) = op_for(pool, change) {
+            self.push(op);
+        }
+    }
+
+    fn reserve_free(
+        &self,
+        account: String,
+        daily: u32,
+        minute: u32,
+    ) -> Answer<'_, Option<Reservation>> {
+        Box::pin(self.reserve(account, daily, minute))
+    }
+
+    /// Changes go out as they happen.
+    fn sync(&self) {}
+
+    fn refresh(&self) {
+        match self
+            .store
+            .connect()
+            .and_then(|mut con| self.store.load_versioned(&mut con))
+        {
+            Ok((file, versions)) => self.live.adopt_store(&file, &versions),
+            // The subscriber's reload notice will catch up.
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+
+    /// Send what is queued and stop the threads.
+    fn shutdown(&self) {
+        self.stop(Duration::from_secs(3));
+    }
+}
+
 fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     queue.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 struct Writer {
-    shared: Arc<Shared>,
+    live: Arc<Live>,
     store: RedisStore,
     origin: String,
     up: Arc<AtomicBool>,
@@ -395,7 +521,7 @@ impl Writer {
             let changed = script::run(con, &names, &self.origin, &batch, Utc::now())
                 .map_err(|e| self.store.error("cannot write", &e).to_string())?;
             lock(&self.queue).urgent.drain(..batch.len());
-            self.shared.adopt_changed(&changed);
+            adopt_changed(&self.live, &changed);
         }
         for (account, daily_cap, minute_cap, reply) in reserves.drain(..) {
             let answer = script::reserve(
@@ -410,7 +536,7 @@ impl Writer {
             .map_err(|e| self.store.error("cannot write", &e).to_string());
             match answer {
                 Ok(r) => {
-                    let _ = reply.send(Some(r));
+                    let _ = reply.send(Some(reservation(r)));
                 }
                 Err(e) => {
                     let _ = reply.send(None);
@@ -425,7 +551,7 @@ impl Writer {
         };
         if !batch.is_empty() {
             match script::run(con, &names, &self.origin, &batch, Utc::now()) {
-                Ok(changed) => self.shared.adopt_changed(&changed),
+                Ok(changed) => adopt_changed(&self.live, &changed),
                 Err(e) => {
                     let mut queue = lock(&self.queue);
                     for op in batch {
@@ -437,7 +563,7 @@ impl Writer {
         }
         if reload {
             let (file, versions) = self.store.load_versioned(con).map_err(|e| e.to_string())?;
-            self.shared.adopt_store(&file, &versions);
+            self.live.adopt_store(&file, &versions);
             self.last_file = file;
         }
         Ok(())
@@ -491,7 +617,7 @@ impl Writer {
         match self.store.exists(con) {
             Ok(true) => false,
             Ok(false) => {
-                let file = self.shared.export(&self.last_file);
+                let file = self.live.export(&self.last_file);
                 match self.store.restore_if_missing(con, &file) {
                     Ok(written) => written,
                     Err(e) => {
@@ -524,13 +650,7 @@ impl Writer {
 }
 
 /// Apply other instances' changes as Redis announces them.
-fn subscribe(
-    shared: &Arc<Shared>,
-    store: &RedisStore,
-    tx: &Sender<Cmd>,
-    stop: &AtomicBool,
-    origin: &str,
-) {
+fn subscribe(live: &Live, store: &RedisStore, tx: &Sender<Cmd>, stop: &AtomicBool, origin: &str) {
     let mut backoff = BACKOFF_MIN;
     let channel = store.names().channel();
     while !stop.load(Ordering::Relaxed) {
@@ -562,7 +682,7 @@ fn subscribe(
                 Ok(msg) => {
                     if let Ok(message) = serde_json::from_slice::<Message>(msg.get_payload_bytes())
                     {
-                        handle(shared, tx, &message, origin);
+                        handle(live, tx, &message, origin);
                     }
                 }
                 Err(e) if e.is_timeout() => {}
@@ -572,7 +692,7 @@ fn subscribe(
     }
 }
 
-fn handle(shared: &Shared, tx: &Sender<Cmd>, message: &Message, origin: &str) {
+fn handle(live: &Live, tx: &Sender<Cmd>, message: &Message, origin: &str) {
     if message.reload {
         let _ = tx.send(Cmd::Reload);
         return;
@@ -582,12 +702,12 @@ fn handle(shared: &Shared, tx: &Sender<Cmd>, message: &Message, origin: &str) {
     }
     if let Some(id) = &message.k {
         let fields = crate::store::redis::layout::pairs(&message.s);
-        shared.adopt_changed(&[(id.clone(), fields)]);
+        adopt_changed(live, &[(id.clone(), fields)]);
     }
     if let (Some(model), Some(until)) = (&message.m, message.u)
         && let Some(until) = DateTime::from_timestamp_millis(until)
     {
-        shared.adopt_model(model, until);
+        live.pool().back_off_model(model, until);
     }
 }
 
@@ -636,7 +756,7 @@ mod tests {
             free_only: true,
         };
         assert_eq!(
-            op_for(&p, "a", &cooldown(true)),
+            op_for_outcome(&p, "a", &cooldown(true)),
             Some(Op::Park {
                 ids: vec!["a".into(), "b".into()],
                 until,
@@ -646,10 +766,10 @@ mod tests {
             "an account-wide cooldown parks every key of the account"
         );
         assert!(
-            matches!(op_for(&p, "a", &cooldown(false)), Some(Op::Park { ids, .. }) if ids == ["a"])
+            matches!(op_for_outcome(&p, "a", &cooldown(false)), Some(Op::Park { ids, .. }) if ids == ["a"])
         );
         assert_eq!(
-            op_for(
+            op_for_outcome(
                 &p,
                 "c",
                 &Outcome::Failure {
@@ -662,15 +782,15 @@ mod tests {
                 max_failures: 4
             })
         );
-        assert_eq!(op_for(&p, "c", &Outcome::Neutral), None);
-        assert_eq!(op_for(&p, "gone", &Outcome::Success), None);
+        assert_eq!(op_for_outcome(&p, "c", &Outcome::Neutral), None);
+        assert_eq!(op_for_outcome(&p, "gone", &Outcome::Success), None);
     }
 
     #[test]
     fn a_success_resets_the_shared_streak_only_after_failures() {
         let mut p = pool();
         assert!(matches!(
-            op_for(&p, "a", &Outcome::Success),
+            op_for_outcome(&p, "a", &Outcome::Success),
             Some(Op::Count {
                 reset_failures: false,
                 ..
@@ -683,7 +803,7 @@ mod tests {
             },
             t0(),
         );
-        let op = op_for(&p, "a", &Outcome::Success).unwrap();
+        let op = op_for_outcome(&p, "a", &Outcome::Success).unwrap();
         assert!(op.is_urgent(), "{op:?}");
     }
 
