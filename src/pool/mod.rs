@@ -23,6 +23,13 @@ use std::collections::{HashMap, HashSet};
 /// How many consecutive failures disable a key unless configured otherwise.
 pub const DEFAULT_MAX_FAILURES: u32 = 5;
 
+/// What follows the count in the reason of a key disabled by a streak of
+/// failures whose last was `last`: "5 consecutive failures (last: HTTP
+/// 502)". The Redis script, which counts shared streaks, is given this text.
+pub fn streak_suffix(last: &str) -> String {
+    format!(" consecutive failures (last: {last})")
+}
+
 /// Tunables of the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -643,7 +650,7 @@ impl Pool {
                     self.dirty = true;
                     let n = state.consecutive_failures;
                     if n >= max {
-                        let why = format!("{n} consecutive failures (last: {reason})");
+                        let why = format!("{n}{}", streak_suffix(&reason));
                         events.extend(disable(key, why, true));
                     }
                 }

@@ -110,7 +110,7 @@ fn op_for_outcome(pool: &Pool, id: &str, outcome: &Outcome) -> Option<Op> {
         },
         Outcome::Failure { reason } => Op::Fail {
             id: id.to_owned(),
-            reason: reason.clone(),
+            streak_reason: crate::pool::streak_suffix(reason),
             max_failures: pool.settings().max_failures,
         },
     })
@@ -712,6 +712,9 @@ fn handle(live: &Live, tx: &Sender<Cmd>, message: &Message, origin: &str) {
 }
 
 #[cfg(test)]
+mod parity;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{KeyInfo, KeyRecord};
@@ -778,7 +781,7 @@ mod tests {
             ),
             Some(Op::Fail {
                 id: "c".into(),
-                reason: "502".into(),
+                streak_reason: " consecutive failures (last: 502)".into(),
                 max_failures: 4
             })
         );

@@ -100,61 +100,130 @@ pub fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
-/// The state's fields that are set, as (field, value).
-pub fn state_fields(s: &KeyState) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    let mut time = |name, t: Option<DateTime<Utc>>| {
-        if let Some(t) = t {
-            out.push((name, ms(t).to_string()));
-        }
-    };
-    time("last_used", s.last_used);
-    time("cooldown_until", s.cooldown_until);
-    time("free_cooldown_until", s.free_cooldown_until);
-    time("last_probe", s.last_probe);
-    let text = [
-        ("cooldown_reason", &s.cooldown_reason),
-        ("disabled_reason", &s.disabled_reason),
-        ("free_cooldown_reason", &s.free_cooldown_reason),
-    ];
-    for (name, value) in text {
-        if let Some(v) = value {
-            out.push((name, v.clone()));
-        }
-    }
-    let numbers = [
-        ("consecutive_failures", u64::from(s.consecutive_failures)),
-        ("requests_total", s.requests_total),
-        ("failures_total", s.failures_total),
-    ];
-    for (name, n) in numbers {
-        if n != 0 {
-            out.push((name, n.to_string()));
-        }
-    }
-    for (name, flag) in [("disabled", s.disabled), ("auto_recover", s.auto_recover)] {
-        if flag {
-            out.push((name, "1".to_owned()));
-        }
-    }
-    out
+/// How one value of a key's state is kept as a Redis hash field: a time
+/// as Unix milliseconds, text as it is, a count or a flag (`1`) as
+/// decimal. A value at its default is not stored (the field is deleted).
+trait Stored: Sized {
+    /// The field's value, or None when the value is the default.
+    fn write(&self) -> Option<String>;
+    /// The value of a field (absent or empty: the default).
+    fn read(field: Option<&str>) -> Option<Self>;
 }
 
-/// Every state field name (to delete the ones a state leaves unset).
-pub const STATE_FIELDS: [&str; 12] = [
-    "last_used",
-    "cooldown_until",
-    "free_cooldown_until",
-    "last_probe",
-    "cooldown_reason",
-    "disabled_reason",
-    "free_cooldown_reason",
-    "consecutive_failures",
-    "requests_total",
-    "failures_total",
-    "disabled",
-    "auto_recover",
-];
+impl Stored for Option<DateTime<Utc>> {
+    fn write(&self) -> Option<String> {
+        self.map(|t| ms(t).to_string())
+    }
+
+    fn read(field: Option<&str>) -> Option<Self> {
+        match field {
+            None | Some("") => Some(None),
+            Some(v) => v.parse::<i64>().ok().and_then(from_ms).map(Some),
+        }
+    }
+}
+
+impl Stored for Option<String> {
+    fn write(&self) -> Option<String> {
+        self.clone()
+    }
+
+    fn read(field: Option<&str>) -> Option<Self> {
+        Some(field.map(str::to_owned))
+    }
+}
+
+impl Stored for u64 {
+    fn write(&self) -> Option<String> {
+        (*self != 0).then(|| self.to_string())
+    }
+
+    fn read(field: Option<&str>) -> Option<Self> {
+        match field {
+            None | Some("") => Some(0),
+            // Lua may hand back a negative or fractional count after a bad
+            // manual edit: refuse it rather than guess.
+            Some(v) => v.parse().ok(),
+        }
+    }
+}
+
+impl Stored for u32 {
+    fn write(&self) -> Option<String> {
+        u64::from(*self).write()
+    }
+
+    fn read(field: Option<&str>) -> Option<Self> {
+        u64::read(field).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    }
+}
+
+impl Stored for bool {
+    fn write(&self) -> Option<String> {
+        self.then(|| "1".to_owned())
+    }
+
+    fn read(field: Option<&str>) -> Option<Self> {
+        match field {
+            None | Some("" | "0") => Some(false),
+            Some("1") => Some(true),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The fields of a key's state in its hash, written once: the field
+/// names, writing a state and reading it back all come from this list.
+/// (`script.lua` changes these fields atomically; the parity test in
+/// `sync::redis` holds it to the pool's transitions.)
+macro_rules! state_fields {
+    ($($field:ident),* $(,)?) => {
+        /// Every state field name (to delete the ones a state leaves unset).
+        pub const STATE_FIELDS: &[&str] = &[$(stringify!($field)),*];
+
+        /// The state's fields that are set, as (field, value).
+        pub fn state_fields(s: &KeyState) -> Vec<(&'static str, String)> {
+            let mut out = Vec::new();
+            $(
+                if let Some(v) = Stored::write(&s.$field) {
+                    out.push((stringify!($field), v));
+                }
+            )*
+            out
+        }
+
+        /// Read a state back from a key's hash.
+        pub fn state_from(id: &str, map: &HashMap<String, String>) -> Result<KeyState, FieldError> {
+            Ok(KeyState {
+                $(
+                    $field: {
+                        let value = map.get(stringify!($field)).map(String::as_str);
+                        Stored::read(value).ok_or_else(|| FieldError {
+                            id: id.to_owned(),
+                            field: stringify!($field),
+                            value: value.unwrap_or_default().to_owned(),
+                        })?
+                    },
+                )*
+            })
+        }
+    };
+}
+
+state_fields!(
+    last_used,
+    cooldown_until,
+    cooldown_reason,
+    consecutive_failures,
+    disabled,
+    disabled_reason,
+    requests_total,
+    failures_total,
+    free_cooldown_until,
+    free_cooldown_reason,
+    auto_recover,
+    last_probe,
+);
 
 /// Every field of a record that is set, as (field, value).
 pub fn record_fields(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, serde_json::Error> {
@@ -177,58 +246,7 @@ pub fn record_fields(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, serde
 pub fn all_record_fields() -> impl Iterator<Item = &'static str> {
     ["key", "added_at", "generation", "label", "info"]
         .into_iter()
-        .chain(STATE_FIELDS)
-}
-
-/// Read a state back from a key's hash.
-pub fn state_from(id: &str, map: &HashMap<String, String>) -> Result<KeyState, FieldError> {
-    let get = |f: &str| map.get(f).map(String::as_str);
-    let bad = |field: &'static str, value: &str| FieldError {
-        id: id.to_owned(),
-        field,
-        value: value.to_owned(),
-    };
-    let time = |field: &'static str| -> Result<Option<DateTime<Utc>>, FieldError> {
-        match get(field) {
-            None | Some("") => Ok(None),
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
-                .and_then(from_ms)
-                .map(Some)
-                .ok_or_else(|| bad(field, v)),
-        }
-    };
-    let number = |field: &'static str| -> Result<u64, FieldError> {
-        match get(field) {
-            None | Some("") => Ok(0),
-            // Lua may hand back a negative or fractional count after a bad
-            // manual edit: refuse it rather than guess.
-            Some(v) => v.parse::<u64>().map_err(|_| bad(field, v)),
-        }
-    };
-    let flag = |field: &'static str| -> Result<bool, FieldError> {
-        match get(field) {
-            None | Some("" | "0") => Ok(false),
-            Some("1") => Ok(true),
-            Some(v) => Err(bad(field, v)),
-        }
-    };
-    let text = |field: &str| get(field).map(str::to_owned);
-    Ok(KeyState {
-        last_used: time("last_used")?,
-        cooldown_until: time("cooldown_until")?,
-        cooldown_reason: text("cooldown_reason"),
-        consecutive_failures: u32::try_from(number("consecutive_failures")?).unwrap_or(u32::MAX),
-        disabled: flag("disabled")?,
-        disabled_reason: text("disabled_reason"),
-        requests_total: number("requests_total")?,
-        failures_total: number("failures_total")?,
-        free_cooldown_until: time("free_cooldown_until")?,
-        free_cooldown_reason: text("free_cooldown_reason"),
-        auto_recover: flag("auto_recover")?,
-        last_probe: time("last_probe")?,
-    })
+        .chain(STATE_FIELDS.iter().copied())
 }
 
 /// Read a whole record back from a key's hash.

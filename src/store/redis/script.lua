@@ -55,13 +55,13 @@ if op == 'park' then
     end
   end
 elseif op == 'fail' then
-  -- ARGV[5] ID, [6] reason, [7] failures that disable.
+  -- ARGV[5] ID, [6] what follows the count in the disabled reason, [7] failures that disable.
   local hash = KEYS[1]
   if redis.call('EXISTS', hash) == 1 then
     local n = redis.call('HINCRBY', hash, 'consecutive_failures', 1)
     redis.call('HINCRBY', hash, 'failures_total', 1)
     if n >= tonumber(ARGV[7]) then
-      disable(hash, n .. ' consecutive failures (last: ' .. ARGV[6] .. ')', true)
+      disable(hash, n .. ARGV[6], true)
     end
     changed(hash, ARGV[5])
   end

@@ -31,8 +31,9 @@ pub enum Op {
     Fail {
         /// The key.
         id: String,
-        /// What went wrong.
-        reason: String,
+        /// What follows the count in the disabled reason if the streak
+        /// disables the key (`pool::streak_suffix`).
+        streak_reason: String,
         /// The streak that disables a key.
         max_failures: u32,
     },
@@ -161,11 +162,11 @@ pub fn command(names: &Names, origin: &str, op: &Op, now: DateTime<Utc>) -> redi
         }
         Op::Fail {
             id,
-            reason,
+            streak_reason,
             max_failures,
         } => {
             keys.push(names.key(id));
-            args.extend([id.clone(), reason.clone(), max_failures.to_string()]);
+            args.extend([id.clone(), streak_reason.clone(), max_failures.to_string()]);
             "fail"
         }
         Op::Disable {
@@ -361,7 +362,7 @@ mod tests {
         assert!(
             Op::Fail {
                 id: "a".into(),
-                reason: "x".into(),
+                streak_reason: "x".into(),
                 max_failures: 5
             }
             .is_urgent()
