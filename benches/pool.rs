@@ -6,10 +6,10 @@
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use orproxy::model::{KeyRecord, StoreFile};
-use orproxy::openrouter::classify::{self, Answer, sse_first_data};
-use orproxy::pool::{CapKind, Choice, Pool, Settings};
-use orproxy::secret::ApiKey;
+use orproxy::internals::ApiKey;
+use orproxy::internals::{self as classify, Answer, sse_first_data};
+use orproxy::internals::{CapKind, Choice, Pool, Settings};
+use orproxy::internals::{KeyRecord, StoreFile};
 use std::hint::black_box;
 
 const SIZES: [usize; 3] = [3, 1_000, 10_000];
@@ -118,14 +118,14 @@ fn state_writer(c: &mut Criterion) {
                 criterion::BatchSize::LargeInput,
             );
         });
-        let Ok(bytes) = orproxy::store::render(&file) else {
+        let Ok(bytes) = orproxy::internals::render(&file) else {
             continue;
         };
         group.throughput(Throughput::Bytes(bytes.len() as u64));
         group.bench_function(BenchmarkId::new("render", n), |b| {
-            b.iter(|| black_box(orproxy::store::render(black_box(&file)).map(|v| v.len())));
+            b.iter(|| black_box(orproxy::internals::render(black_box(&file)).map(|v| v.len())));
         });
-        let store = orproxy::store::FileStore::new("/nonexistent/keys.json");
+        let store = orproxy::internals::FileStore::new("/nonexistent/keys.json");
         group.bench_function(BenchmarkId::new("parse", n), |b| {
             b.iter(|| black_box(store.parse(black_box(&bytes)).map(|f| f.keys.len())));
         });

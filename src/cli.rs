@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// The default OpenRouter API base.
-pub const DEFAULT_UPSTREAM: &str = "https://openrouter.ai/api/v1";
+pub(crate) const DEFAULT_UPSTREAM: &str = "https://openrouter.ai/api/v1";
 
 /// Keep OpenAI-compatible tools working on OpenRouter by rotating a pool of API keys through rate limits.
 #[derive(Debug, Parser)]
@@ -20,7 +20,7 @@ pub struct Cli {
     /// instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e.
     /// ~/.local/share/orproxy/keys.json]
     #[arg(long, global = true, env = "ORPROXY_STORE", value_name = "PATH|URL")]
-    pub store: Option<String>,
+    pub(crate) store: Option<String>,
 
     /// The prefix of orproxy's Redis keys, so that several key pools can share one Redis
     /// database (only with a redis:// store) [default: orproxy]
@@ -30,16 +30,16 @@ pub struct Cli {
         env = "ORPROXY_REDIS_PREFIX",
         value_name = "PREFIX"
     )]
-    pub redis_prefix: Option<String>,
+    pub(crate) redis_prefix: Option<String>,
 
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)
     Serve(ServeArgs),
     /// Add, list, reactivate and remove OpenRouter API keys
@@ -50,26 +50,26 @@ pub enum Command {
 
 /// `orproxy serve`
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on
     #[arg(long, env = "ORPROXY_HOST", default_value = "127.0.0.1")]
-    pub host: String,
+    pub(crate) host: String,
 
     /// Port to listen on (also from PORT, as the original Node server read it) [default: 3000]
     #[arg(long, env = "ORPROXY_PORT")]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
 
     /// OpenRouter API base that requests are forwarded to
     #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
-    pub upstream: String,
+    pub(crate) upstream: String,
 
     /// Upstream attempts per request, each on the best available key
     #[arg(long, env = "ORPROXY_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
 
     /// Consecutive failures after which a key is disabled
     #[arg(long, env = "ORPROXY_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_failures: u32,
+    pub(crate) max_failures: u32,
 
     /// Seconds a request may wait for a cooling key (or a model's back-off) before orproxy answers 429
     #[arg(
@@ -78,11 +78,11 @@ pub struct ServeArgs {
         value_name = "SECONDS",
         default_value_t = 30
     )]
-    pub max_wait: u64,
+    pub(crate) max_wait: u64,
 
     /// Worker threads [default: the number of CPU cores]
     #[arg(long, env = "ORPROXY_WORKERS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub workers: Option<u32>,
+    pub(crate) workers: Option<u32>,
 
     /// Largest request body accepted (B, KiB, MiB, GiB, KB, MB, GB)
     #[arg(
@@ -91,7 +91,7 @@ pub struct ServeArgs {
         value_name = "SIZE",
         default_value = "50MiB"
     )]
-    pub max_body: String,
+    pub(crate) max_body: String,
 
     /// Seconds to establish a connection (and TLS) to the upstream
     #[arg(
@@ -100,7 +100,7 @@ pub struct ServeArgs {
         value_name = "SECONDS",
         default_value_t = 10
     )]
-    pub connect_timeout: u64,
+    pub(crate) connect_timeout: u64,
 
     /// Seconds to wait for the upstream's response headers (LLMs can take minutes)
     #[arg(
@@ -109,7 +109,7 @@ pub struct ServeArgs {
         value_name = "SECONDS",
         default_value_t = 600
     )]
-    pub headers_timeout: u64,
+    pub(crate) headers_timeout: u64,
 
     /// Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit
     #[arg(
@@ -118,7 +118,7 @@ pub struct ServeArgs {
         value_name = "SECONDS",
         default_value_t = 120
     )]
-    pub idle_timeout: u64,
+    pub(crate) idle_timeout: u64,
 
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM
     #[arg(
@@ -127,7 +127,7 @@ pub struct ServeArgs {
         value_name = "SECONDS",
         default_value_t = 10
     )]
-    pub shutdown_grace: u64,
+    pub(crate) shutdown_grace: u64,
 
     /// Seconds between background GET /key re-checks of a key disabled by failures (0: never)
     #[arg(
@@ -136,7 +136,7 @@ pub struct ServeArgs {
         value_name = "SECONDS",
         default_value_t = 300
     )]
-    pub reprobe_interval: u64,
+    pub(crate) reprobe_interval: u64,
 
     /// HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own
     #[arg(
@@ -145,7 +145,7 @@ pub struct ServeArgs {
         value_name = "URL",
         default_value = "http://localhost/orproxy"
     )]
-    pub referer: String,
+    pub(crate) referer: String,
 
     /// X-Title sent to OpenRouter for app attribution, unless the client sent its own
     #[arg(
@@ -154,7 +154,7 @@ pub struct ServeArgs {
         value_name = "NAME",
         default_value = "orproxy"
     )]
-    pub title: String,
+    pub(crate) title: String,
 
     /// Token that turns the admin API (/admin/keys) on; send it as `Authorization: Bearer TOKEN`.
     /// Prefer the environment variable: command lines are visible to other local users
@@ -164,7 +164,7 @@ pub struct ServeArgs {
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    pub admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
 
     /// Only clients sending this bearer token may use /v1 and /metrics (repeatable; the
     /// environment variable is comma-separated). Without any, every token is accepted
@@ -175,40 +175,40 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub client_tokens: Vec<String>,
+    pub(crate) client_tokens: Vec<String>,
 
     /// Listen on a non-loopback address without client tokens: an open proxy that anyone who
     /// reaches it can use to spend your keys' quota
     #[arg(long, env = "ORPROXY_ALLOW_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
-    pub allow_open: bool,
+    pub(crate) allow_open: bool,
 
     /// Directory of the daily log files requests-, errors- and keys-YYYY-MM-DD.log
     /// [default: $XDG_STATE_HOME/orproxy/logs, i.e. ~/.local/state/orproxy/logs]
     #[arg(long, env = "ORPROXY_LOG_DIR", value_name = "DIR")]
-    pub log_dir: Option<PathBuf>,
+    pub(crate) log_dir: Option<PathBuf>,
 
     /// Days the log files are kept; 0 keeps them forever (also from LOG_RETENTION_DAYS, as the
     /// original Node server read it) [default: 14]
     #[arg(long, env = "ORPROXY_LOG_RETENTION_DAYS", value_name = "DAYS")]
-    pub log_retention_days: Option<u32>,
+    pub(crate) log_retention_days: Option<u32>,
 
     /// Also write message contents (request bodies, non-streamed response bodies, streamed
     /// text) to the request log. Off by default: they are your users' private data
     #[arg(long, env = "ORPROXY_LOG_BODIES", value_parser = clap::builder::BoolishValueParser::new())]
-    pub log_bodies: bool,
+    pub(crate) log_bodies: bool,
 }
 
 /// `orproxy keys`
 #[derive(Debug, Args)]
-pub struct KeysArgs {
+pub(crate) struct KeysArgs {
     /// The key operation.
     #[command(subcommand)]
-    pub command: KeysCommand,
+    pub(crate) command: KeysCommand,
 }
 
 /// The `keys` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin
     ///
     /// Adding a key that is already stored reactivates it. Each key is checked with
@@ -233,94 +233,94 @@ pub enum KeysCommand {
 
 /// `orproxy keys migrate`
 #[derive(Debug, Args)]
-pub struct MigrateArgs {
+pub(crate) struct MigrateArgs {
     /// The store to copy from: a JSON file or a redis:// URL
     #[arg(long, value_name = "PATH|URL")]
-    pub from: String,
+    pub(crate) from: String,
 
     /// The store to copy to: a JSON file or a redis:// URL
     #[arg(long, value_name = "PATH|URL")]
-    pub to: String,
+    pub(crate) to: String,
 }
 
 /// `orproxy keys check`
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Key IDs (or unique prefixes of them) [default: every key]
     #[arg(value_name = "ID")]
-    pub ids: Vec<String>,
+    pub(crate) ids: Vec<String>,
 
     /// Print a JSON array instead of a table
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// OpenRouter API base
     #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
-    pub upstream: String,
+    pub(crate) upstream: String,
 }
 
 /// `orproxy keys add`
 #[derive(Debug, Args)]
-pub struct AddArgs {
+pub(crate) struct AddArgs {
     /// A key to add (repeatable). Without it, keys are read from a hidden prompt or stdin
     #[arg(long = "key", value_name = "KEY")]
-    pub keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
 
     /// A label for the added keys
     #[arg(long, value_name = "TEXT")]
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
 
     /// Do not check the keys with OpenRouter before adding them
     #[arg(long)]
-    pub no_verify: bool,
+    pub(crate) no_verify: bool,
 
     /// OpenRouter API base used to verify keys
     #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
-    pub upstream: String,
+    pub(crate) upstream: String,
 }
 
 /// `orproxy keys list`
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Print a JSON array instead of a table
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// Redraw the table every second (like `watch`) with cooldown countdowns; Ctrl-C quits
     #[arg(long, short = 'w', conflicts_with = "json")]
-    pub watch: bool,
+    pub(crate) watch: bool,
 }
 
 /// `orproxy keys reactivate`
 #[derive(Debug, Args)]
-pub struct ReactivateArgs {
+pub(crate) struct ReactivateArgs {
     /// Key IDs (or unique prefixes of them)
     #[arg(
         value_name = "ID",
         required_unless_present = "all",
         conflicts_with = "all"
     )]
-    pub ids: Vec<String>,
+    pub(crate) ids: Vec<String>,
 
     /// Reactivate every key
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
 }
 
 /// `orproxy keys remove`
 #[derive(Debug, Args)]
-pub struct RemoveArgs {
+pub(crate) struct RemoveArgs {
     /// Key IDs (or unique prefixes of them)
     #[arg(value_name = "ID", required = true)]
-    pub ids: Vec<String>,
+    pub(crate) ids: Vec<String>,
 }
 
 /// `orproxy generate`
 #[derive(Debug, Args)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// Directory that receives completions/ and man/
     #[arg(long, value_name = "DIR")]
-    pub out_dir: PathBuf,
+    pub(crate) out_dir: PathBuf,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 /// Why settings could not be worked out.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// No --store, no ORPROXY_STORE and no data directory to default to.
     #[error(
         "cannot find a data directory for the key store: pass --store PATH or set ORPROXY_STORE"
@@ -20,7 +20,10 @@ pub enum ConfigError {
 
 /// The store: --store / ORPROXY_STORE (a path or a redis:// URL), else
 /// `$XDG_DATA_HOME/orproxy/keys.json`; `prefix` is --redis-prefix.
-pub fn store_location(flag: Option<&str>, prefix: Option<&str>) -> Result<Location, ConfigError> {
+pub(crate) fn store_location(
+    flag: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<Location, ConfigError> {
     if let Some(raw) = flag.filter(|raw| !raw.trim().is_empty()) {
         return Ok(Location::parse(raw.trim(), prefix)?);
     }
@@ -40,11 +43,11 @@ pub fn store_location(flag: Option<&str>, prefix: Option<&str>) -> Result<Locati
 }
 
 /// The default port, as the original Node server used.
-pub const DEFAULT_PORT: u16 = 3000;
+pub(crate) const DEFAULT_PORT: u16 = 3000;
 
 /// Why `serve` settings are not usable.
 #[derive(Debug, thiserror::Error)]
-pub enum ServeConfigError {
+pub(crate) enum ServeConfigError {
     /// `--max-body` could not be read.
     #[error(
         "invalid --max-body {0:?}: use a number with an optional unit, e.g. 50MiB, 512KB, 1048576"
@@ -92,63 +95,63 @@ pub enum ServeConfigError {
 
 /// Checked settings for `orproxy serve`.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
+pub(crate) struct ServeConfig {
     /// Where the key store lives.
-    pub store: Location,
+    pub(crate) store: Location,
     /// Listen address.
-    pub host: String,
+    pub(crate) host: String,
     /// Listen port (0 picks a free one).
-    pub port: u16,
+    pub(crate) port: u16,
     /// OpenRouter API base, without a trailing slash.
-    pub upstream: String,
+    pub(crate) upstream: String,
     /// Upstream attempts per request.
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// Consecutive failures before a key is disabled.
-    pub max_failures: u32,
+    pub(crate) max_failures: u32,
     /// Longest a request waits for a key or a model back-off.
-    pub max_wait: std::time::Duration,
+    pub(crate) max_wait: std::time::Duration,
     /// Worker threads (None: actix's default, one per core).
-    pub workers: Option<usize>,
+    pub(crate) workers: Option<usize>,
     /// Largest request body, in bytes.
-    pub max_body: usize,
+    pub(crate) max_body: usize,
     /// Upstream connect (and TLS) timeout.
-    pub connect_timeout: std::time::Duration,
+    pub(crate) connect_timeout: std::time::Duration,
     /// Upstream response-headers timeout.
-    pub headers_timeout: std::time::Duration,
+    pub(crate) headers_timeout: std::time::Duration,
     /// Longest silence between upstream body chunks.
-    pub idle_timeout: std::time::Duration,
+    pub(crate) idle_timeout: std::time::Duration,
     /// Grace period for in-flight requests at shutdown.
-    pub shutdown_grace: std::time::Duration,
+    pub(crate) shutdown_grace: std::time::Duration,
     /// Interval of background re-checks of keys disabled by failures
     /// (None: never).
-    pub reprobe_interval: Option<std::time::Duration>,
+    pub(crate) reprobe_interval: Option<std::time::Duration>,
     /// Default HTTP-Referer.
-    pub referer: String,
+    pub(crate) referer: String,
     /// Default X-Title.
-    pub title: String,
+    pub(crate) title: String,
     /// The admin API's token (None: the admin API is off).
-    pub admin_token: Option<BearerToken>,
+    pub(crate) admin_token: Option<BearerToken>,
     /// Tokens clients must send (empty: any token is accepted).
-    pub client_tokens: Vec<BearerToken>,
+    pub(crate) client_tokens: Vec<BearerToken>,
     /// The daily log files.
-    pub log_files: LogFiles,
+    pub(crate) log_files: LogFiles,
     /// Log message contents too.
-    pub log_bodies: bool,
+    pub(crate) log_bodies: bool,
 }
 
 /// Legacy environment variables the original Node server read, looked up by
 /// the caller so that checking stays a pure function.
 #[derive(Debug, Clone, Default)]
-pub struct LegacyEnv {
+pub(crate) struct LegacyEnv {
     /// `PORT`.
-    pub port: Option<String>,
+    pub(crate) port: Option<String>,
     /// `LOG_RETENTION_DAYS`.
-    pub log_retention_days: Option<String>,
+    pub(crate) log_retention_days: Option<String>,
 }
 
 impl LegacyEnv {
     /// Read them from the process environment.
-    pub fn from_process() -> Self {
+    pub(crate) fn from_process() -> Self {
         Self {
             port: std::env::var("PORT").ok(),
             log_retention_days: std::env::var("LOG_RETENTION_DAYS").ok(),
@@ -157,12 +160,12 @@ impl LegacyEnv {
 }
 
 /// Days log files are kept unless configured otherwise.
-pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 14;
+pub(crate) const DEFAULT_LOG_RETENTION_DAYS: u32 = 14;
 
 /// The log directory: --log-dir / ORPROXY_LOG_DIR, else
 /// `$XDG_STATE_HOME/orproxy/logs` (the local data directory where there is no
 /// state directory, as on macOS).
-pub fn log_dir(flag: Option<PathBuf>) -> Result<PathBuf, ServeConfigError> {
+pub(crate) fn log_dir(flag: Option<PathBuf>) -> Result<PathBuf, ServeConfigError> {
     if let Some(path) = flag {
         return Ok(path);
     }
@@ -174,7 +177,7 @@ pub fn log_dir(flag: Option<PathBuf>) -> Result<PathBuf, ServeConfigError> {
 
 /// Whether `host` only ever means this machine: a loopback IP, `localhost`,
 /// or a name that resolves to loopback addresses only.
-pub fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     use std::net::{IpAddr, ToSocketAddrs};
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
@@ -194,7 +197,7 @@ pub fn is_loopback(host: &str) -> bool {
 
 impl ServeConfig {
     /// Check raw `serve` arguments. `port_env` is the legacy `PORT` variable.
-    pub fn from_args(
+    pub(crate) fn from_args(
         store: Location,
         args: &crate::cli::ServeArgs,
         legacy: LegacyEnv,
@@ -270,7 +273,7 @@ impl ServeConfig {
 }
 
 /// Parse `50MiB`, `512KB`, `1.5GiB`, `1048576` into bytes.
-pub fn parse_size(raw: &str) -> Option<usize> {
+pub(crate) fn parse_size(raw: &str) -> Option<usize> {
     let s = raw.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

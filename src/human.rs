@@ -3,12 +3,12 @@
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
 /// RFC 3339 in UTC with a `Z`, to the second.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// A duration in the largest two units: `42s`, `5m 3s`, `3h 12m`, `2d 4h`.
-pub fn span(d: TimeDelta) -> String {
+pub(crate) fn span(d: TimeDelta) -> String {
     let secs = d.num_seconds().max(0);
     let (days, hours, mins, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (days, hours, mins) {
@@ -23,12 +23,12 @@ pub fn span(d: TimeDelta) -> String {
 }
 
 /// [`span`] of a whole number of seconds.
-pub fn span_secs(secs: u64) -> String {
+pub(crate) fn span_secs(secs: u64) -> String {
     span(TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX)))
 }
 
 /// `in 42s` for a future instant (`now` for one already past).
-pub fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+pub(crate) fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     if t <= now {
         "now".to_owned()
     } else {
@@ -37,7 +37,7 @@ pub fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 /// `5m ago` for a past instant, `never` for none.
-pub fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+pub(crate) fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     match t {
         None => "never".to_owned(),
         Some(t) if now - t < TimeDelta::seconds(1) => "just now".to_owned(),

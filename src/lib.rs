@@ -3,18 +3,38 @@
 
 pub mod cli;
 mod clock;
-pub mod commands;
-pub mod config;
-pub mod human;
-pub mod logging;
-pub mod model;
-pub mod openrouter;
-pub mod output;
-pub mod pool;
-pub mod secret;
-pub mod server;
-pub mod store;
+mod commands;
+mod config;
+mod human;
+mod logging;
+mod model;
+mod openrouter;
+mod output;
+mod pool;
+mod secret;
+mod server;
+mod store;
 mod sync;
+
+pub use output::{OutputError, StdoutClosed};
+pub use secret::redact;
+
+/// What the benchmarks, the fuzz targets and the integration tests drive
+/// directly: the pure parts (classifier, pool, store format, relay end
+/// judgement). Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::model::{
+        AccountRecord, FreeModelDailyRequests, KeyInfo, KeyRecord, KeyState, StoreFile,
+    };
+    pub use crate::openrouter::classify::{
+        Answer, FirstEvent, LimitPeriod, Verdict, classify, error_in_body, sse_first_data,
+    };
+    pub use crate::pool::{CapKind, Choice, Event, Pool, Settings};
+    pub use crate::secret::ApiKey;
+    pub use crate::server::relay::{BodyError, RelaySpec, Sent};
+    pub use crate::store::{FileStore, StoreError, render};
+}
 
 use std::process::ExitCode;
 

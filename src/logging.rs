@@ -31,26 +31,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// The flexi_logger writer target of the request log: `log::info!(target:
 /// REQUESTS_TARGET, ...)` writes one line to `requests-YYYY-MM-DD.log` only.
-pub const REQUESTS_TARGET: &str = "{requests}";
+pub(crate) const REQUESTS_TARGET: &str = "{requests}";
 /// The log target of key events: console and `keys-YYYY-MM-DD.log`.
-pub const KEYS_TARGET: &str = "orproxy::keys";
+pub(crate) const KEYS_TARGET: &str = "orproxy::keys";
 /// The kinds of daily files, which are also their name prefixes.
-pub const KINDS: [&str; 3] = ["requests", "errors", "keys"];
+pub(crate) const KINDS: [&str; 3] = ["requests", "errors", "keys"];
 /// The console's level when `RUST_LOG` is not set.
 const DEFAULT_SPEC: &str = "info, actix_server=warn";
 
 /// Where and how long the log files are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogFiles {
+pub(crate) struct LogFiles {
     /// The directory holding the daily files.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Files older than this many days are deleted; 0 keeps them forever.
-    pub retention_days: u32,
+    pub(crate) retention_days: u32,
 }
 
 /// Why logging could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum LogError {
+pub(crate) enum LogError {
     /// The log directory could not be created or used.
     #[error(
         "cannot use the log directory {path}: {source} (choose another with --log-dir or ORPROXY_LOG_DIR)"
@@ -68,14 +68,14 @@ pub enum LogError {
 
 /// The date the daily files are named after. Injected so that tests can
 /// move through midnight.
-pub trait Clock: Send + Sync {
+pub(crate) trait Clock: Send + Sync {
     /// Today, in the local time zone.
     fn today(&self) -> NaiveDate;
 }
 
 /// The system clock in the local time zone.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LocalClock;
+pub(crate) struct LocalClock;
 
 impl Clock for LocalClock {
     fn today(&self) -> NaiveDate {
@@ -112,7 +112,7 @@ thread_local! {
 /// Start logging for `orproxy serve`: the console plus the three daily files
 /// in `files.dir` (created 0700; files are 0600). Old files are cleaned up
 /// before the first line is written.
-pub fn init_server(files: &LogFiles) -> Result<(), LogError> {
+pub(crate) fn init_server(files: &LogFiles) -> Result<(), LogError> {
     create_private_dir(&files.dir).map_err(|source| LogError::Dir {
         path: files.dir.clone(),
         source,
@@ -205,7 +205,7 @@ fn file_spec(console: &LogSpecification) -> LogSpecification {
 
 /// Log a panic (its message redacted) instead of letting the default hook
 /// print it: a panic message may quote a key. Installed for every command.
-pub fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let location = info
             .location()
@@ -263,7 +263,7 @@ impl Buffers {
 }
 
 /// Write out every buffered log line (at shutdown; also every 200 ms).
-pub fn flush() {
+pub(crate) fn flush() {
     if let Some(buffers) = BUFFERS.get() {
         buffers.flush();
     }
@@ -350,7 +350,7 @@ impl LogWriter for RequestsWriter {
 /// like every other line. The same as `log::info!(target: REQUESTS_TARGET,
 /// ...)`, which the server's own lines skip: that path formats and copies
 /// each line twice more.
-pub fn request_line(line: &[u8]) {
+pub(crate) fn request_line(line: &[u8]) {
     let Some(buffers) = BUFFERS.get() else {
         log::info!(target: REQUESTS_TARGET, "{}", String::from_utf8_lossy(line));
         return;
@@ -383,7 +383,7 @@ impl Drop for WriterGuard {
 
 /// One kind of daily file: `<dir>/<kind>-YYYY-MM-DD.log`, switched when the
 /// clock's date changes; each switch also deletes old files.
-pub struct DailyFile {
+pub(crate) struct DailyFile {
     dir: PathBuf,
     kind: &'static str,
     retention_days: u32,
@@ -393,7 +393,12 @@ pub struct DailyFile {
 
 impl DailyFile {
     /// A daily file of `kind` in `dir`; nothing is opened until the first line.
-    pub fn new(dir: &Path, kind: &'static str, retention_days: u32, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(
+        dir: &Path,
+        kind: &'static str,
+        retention_days: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             dir: dir.to_path_buf(),
             kind,
@@ -404,12 +409,12 @@ impl DailyFile {
     }
 
     /// Append one line (a newline is added) to today's file.
-    pub fn write_line(&self, line: &str) -> io::Result<()> {
+    pub(crate) fn write_line(&self, line: &str) -> io::Result<()> {
         self.write_bytes_line(line.as_bytes())
     }
 
     /// [`Self::write_line`] for text that is already bytes.
-    pub fn write_bytes_line(&self, line: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_bytes_line(&self, line: &[u8]) -> io::Result<()> {
         let today = self.clock.today();
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.as_ref().is_none_or(|(date, _)| *date != today) {
@@ -446,7 +451,7 @@ impl DailyFile {
     }
 
     /// Write out what is buffered.
-    pub fn flush(&self) -> io::Result<()> {
+    pub(crate) fn flush(&self) -> io::Result<()> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         match open.as_mut() {
             Some((_, file)) => file.flush(),
@@ -456,7 +461,7 @@ impl DailyFile {
 }
 
 /// `<dir>/<kind>-YYYY-MM-DD.log`.
-pub fn daily_path(dir: &Path, kind: &str, date: NaiveDate) -> PathBuf {
+pub(crate) fn daily_path(dir: &Path, kind: &str, date: NaiveDate) -> PathBuf {
     dir.join(format!("{kind}-{}.log", date.format("%Y-%m-%d")))
 }
 
@@ -475,7 +480,7 @@ fn parse_daily_name(name: &str) -> Option<(&'static str, NaiveDate)> {
 /// Delete the daily files in `dir` dated more than `retention_days` days
 /// before `today` (none when `retention_days` is 0). Other files are never
 /// touched. Returns the deleted paths.
-pub fn cleanup(dir: &Path, today: NaiveDate, retention_days: u32) -> Vec<PathBuf> {
+pub(crate) fn cleanup(dir: &Path, today: NaiveDate, retention_days: u32) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     if retention_days == 0 {
         return removed;
@@ -523,11 +528,6 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
-/// Now, in the local time zone, as the log files write it.
-pub fn local_now() -> DateTime<Local> {
-    Local::now()
-}
-
 thread_local! {
     /// The last second [`rfc3339_now`] formatted: its Unix time, the text
     /// before the fraction (`2026-11-27T07:06:59`) and the offset (`+01:00`).
@@ -539,7 +539,7 @@ thread_local! {
 /// `2026-11-27T07:06:59.203+01:00` (what chrono's `to_rfc3339_opts(Millis,
 /// false)` writes). The date, time and offset are worked out once a second
 /// and reused: only the milliseconds change between lines.
-pub fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     rfc3339_at(std::time::SystemTime::now())
 }
 

@@ -18,14 +18,14 @@ fn main() -> ExitCode {
         // The reader of our output went away (`| head`): nothing to say.
         Err(err)
             if matches!(
-                err.downcast_ref::<orproxy::output::OutputError>(),
-                Some(orproxy::output::OutputError::Closed(_))
+                err.downcast_ref::<orproxy::OutputError>(),
+                Some(orproxy::OutputError::Closed(_))
             ) =>
         {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {}", orproxy::secret::redact(&format!("{err:#}")));
+            eprintln!("error: {}", orproxy::redact(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }

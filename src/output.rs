@@ -10,7 +10,7 @@ use std::io::{self, Write};
 pub struct StdoutClosed;
 
 /// Write one line to stdout.
-pub fn line(args: fmt::Arguments<'_>) -> Result<(), OutputError> {
+pub(crate) fn line(args: fmt::Arguments<'_>) -> Result<(), OutputError> {
     let mut out = io::stdout().lock();
     out.write_fmt(args)
         .and_then(|()| out.write_all(b"\n"))

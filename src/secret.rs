@@ -45,22 +45,22 @@ impl ApiKey {
     }
 
     /// Whether the key has the `sk-or-` prefix OpenRouter keys carry.
-    pub fn looks_like_openrouter(&self) -> bool {
+    pub(crate) fn looks_like_openrouter(&self) -> bool {
         self.0.starts_with("sk-or-")
     }
 
     /// The full key, for the `Authorization` header and the store file only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// The masked form shown everywhere: `sk-or-v1-…a1b2`.
-    pub fn masked(&self) -> String {
+    pub(crate) fn masked(&self) -> String {
         mask(&self.0)
     }
 
     /// The full SHA-256 of the key in hex; IDs are prefixes of it.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let digest = Sha256::digest(self.0.as_bytes());
         let mut out = String::with_capacity(64);
         for byte in digest {
@@ -76,7 +76,7 @@ impl ApiKey {
     }
 
     /// A longer prefix of the fingerprint, used when two keys' short IDs collide.
-    pub fn id_of_len(&self, len: usize) -> String {
+    pub(crate) fn id_of_len(&self, len: usize) -> String {
         let fp = self.fingerprint();
         fp[..len.min(fp.len())].to_owned()
     }
@@ -97,17 +97,17 @@ impl fmt::Display for ApiKey {
 /// A bearer token a client or the admin sends to orproxy (a client token or
 /// the admin token). `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct BearerToken(String);
+pub(crate) struct BearerToken(String);
 
 impl BearerToken {
     /// Check a configured token: not empty, no whitespace or control
     /// characters (it could not be sent in a header).
-    pub fn parse(raw: &str) -> Result<Self, KeyError> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, KeyError> {
         ApiKey::parse(raw).map(|k| Self(k.0))
     }
 
     /// The token itself, for comparisons only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -119,7 +119,7 @@ impl fmt::Debug for BearerToken {
 }
 
 /// Mask any key-like string: keep a known prefix and the last four characters.
-pub fn mask(raw: &str) -> String {
+pub(crate) fn mask(raw: &str) -> String {
     let prefix = ["sk-or-v1-", "sk-or-", "sk-"]
         .into_iter()
         .find(|p| raw.starts_with(p))
@@ -142,7 +142,7 @@ pub fn redact(text: &str) -> String {
 
 /// Whether `bytes` contain the `sk-or-` prefix, i.e. whether [`redact`]
 /// could change them.
-pub fn may_hold_key(bytes: &[u8]) -> bool {
+pub(crate) fn may_hold_key(bytes: &[u8]) -> bool {
     // The searcher is built once, not for every line.
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new("sk-or-"));
@@ -151,7 +151,7 @@ pub fn may_hold_key(bytes: &[u8]) -> bool {
 
 /// [`redact`], borrowing `text` when there is nothing to mask (the usual
 /// case: no copy on the logging path).
-pub fn redacted(text: &str) -> Cow<'_, str> {
+pub(crate) fn redacted(text: &str) -> Cow<'_, str> {
     const NEEDLE: &str = "sk-or-";
     if !may_hold_key(text.as_bytes()) {
         return Cow::Borrowed(text);

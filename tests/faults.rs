@@ -980,7 +980,7 @@ impl Rng {
 /// Keys in the store, by ID, with their `requests_total`; the store must parse.
 fn stored_keys(env: &Env) -> std::collections::BTreeMap<String, u64> {
     let text = std::fs::read(&env.store).unwrap();
-    orproxy::store::FileStore::new(&env.store)
+    orproxy::internals::FileStore::new(&env.store)
         .parse(&text)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&text)));
     env.list_json()

@@ -1,5 +1,7 @@
 //! Integration tests: each spawns the real `orproxy` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Test helpers are `pub` for the test modules; nothing here is an API.
+#![allow(unreachable_pub)]
 
 mod common;
 

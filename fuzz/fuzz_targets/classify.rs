@@ -7,7 +7,7 @@
 use arbitrary::Arbitrary;
 use chrono::{DateTime, Utc};
 use libfuzzer_sys::fuzz_target;
-use orproxy::openrouter::classify::{Answer, Verdict, classify, error_in_body};
+use orproxy::internals::{Answer, Verdict, classify, error_in_body};
 use std::time::Duration;
 
 #[derive(Arbitrary, Debug)]

@@ -6,7 +6,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use orproxy::server::relay::{BodyError, RelaySpec, Sent};
+use orproxy::internals::{BodyError, RelaySpec, Sent};
 use std::time::Duration;
 
 #[derive(Arbitrary, Debug)]

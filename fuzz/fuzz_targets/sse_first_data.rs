@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orproxy::openrouter::classify::{FirstEvent, sse_first_data};
+use orproxy::internals::{FirstEvent, sse_first_data};
 
 fuzz_target!(|input: (Vec<u16>, &[u8])| {
     let (cuts, stream) = input;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orproxy::store::{FileStore, StoreError, render};
+use orproxy::internals::{FileStore, StoreError, render};
 
 fuzz_target!(|bytes: &[u8]| {
     let store = FileStore::new("/nonexistent/keys.json");

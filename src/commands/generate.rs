@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 
 /// Write `DIR/completions/*` and `DIR/man/*`.
-pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     write_all(&args.out_dir)?;
     crate::out!(
         "wrote {} and {}",
@@ -19,7 +19,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
 }
 
 /// Generate every completion script and man page into `out`.
-pub fn write_all(out: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_all(out: &Path) -> anyhow::Result<()> {
     let completions = out.join("completions");
     let man = out.join("man");
     for dir in [&completions, &man] {

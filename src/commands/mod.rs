@@ -1,5 +1,5 @@
 //! One module per subcommand.
 
-pub mod generate;
-pub mod keys;
-pub mod serve;
+pub(crate) mod generate;
+pub(crate) mod keys;
+pub(crate) mod serve;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use chrono::Utc;
 
 /// Run the proxy until SIGINT/SIGTERM.
-pub fn run(location: Location, args: &ServeArgs) -> anyhow::Result<()> {
+pub(crate) fn run(location: Location, args: &ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::from_args(location, args, LegacyEnv::from_process())?;
     crate::logging::init_server(&config.log_files)?;
     let store = Backend::open(&config.store)?;

@@ -9,8 +9,8 @@ mod state;
 mod view;
 
 pub use account::AccountRecord;
-pub use record::{
-    FreeModelDailyRequests, KeyInfo, KeyRecord, STORE_VERSION, StoreFile, assign_id, quota_account,
-};
-pub use state::{KeyState, Status};
-pub use view::KeyView;
+pub use record::{FreeModelDailyRequests, KeyInfo, KeyRecord, StoreFile};
+pub(crate) use record::{STORE_VERSION, assign_id, quota_account};
+pub use state::KeyState;
+pub(crate) use state::Status;
+pub(crate) use view::KeyView;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The store format version this build reads and writes.
-pub const STORE_VERSION: u32 = 1;
+pub(crate) const STORE_VERSION: u32 = 1;
 
 /// The whole store file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,19 +59,19 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     /// The account the key belongs to, when OpenRouter told us.
-    pub fn account(&self) -> Option<&str> {
+    pub(crate) fn account(&self) -> Option<&str> {
         self.info.as_ref()?.creator_user_id.as_deref()
     }
 
     /// The key under which its account's quota is counted: the account, or
     /// the key itself (`key:<id>`) when the account is unknown.
-    pub fn quota_account(&self) -> String {
+    pub(crate) fn quota_account(&self) -> String {
         quota_account(self.account(), &self.id)
     }
 }
 
 /// See [`KeyRecord::quota_account`].
-pub fn quota_account(account: Option<&str>, id: &str) -> String {
+pub(crate) fn quota_account(account: Option<&str>, id: &str) -> String {
     match account {
         Some(a) => a.to_owned(),
         None => format!("key:{id}"),
@@ -117,7 +117,7 @@ pub struct FreeModelDailyRequests {
 
 /// Pick an ID for `key` that no other key in `existing` uses: the 8-digit
 /// prefix, lengthened only on a collision with a different key.
-pub fn assign_id<'a>(
+pub(crate) fn assign_id<'a>(
     key: &ApiKey,
     existing: impl Iterator<Item = &'a KeyRecord> + Clone,
 ) -> String {

@@ -37,7 +37,7 @@ pub struct KeyState {
 
 /// What a key can do at a given instant. Computed, never stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     /// Usable now.
     Active,
     /// Usable again at `until`.
@@ -56,7 +56,7 @@ pub enum Status {
 
 impl Status {
     /// The lower-case name used in tables and JSON: `active`, `cooling`, `disabled`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Status::Active => "active",
             Status::Cooling { .. } => "cooling",
@@ -68,7 +68,7 @@ impl Status {
 impl KeyState {
     /// The key's status at `now`: a cooldown in the past reads as active. A
     /// key parked only for free models reads as cooling, with that reason.
-    pub fn status(&self, now: DateTime<Utc>) -> Status {
+    pub(crate) fn status(&self, now: DateTime<Utc>) -> Status {
         if self.disabled {
             return Status::Disabled {
                 reason: self.disabled_reason.clone(),
@@ -88,23 +88,23 @@ impl KeyState {
     }
 
     /// The end of the general cooldown, if it is still running at `now`.
-    pub fn cooldown(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn cooldown(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cooldown_until.filter(|until| *until > now)
     }
 
     /// The end of the free-models cooldown, if it is still running at `now`.
-    pub fn free_cooldown(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn free_cooldown(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.free_cooldown_until.filter(|until| *until > now)
     }
 
     /// Whether the key may be sent upstream at `now` for any model.
-    pub fn is_available(&self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn is_available(&self, now: DateTime<Utc>) -> bool {
         self.is_available_for(now, false)
     }
 
     /// Whether the key may be sent upstream at `now`, for a `:free` model
     /// when `free`.
-    pub fn is_available_for(&self, now: DateTime<Utc>, free: bool) -> bool {
+    pub(crate) fn is_available_for(&self, now: DateTime<Utc>, free: bool) -> bool {
         !self.disabled
             && self.cooldown(now).is_none()
             && !(free && self.free_cooldown(now).is_some())
@@ -112,7 +112,7 @@ impl KeyState {
 
     /// When the key is usable again for this kind of request, if it is
     /// cooling (None when usable now or disabled).
-    pub fn blocked_until(&self, now: DateTime<Utc>, free: bool) -> Option<DateTime<Utc>> {
+    pub(crate) fn blocked_until(&self, now: DateTime<Utc>, free: bool) -> Option<DateTime<Utc>> {
         if self.disabled {
             return None;
         }
@@ -123,7 +123,7 @@ impl KeyState {
 
     /// Bring the key back: clear disabled flag, cooldown and failure count.
     /// Counters and `last_used` are history and stay.
-    pub fn reactivate(&mut self) {
+    pub(crate) fn reactivate(&mut self) {
         self.disabled = false;
         self.disabled_reason = None;
         self.cooldown_until = None;

@@ -8,38 +8,38 @@ use serde::Serialize;
 
 /// One key as shown to users. Status is computed at `now`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct KeyView {
+pub(crate) struct KeyView {
     /// Short stable ID.
-    pub id: String,
+    pub(crate) id: String,
     /// The user's label.
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
     /// The key, masked.
-    pub masked: String,
+    pub(crate) masked: String,
     /// `active`, `cooling` or `disabled`.
-    pub status: &'static str,
+    pub(crate) status: &'static str,
     /// End of the cooldown (RFC 3339 UTC) while cooling.
-    pub cooldown_until: Option<String>,
+    pub(crate) cooldown_until: Option<String>,
     /// Why it is cooling.
-    pub cooldown_reason: Option<String>,
+    pub(crate) cooldown_reason: Option<String>,
     /// Why it is disabled.
-    pub disabled_reason: Option<String>,
+    pub(crate) disabled_reason: Option<String>,
     /// Failed attempts since the last success.
-    pub consecutive_failures: u32,
+    pub(crate) consecutive_failures: u32,
     /// When it was last used (RFC 3339 UTC).
-    pub last_used: Option<String>,
+    pub(crate) last_used: Option<String>,
     /// Requests it answered.
-    pub requests_total: u64,
+    pub(crate) requests_total: u64,
     /// Attempts with it that failed.
-    pub failures_total: u64,
+    pub(crate) failures_total: u64,
     /// When it was added (RFC 3339 UTC).
-    pub added_at: String,
+    pub(crate) added_at: String,
     /// The OpenRouter account it belongs to, when known.
-    pub account: Option<String>,
+    pub(crate) account: Option<String>,
 }
 
 impl KeyView {
     /// The view of `record` at `now`.
-    pub fn of(record: &KeyRecord, now: DateTime<Utc>) -> Self {
+    pub(crate) fn of(record: &KeyRecord, now: DateTime<Utc>) -> Self {
         let status = record.state.status(now);
         let (cooldown_until, cooldown_reason, disabled_reason) = match &status {
             Status::Active => (None, None, None),

@@ -592,7 +592,7 @@ fn transient(info: &Info<'_>, answer: &Answer<'_>, now: DateTime<Utc>) -> Verdic
 
 /// The cap OpenRouter states in `X-RateLimit-Limit` (HTTP header first,
 /// then `error.metadata.headers`), e.g. 20 per minute or 50 per day.
-pub fn rate_limit_limit(answer: &Answer<'_>) -> Option<u32> {
+pub(crate) fn rate_limit_limit(answer: &Answer<'_>) -> Option<u32> {
     let as_u32 =
         |v: f64| (v.is_finite() && v >= 1.0 && v <= f64::from(u32::MAX)).then_some(v as u32);
     if let Some(v) = http_header(answer.headers, "x-ratelimit-limit")

@@ -7,7 +7,7 @@
 
 /// The methods an endpoint takes; any other gets a 405.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Methods {
+pub(crate) enum Methods {
     /// `POST` only.
     Post,
     /// `GET` (and `HEAD`) only.
@@ -18,7 +18,7 @@ pub enum Methods {
 
 impl Methods {
     /// Whether `method` is allowed.
-    pub fn allow(self, method: &str) -> bool {
+    pub(crate) fn allow(self, method: &str) -> bool {
         match self {
             Methods::Post => method == "POST",
             Methods::Get => method == "GET" || method == "HEAD",
@@ -27,7 +27,7 @@ impl Methods {
     }
 
     /// What a 405 tells the client to use instead.
-    pub fn hint(self) -> &'static str {
+    pub(crate) fn hint(self) -> &'static str {
         match self {
             Methods::Post => "POST",
             Methods::Get => "GET",
@@ -38,7 +38,7 @@ impl Methods {
 
 /// How a streamed (SSE) answer of the endpoint ends when it is whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamEnd {
+pub(crate) enum StreamEnd {
     /// With `data: [DONE]` (chat and text completions): an end without it
     /// is a stream the upstream cut short.
     Done,
@@ -48,21 +48,21 @@ pub enum StreamEnd {
 
 /// One endpoint under `/v1`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// The path under `/v1/`, without a trailing slash.
-    pub path: &'static str,
+    pub(crate) path: &'static str,
     /// The methods it takes.
-    pub methods: Methods,
+    pub(crate) methods: Methods,
     /// Its body is JSON, read for `model` and `stream` before it is sent
     /// (a body that is not JSON gets a 400 and is never sent).
-    pub peeked: bool,
+    pub(crate) peeked: bool,
     /// How its streams end when whole.
-    pub stream_end: StreamEnd,
+    pub(crate) stream_end: StreamEnd,
     /// Its label in metrics and the request log's route.
-    pub label: &'static str,
+    pub(crate) label: &'static str,
     /// OpenRouter answers it without a key: with no usable key, it is sent
     /// without one.
-    pub keyless: bool,
+    pub(crate) keyless: bool,
 }
 
 const fn inference(path: &'static str, stream_end: StreamEnd, label: &'static str) -> Endpoint {
@@ -88,7 +88,7 @@ const fn forwarded(path: &'static str, label: &'static str) -> Endpoint {
 }
 
 /// The endpoints orproxy knows.
-pub const ENDPOINTS: [Endpoint; 14] = [
+pub(crate) const ENDPOINTS: [Endpoint; 14] = [
     inference("chat/completions", StreamEnd::Done, "/v1/chat/completions"),
     inference("completions", StreamEnd::Done, "/v1/completions"),
     inference("embeddings", StreamEnd::EventBoundary, "/v1/embeddings"),
@@ -113,11 +113,11 @@ pub const ENDPOINTS: [Endpoint; 14] = [
 ];
 
 /// Any other path under `/v1`: forwarded as it is.
-pub const OTHER: Endpoint = forwarded("", "/v1/other");
+pub(crate) const OTHER: Endpoint = forwarded("", "/v1/other");
 
 /// The endpoint of `tail`, the path after `/v1/` (a trailing slash is
 /// ignored).
-pub fn lookup(tail: &str) -> &'static Endpoint {
+pub(crate) fn lookup(tail: &str) -> &'static Endpoint {
     let tail = tail.trim_end_matches('/');
     ENDPOINTS.iter().find(|e| e.path == tail).unwrap_or(&OTHER)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// Why a key could not be checked.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     /// OpenRouter says the key is invalid or deleted (401).
     #[error("OpenRouter rejected the key ({status}: {message})")]
     Rejected {
@@ -37,11 +37,11 @@ pub enum CheckError {
 }
 
 /// How long a key check (`GET /key`) may take, connection included.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// An HTTP client for key checks, bounded by [`CHECK_TIMEOUT`]. Must be
 /// made inside an actix (tokio) runtime.
-pub fn client() -> awc::Client {
+pub(crate) fn client() -> awc::Client {
     awc::Client::builder()
         .timeout(CHECK_TIMEOUT)
         .connector(awc::Connector::new().timeout(CHECK_TIMEOUT))
@@ -53,7 +53,7 @@ pub fn client() -> awc::Client {
 /// result, for `keys add`, `keys check`, the admin API and the server's
 /// re-checks.
 #[derive(Debug)]
-pub enum KeyCheck {
+pub(crate) enum KeyCheck {
     /// OpenRouter knows the key, and says this about it.
     Known(KeyInfo),
     /// OpenRouter rejects the key (401): invalid or deleted.
@@ -64,7 +64,7 @@ pub enum KeyCheck {
 
 impl KeyCheck {
     /// `ok`, `rejected` or `unreachable`, as `keys check --json` says it.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             KeyCheck::Known(_) => "ok",
             KeyCheck::Rejected(_) => "rejected",
@@ -84,7 +84,7 @@ impl From<Result<KeyInfo, CheckError>> for KeyCheck {
 }
 
 /// Check `key` with OpenRouter (`GET {upstream}/key`).
-pub async fn check(
+pub(crate) async fn check(
     client: &awc::Client,
     upstream: &str,
     key: &ApiKey,
@@ -136,7 +136,7 @@ async fn fetch(
 }
 
 /// Read the `data` object of a `GET /key` answer, leniently.
-pub fn parse_key_info(body: &[u8], now: DateTime<Utc>) -> Option<KeyInfo> {
+pub(crate) fn parse_key_info(body: &[u8], now: DateTime<Utc>) -> Option<KeyInfo> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let data = value.get("data")?.as_object()?;
     let num = |name: &str| data.get(name).and_then(Value::as_f64);
@@ -169,7 +169,7 @@ pub fn parse_key_info(body: &[u8], now: DateTime<Utc>) -> Option<KeyInfo> {
 }
 
 /// OpenRouter's `error.message`, else the start of the body; never a key.
-pub fn error_message(body: &[u8]) -> String {
+pub(crate) fn error_message(body: &[u8]) -> String {
     let from_json = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
         v.get("error")
             .and_then(|e| e.get("message").or(Some(e)))
@@ -189,7 +189,7 @@ pub fn error_message(body: &[u8]) -> String {
 }
 
 /// One line describing what OpenRouter said about a key.
-pub fn describe(info: &KeyInfo) -> String {
+pub(crate) fn describe(info: &KeyInfo) -> String {
     let mut parts = Vec::new();
     if let Some(label) = &info.label {
         parts.push(format!("label \"{label}\""));

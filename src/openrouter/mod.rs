@@ -1,6 +1,6 @@
 //! Reading OpenRouter's answers.
 
-pub mod classify;
-pub mod endpoints;
-pub mod keyinfo;
-pub mod usage;
+pub(crate) mod classify;
+pub(crate) mod endpoints;
+pub(crate) mod keyinfo;
+pub(crate) mod usage;

@@ -12,7 +12,7 @@ const MAX_LINE: usize = 1024 * 1024;
 /// The token usage the upstream reported, as it goes into the log line.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum Usage {
+pub(crate) enum Usage {
     /// The upstream's own compact JSON text, copied as it is (no tree to
     /// build, or to serialize again).
     Raw(Box<RawValue>),
@@ -23,7 +23,7 @@ pub enum Usage {
 
 impl Usage {
     /// The usage as a body had it (kept as its text when that is compact).
-    pub fn from_raw(raw: Box<RawValue>) -> Option<Self> {
+    pub(crate) fn from_raw(raw: Box<RawValue>) -> Option<Self> {
         let text = raw.get().as_bytes();
         if text
             .iter()
@@ -35,7 +35,7 @@ impl Usage {
     }
 
     /// The top-level `usage` of a whole JSON body, if it has one.
-    pub fn of_json(body: &[u8]) -> Option<Self> {
+    pub(crate) fn of_json(body: &[u8]) -> Option<Self> {
         if !mentions_usage(body) {
             return None;
         }
@@ -47,7 +47,7 @@ impl Usage {
     }
 
     /// `prompt_tokens` and `completion_tokens`, when both are counts.
-    pub fn tokens(&self) -> Option<(u64, u64)> {
+    pub(crate) fn tokens(&self) -> Option<(u64, u64)> {
         #[derive(serde::Deserialize)]
         struct Tokens {
             prompt_tokens: Option<Value>,
@@ -72,19 +72,19 @@ struct UsageOnly {
 
 /// What a whole JSON body held, as far as orproxy cares.
 #[derive(Debug)]
-pub struct JsonBody {
+pub(crate) struct JsonBody {
     /// Not one JSON document: cut short by the upstream.
-    pub cut: bool,
+    pub(crate) cut: bool,
     /// The top-level `usage` (when not null) as the body has it, for the
     /// request log.
-    pub usage: Option<Box<serde_json::value::RawValue>>,
+    pub(crate) usage: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// Judge a whole body declared as JSON (`application/json` or `+json`; None
 /// for any other content type): whether it is one JSON document, and its
 /// top-level `usage`. One pass over the body, which copies nothing but the
 /// text of `usage`.
-pub fn judge_json(content_type: Option<&str>, body: &[u8]) -> Option<JsonBody> {
+pub(crate) fn judge_json(content_type: Option<&str>, body: &[u8]) -> Option<JsonBody> {
     let is_json = content_type.is_some_and(|ct| {
         let essence = ct.split(';').next().unwrap_or_default().trim();
         essence.eq_ignore_ascii_case("application/json")
@@ -115,7 +115,7 @@ pub fn judge_json(content_type: Option<&str>, body: &[u8]) -> Option<JsonBody> {
 }
 
 /// Whether `"usage"` occurs in `bytes` (no usage can be reported without it).
-pub fn mentions_usage(bytes: &[u8]) -> bool {
+pub(crate) fn mentions_usage(bytes: &[u8]) -> bool {
     // The searcher is built once, not for every body.
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
@@ -213,7 +213,7 @@ impl serde::de::Visitor<'_> for IsUsage {
 /// Reads an SSE stream line by line as it passes, for the last `usage` and,
 /// when asked, the streamed text. Holds at most one partial line.
 #[derive(Debug, Default)]
-pub struct SseScan {
+pub(crate) struct SseScan {
     line: Vec<u8>,
     overflow: bool,
     usage: Option<Value>,
@@ -222,7 +222,7 @@ pub struct SseScan {
 
 impl SseScan {
     /// A scanner; `text`: also collect the streamed text.
-    pub fn new(text: bool) -> Self {
+    pub(crate) fn new(text: bool) -> Self {
         Self {
             text: text.then(String::new),
             ..Self::default()
@@ -230,17 +230,17 @@ impl SseScan {
     }
 
     /// The last usage seen.
-    pub fn take_usage(&mut self) -> Option<Usage> {
+    pub(crate) fn take_usage(&mut self) -> Option<Usage> {
         self.usage.take().map(Usage::Value)
     }
 
     /// The text collected (when asked for).
-    pub fn take_text(&mut self) -> Option<String> {
+    pub(crate) fn take_text(&mut self) -> Option<String> {
         self.text.take()
     }
 
     /// Scan the next bytes of the stream.
-    pub fn feed(&mut self, chunk: &[u8]) {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         for piece in chunk.split_inclusive(|b| *b == b'\n') {
             let complete = piece.ends_with(b"\n");
             if !complete {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// How one attempt ended, as far as deciding needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempted {
+pub(crate) enum Attempted {
     /// The upstream answered with `status`; the classifier read it as
     /// `verdict`. `rate_limit` is the cap OpenRouter stated
     /// (`X-RateLimit-Limit`), if any.
@@ -35,7 +35,7 @@ pub enum Attempted {
 
 /// Why an attempt got no answer that could be judged.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The request could not be sent (refused, DNS, TLS, reset...).
     Unreachable(String),
     /// Connecting took longer than the connect timeout (seconds).
@@ -51,7 +51,7 @@ pub enum Failure {
 
 impl Failure {
     /// orproxy's error code for it (the log's outcome).
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Failure::Unreachable(_) => "upstream_unreachable",
             Failure::ConnectTimeout(_) | Failure::HeadersTimeout(_) | Failure::Silent(_) => {
@@ -62,7 +62,7 @@ impl Failure {
     }
 
     /// What happened, for people.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Failure::Unreachable(why) => format!("Cannot reach the upstream: {why}"),
             Failure::ConnectTimeout(secs) => {
@@ -85,7 +85,7 @@ impl Failure {
 impl Attempted {
     /// The attempt's outcome in the request log and metrics: the verdict's
     /// name, or orproxy's error code.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Attempted::Answered { verdict, .. } => verdict.reason(),
             Attempted::Failed(failure) => failure.code(),
@@ -95,26 +95,26 @@ impl Attempted {
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// What happens to the key (reported to the pool when there was one).
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
     /// `None`: this answer goes to the client. `Some(delay)`: try again
     /// (on the best key) after `delay`, if attempts and time remain.
-    pub retry: Option<Duration>,
+    pub(crate) retry: Option<Duration>,
     /// The account's free-model cap of this kind was hit: note it, with
     /// the attempt's `rate_limit`.
-    pub cap: Option<CapKind>,
+    pub(crate) cap: Option<CapKind>,
     /// OpenRouter's capacity for the request's model is exhausted: hold
     /// every request for the model until then.
-    pub hold_model_until: Option<DateTime<Utc>>,
+    pub(crate) hold_model_until: Option<DateTime<Utc>>,
     /// The wait to advertise (`Retry-After`) if this upstream answer ends
     /// up with the client after all.
-    pub retry_hint: Option<Duration>,
+    pub(crate) retry_hint: Option<Duration>,
 }
 
 /// Short exponential back-off between attempts after transient failures:
 /// 400 ms, 800 ms, 1.6 s, then 2 s.
-pub fn backoff(attempt_no: u32) -> Duration {
+pub(crate) fn backoff(attempt_no: u32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << attempt_no.min(4)).min(2000))
 }
 
@@ -149,7 +149,7 @@ fn cooldown(until: DateTime<Utc>, reason: &str, account_wide: bool, free_only: b
 
 /// The decision for attempt number `attempt_no` (from 1) of a request for
 /// `model`, judged at `now`.
-pub fn decide(
+pub(crate) fn decide(
     attempted: &Attempted,
     model: Option<&str>,
     attempt_no: u32,
@@ -233,7 +233,7 @@ pub fn decide(
 }
 
 /// What a background check (`GET /key`) of a disabled key means for it.
-pub fn probe(check: &KeyCheck) -> Probe {
+pub(crate) fn probe(check: &KeyCheck) -> Probe {
     match check {
         KeyCheck::Known(info) if info.limit_remaining.is_some_and(|left| left <= 0.0) => {
             Probe::StillDown("no credit left under the key's own limit".to_owned())

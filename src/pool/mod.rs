@@ -7,8 +7,8 @@
 //! Nothing here reads the clock, touches the disk or blocks: every decision
 //! takes `now` as a parameter so it can be tested exactly.
 
-pub mod decide;
-pub mod quota;
+pub(crate) mod decide;
+pub(crate) mod quota;
 
 #[cfg(test)]
 mod tests;
@@ -21,12 +21,12 @@ use quota::AccountUsage;
 use std::collections::{HashMap, HashSet};
 
 /// How many consecutive failures disable a key unless configured otherwise.
-pub const DEFAULT_MAX_FAILURES: u32 = 5;
+pub(crate) const DEFAULT_MAX_FAILURES: u32 = 5;
 
 /// What follows the count in the reason of a key disabled by a streak of
 /// failures whose last was `last`: "5 consecutive failures (last: HTTP
 /// 502)". The Redis script, which counts shared streaks, is given this text.
-pub fn streak_suffix(last: &str) -> String {
+pub(crate) fn streak_suffix(last: &str) -> String {
     format!(" consecutive failures (last: {last})")
 }
 
@@ -47,30 +47,30 @@ impl Default for Settings {
 
 /// One key as the pool sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PoolKey {
+pub(crate) struct PoolKey {
     /// The key's stable short ID (see [`KeyRecord::id`]).
-    pub id: String,
+    pub(crate) id: String,
     /// The secret itself.
-    pub key: ApiKey,
+    pub(crate) key: ApiKey,
     /// A name the user gave the key.
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
     /// The account (`creator_user_id`) owning the key, when known.
-    pub account: Option<String>,
+    pub(crate) account: Option<String>,
     /// The administrative generation last adopted from the store.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Runtime state: cooldown, disabled flag, counters.
-    pub state: KeyState,
+    pub(crate) state: KeyState,
     /// Where its free-model requests are counted: the account, or
     /// `key:<id>` when the account is unknown.
-    pub quota: String,
+    pub(crate) quota: String,
     /// With a shared store: the version of the stored state last adopted,
     /// so that an older one arriving late is ignored.
-    pub version: u64,
+    pub(crate) version: u64,
 }
 
 impl PoolKey {
     /// The pool's view of a store record, state included.
-    pub fn from_record(record: &KeyRecord) -> Self {
+    pub(crate) fn from_record(record: &KeyRecord) -> Self {
         Self {
             id: record.id.clone(),
             key: record.key.clone(),
@@ -111,7 +111,7 @@ pub enum Choice {
 
 /// What happened to one attempt made with a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The key worked: failure streak reset, one more request counted.
     Success,
     /// The key (or its whole account) is rate limited until `until`.
@@ -189,9 +189,10 @@ pub enum Event {
     },
 }
 
+#[cfg(test)]
 impl Event {
     /// The ID of the key the event is about.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         match self {
             Event::CooldownStarted { id, .. }
             | Event::Disabled { id, .. }
@@ -205,13 +206,13 @@ impl Event {
 
 /// How many keys are in each status at some instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Usable now.
-    pub active: usize,
+    pub(crate) active: usize,
     /// Waiting for a cooldown to end.
-    pub cooling: usize,
+    pub(crate) cooling: usize,
     /// Out of rotation until reactivated.
-    pub disabled: usize,
+    pub(crate) disabled: usize,
 }
 
 /// A key's status for one kind of request, without cloning its reasons.
@@ -383,7 +384,7 @@ pub enum CapKind {
 
 /// What a background `GET /key` re-check of a disabled key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// The key answers and can spend: bring it back.
     Healthy,
     /// OpenRouter rejects the key (401): it stays disabled for good.
@@ -394,7 +395,7 @@ pub enum Probe {
 
 impl Pool {
     /// An empty pool.
-    pub fn new(settings: Settings) -> Self {
+    pub(crate) fn new(settings: Settings) -> Self {
         Self {
             settings,
             ..Self::default()
@@ -418,7 +419,7 @@ impl Pool {
     /// Adopt what the store knows about accounts: persisted free-model
     /// counts (another writer's, or from before a restart; counts only grow
     /// within a day) and tiers and counts from `GET /key` info.
-    pub fn adopt_accounts(&mut self, file: &StoreFile, now: DateTime<Utc>) {
+    pub(crate) fn adopt_accounts(&mut self, file: &StoreFile, now: DateTime<Utc>) {
         for (account, record) in &file.accounts {
             self.accounts
                 .entry(account.clone())
@@ -438,23 +439,24 @@ impl Pool {
     }
 
     /// The pool's settings.
-    pub fn settings(&self) -> &Settings {
+    pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
     /// How many keys the pool holds.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
     }
 
+    #[cfg(test)]
     /// Whether the pool holds no key.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
     /// How many keys are active, cooling and disabled at `now`
     /// (by [`KeyState::status`]).
-    pub fn counts(&self, now: DateTime<Utc>) -> Counts {
+    pub(crate) fn counts(&self, now: DateTime<Utc>) -> Counts {
         let mut counts = Counts::default();
         for key in &self.keys {
             match classify(&key.state, now) {
@@ -468,7 +470,7 @@ impl Pool {
 
     /// When some key can serve next: `now` if one is active, else the soonest
     /// cooldown end; `None` when every key is disabled or there is none.
-    pub fn next_available(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_available(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.keys
             .iter()
             .filter_map(|key| match classify(&key.state, now) {
@@ -480,20 +482,22 @@ impl Pool {
     }
 
     /// The key with this ID.
-    pub fn get(&self, id: &str) -> Option<&PoolKey> {
+    pub(crate) fn get(&self, id: &str) -> Option<&PoolKey> {
         self.index.get(id).and_then(|&idx| self.keys.get(idx))
     }
 
     /// Every key, in store order.
-    pub fn keys(&self) -> impl Iterator<Item = &PoolKey> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &PoolKey> {
         self.keys.iter()
     }
 
+    #[cfg(test)]
     /// The ID of the sticky key: the one chosen last, until a report rotates.
-    pub fn current(&self) -> Option<&str> {
+    pub(crate) fn current(&self) -> Option<&str> {
         self.current.as_deref()
     }
 
+    #[cfg(test)]
     /// Pick the key for the next upstream attempt.
     ///
     /// The key chosen last time is reused while it is usable and not in
@@ -503,7 +507,7 @@ impl Pool {
     /// usable key is retried anyway. Cooling and disabled keys are never
     /// returned. The chosen key becomes the current key, gets
     /// `last_used = now`, and the pool becomes dirty.
-    pub fn choose(&mut self, now: DateTime<Utc>, exclude: &[String]) -> Choice {
+    pub(crate) fn choose(&mut self, now: DateTime<Utc>, exclude: &[String]) -> Choice {
         self.choose_for(now, exclude, false)
     }
 
@@ -587,7 +591,7 @@ impl Pool {
     /// resulting changes. An unknown ID (the key was removed meanwhile) is
     /// ignored. Any state change marks the pool dirty; a cooldown, disable
     /// or failure of the current key makes the next choice rotate.
-    pub fn report(&mut self, id: &str, outcome: Outcome, now: DateTime<Utc>) -> Vec<Event> {
+    pub(crate) fn report(&mut self, id: &str, outcome: Outcome, now: DateTime<Utc>) -> Vec<Event> {
         let Some(idx) = self.index.get(id).copied() else {
             return Vec::new();
         };
@@ -665,7 +669,7 @@ impl Pool {
     /// Clear every cooldown that has ended (`cooldown_until <= now`).
     /// Each key back in rotation yields [`Event::Recovered`]; a disabled
     /// key's stale cooldown is cleared silently.
-    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Event> {
+    pub(crate) fn tick(&mut self, now: DateTime<Utc>) -> Vec<Event> {
         let mut events = Vec::new();
         for key in &mut self.keys {
             let state = &mut key.state;
@@ -724,14 +728,15 @@ impl Pool {
         self.dirty = true;
     }
 
+    #[cfg(test)]
     /// What is known of the free-model use of key `id`'s account.
-    pub fn usage_of(&self, id: &str) -> Option<&AccountUsage> {
+    pub(crate) fn usage_of(&self, id: &str) -> Option<&AccountUsage> {
         self.get(id).and_then(|k| self.accounts.get(&k.quota))
     }
 
     /// OpenRouter's shared capacity for `model` is exhausted: hold requests
     /// for it until `until` (only ever extended).
-    pub fn back_off_model(&mut self, model: &str, until: DateTime<Utc>) {
+    pub(crate) fn back_off_model(&mut self, model: &str, until: DateTime<Utc>) {
         let entry = self.models.entry(model.to_owned()).or_insert(until);
         if *entry < until {
             *entry = until;
@@ -739,13 +744,13 @@ impl Pool {
     }
 
     /// Until when requests for `model` are held, if they are at `now`.
-    pub fn model_backoff(&self, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn model_backoff(&self, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.models.get(model).copied().filter(|until| *until > now)
     }
 
     /// Disabled keys due for a background `GET /key` re-check: recoverable
     /// ones not checked within `every`. They are marked as checked now.
-    pub fn due_for_probe(
+    pub(crate) fn due_for_probe(
         &mut self,
         now: DateTime<Utc>,
         every: chrono::TimeDelta,
@@ -773,7 +778,12 @@ impl Pool {
     }
 
     /// Apply the result of a re-check of disabled key `id`.
-    pub fn probe_result(&mut self, id: &str, probe: Probe, now: DateTime<Utc>) -> Vec<Event> {
+    pub(crate) fn probe_result(
+        &mut self,
+        id: &str,
+        probe: Probe,
+        now: DateTime<Utc>,
+    ) -> Vec<Event> {
         let Some(key) = self
             .index
             .get(id)
@@ -898,7 +908,7 @@ impl Pool {
 
     /// The keys a cooldown reported through key `id` parks: every key of
     /// its account when `account_wide` and the account is known, else `id`.
-    pub fn cooldown_targets(&self, id: &str, account_wide: bool) -> Vec<String> {
+    pub(crate) fn cooldown_targets(&self, id: &str, account_wide: bool) -> Vec<String> {
         let account = self
             .get(id)
             .filter(|_| account_wide)
@@ -922,7 +932,7 @@ impl Pool {
     /// Returns whether the key is usable now and was not before (waiters
     /// should look again). An unknown ID, or a `version` older than the
     /// one adopted last, is ignored.
-    pub fn adopt_state(
+    pub(crate) fn adopt_state(
         &mut self,
         id: &str,
         remote: &KeyState,
@@ -954,7 +964,7 @@ impl Pool {
     /// newer change reached us). The pool takes the store's order. Events:
     /// added and reactivated (a higher generation) in store order, then
     /// removals.
-    pub fn adopt_store(
+    pub(crate) fn adopt_store(
         &mut self,
         file: &StoreFile,
         versions: &HashMap<String, u64>,
@@ -1024,7 +1034,7 @@ impl Pool {
 
     /// The account of key `id` and its caps in force: (account, daily,
     /// per-minute).
-    pub fn quota_caps(&self, id: &str) -> Option<(String, u32, u32)> {
+    pub(crate) fn quota_caps(&self, id: &str) -> Option<(String, u32, u32)> {
         let key = self.get(id)?;
         let usage = self.accounts.get(&key.quota).cloned().unwrap_or_default();
         Some((key.quota.clone(), usage.daily_cap(), usage.minute_cap()))
@@ -1032,7 +1042,7 @@ impl Pool {
 
     /// A shared store counted `today` free-model requests for key `id`'s
     /// account today.
-    pub fn adopt_free_count(&mut self, id: &str, today: u32, now: DateTime<Utc>) {
+    pub(crate) fn adopt_free_count(&mut self, id: &str, today: u32, now: DateTime<Utc>) {
         if let Some(quota) = self.get(id).map(|k| k.quota.clone()) {
             self.accounts
                 .entry(quota)
@@ -1044,7 +1054,7 @@ impl Pool {
     /// Adopt a shared store's `answer` to a free-model request with key
     /// `id`: true when the request may go; otherwise the account is held
     /// (never until an instant in the past, which would ask again at once).
-    pub fn adopt_reservation(
+    pub(crate) fn adopt_reservation(
         &mut self,
         id: &str,
         answer: quota::Reservation,
@@ -1070,7 +1080,7 @@ impl Pool {
     /// A shared store refused key `id`'s account a free-model request: its
     /// daily cap is spent (`daily`), or its per-minute window is full until
     /// `until`. The next choices skip its keys for free models meanwhile.
-    pub fn hold_account(
+    pub(crate) fn hold_account(
         &mut self,
         id: &str,
         daily: bool,
@@ -1093,19 +1103,20 @@ impl Pool {
 
     /// Whether state changed since the last [`Pool::mark_clean`] or
     /// [`Pool::reconcile`], i.e. whether the store needs writing.
-    pub fn is_dirty(&self) -> bool {
+    pub(crate) fn is_dirty(&self) -> bool {
         self.dirty || self.touched
     }
 
     /// Whether something users look at changed (a cooldown, a disable, a
     /// failure, a key added or back): save it now. Counters alone
     /// ([`Pool::is_dirty`] without this) can wait a few seconds.
-    pub fn is_urgent(&self) -> bool {
+    pub(crate) fn is_urgent(&self) -> bool {
         self.dirty
     }
 
+    #[cfg(test)]
     /// Note that the current state has been saved.
-    pub fn mark_clean(&mut self) {
+    pub(crate) fn mark_clean(&mut self) {
         self.dirty = false;
         self.touched = false;
     }

@@ -8,16 +8,16 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use std::collections::VecDeque;
 
 /// OpenRouter's documented free-model requests per minute.
-pub const FREE_PER_MINUTE: u32 = 20;
+pub(crate) const FREE_PER_MINUTE: u32 = 20;
 /// Free-model requests per day for accounts that bought less than 10 credits.
-pub const FREE_PER_DAY_LOW: u32 = 50;
+pub(crate) const FREE_PER_DAY_LOW: u32 = 50;
 /// Free-model requests per day for accounts that bought 10 credits or more.
-pub const FREE_PER_DAY_HIGH: u32 = 1000;
+pub(crate) const FREE_PER_DAY_HIGH: u32 = 1000;
 
 /// A shared store's answer to a request for one `:free` request of an
 /// account (see [`crate::pool::Pool::adopt_reservation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reservation {
+pub(crate) enum Reservation {
     /// Go ahead; the account has sent this many today, this one included.
     Granted {
         /// Today's count.
@@ -34,30 +34,30 @@ pub enum Reservation {
 
 /// What is known about one account's free-model use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AccountUsage {
+pub(crate) struct AccountUsage {
     /// The UTC day `day_count` belongs to.
-    pub day: Option<NaiveDate>,
+    pub(crate) day: Option<NaiveDate>,
     /// Free-model attempts sent on that day (from any of its keys).
-    pub day_count: u32,
+    pub(crate) day_count: u32,
     /// The daily cap, when OpenRouter told us (header or `GET /key`).
-    pub day_limit: Option<u32>,
+    pub(crate) day_limit: Option<u32>,
     /// Whether the account is on the free tier (`GET /key`), which sets
     /// the documented daily cap when no exact one is known.
-    pub free_tier: Option<bool>,
+    pub(crate) free_tier: Option<bool>,
     /// Send times of free-model attempts in the last minute.
-    pub minute: VecDeque<DateTime<Utc>>,
+    pub(crate) minute: VecDeque<DateTime<Utc>>,
     /// The per-minute cap, when OpenRouter told us.
-    pub minute_limit: Option<u32>,
+    pub(crate) minute_limit: Option<u32>,
     /// Held until then by a shared store's per-minute window (requests
     /// that other instances sent).
-    pub held_until: Option<DateTime<Utc>>,
+    pub(crate) held_until: Option<DateTime<Utc>>,
 }
 
 impl AccountUsage {
     /// The daily cap in force: the known one, else the documented one for
     /// the tier; an unknown tier gets the higher figure, so that a key is
     /// never skipped before its real cap.
-    pub fn daily_cap(&self) -> u32 {
+    pub(crate) fn daily_cap(&self) -> u32 {
         self.day_limit.unwrap_or(match self.free_tier {
             Some(true) => FREE_PER_DAY_LOW,
             _ => FREE_PER_DAY_HIGH,
@@ -65,12 +65,12 @@ impl AccountUsage {
     }
 
     /// The per-minute cap in force.
-    pub fn minute_cap(&self) -> u32 {
+    pub(crate) fn minute_cap(&self) -> u32 {
         self.minute_limit.unwrap_or(FREE_PER_MINUTE)
     }
 
     /// Forget what belongs to an earlier day or minute.
-    pub fn roll(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn roll(&mut self, now: DateTime<Utc>) {
         let today = now.date_naive();
         if self.day != Some(today) {
             self.day = Some(today);
@@ -85,7 +85,7 @@ impl AccountUsage {
     /// When the account may send a free-model request again, if it is at a
     /// cap now; None when it may send now. Entries of earlier days and
     /// minutes are ignored, so no [`AccountUsage::roll`] is needed first.
-    pub fn blocked_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn blocked_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if self.daily_blocked(now) {
             return Some(crate::clock::next_utc_midnight(now));
         }
@@ -104,12 +104,12 @@ impl AccountUsage {
     }
 
     /// Whether the block at `now` (if any) is the daily cap.
-    pub fn daily_blocked(&self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn daily_blocked(&self, now: DateTime<Utc>) -> bool {
         self.day == Some(now.date_naive()) && self.day_count >= self.daily_cap()
     }
 
     /// Count one free-model attempt sent at `now`.
-    pub fn record(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn record(&mut self, now: DateTime<Utc>) {
         self.roll(now);
         self.day_count = self.day_count.saturating_add(1);
         self.minute.push_back(now);
@@ -123,7 +123,7 @@ impl AccountUsage {
     }
 
     /// The daily cap is reached today: hold the account until midnight.
-    pub fn exhaust_day(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn exhaust_day(&mut self, now: DateTime<Utc>) {
         self.roll(now);
         self.day_count = self.day_count.max(self.daily_cap());
     }
@@ -131,7 +131,7 @@ impl AccountUsage {
     /// Adopt what OpenRouter reported (`GET /key`'s
     /// `free_model_daily_requests`, checked at `checked`): counts only grow
     /// within a day, and `remaining: 0` holds until the next midnight.
-    pub fn adopt_report(
+    pub(crate) fn adopt_report(
         &mut self,
         checked: DateTime<Utc>,
         used: Option<u64>,
@@ -156,13 +156,13 @@ impl AccountUsage {
 
     /// A shared store counted `today` requests for the account today
     /// (every instance's): counts only grow within a day.
-    pub fn adopt_shared_count(&mut self, today: u32, now: DateTime<Utc>) {
+    pub(crate) fn adopt_shared_count(&mut self, today: u32, now: DateTime<Utc>) {
         self.roll(now);
         self.day_count = self.day_count.max(today);
     }
 
     /// The persisted part.
-    pub fn to_record(&self) -> AccountRecord {
+    pub(crate) fn to_record(&self) -> AccountRecord {
         AccountRecord {
             day: self.day,
             free_requests: self.day_count,
@@ -171,7 +171,7 @@ impl AccountUsage {
     }
 
     /// Merge a persisted record (another writer's count of the same day).
-    pub fn merge_record(&mut self, record: &AccountRecord, now: DateTime<Utc>) {
+    pub(crate) fn merge_record(&mut self, record: &AccountRecord, now: DateTime<Utc>) {
         self.roll(now);
         if record.day == self.day {
             self.day_count = self.day_count.max(record.free_requests);

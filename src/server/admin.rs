@@ -28,7 +28,7 @@ use std::sync::Arc;
 const MAX_BODY: usize = 64 * 1024;
 
 /// The `/admin` scope, with the admin-token middleware.
-pub fn scope() -> actix_web::Scope<
+pub(crate) fn scope() -> actix_web::Scope<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
         Config = (),

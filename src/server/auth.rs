@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 /// The configured tokens, as digests.
 #[derive(Clone, Default)]
-pub struct Access {
+pub(crate) struct Access {
     admin: Option<[u8; 32]>,
     clients: Vec<[u8; 32]>,
 }
@@ -24,7 +24,7 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 /// The bearer token of a request, if it sent one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -46,26 +46,16 @@ fn matches_any(presented: &str, allowed: &[[u8; 32]]) -> bool {
 
 impl Access {
     /// From the configured tokens.
-    pub fn new(admin: Option<&BearerToken>, clients: &[BearerToken]) -> Self {
+    pub(crate) fn new(admin: Option<&BearerToken>, clients: &[BearerToken]) -> Self {
         Self {
             admin: admin.map(|t| digest(t.expose())),
             clients: clients.iter().map(|t| digest(t.expose())).collect(),
         }
     }
 
-    /// Whether client tokens are required.
-    pub fn clients_restricted(&self) -> bool {
-        !self.clients.is_empty()
-    }
-
-    /// Whether the admin API is on.
-    pub fn admin_enabled(&self) -> bool {
-        self.admin.is_some()
-    }
-
     /// May this request use the proxy? Any token when no client tokens are
     /// configured; otherwise one of them. `/metrics` also takes the admin token.
-    pub fn check_client(&self, headers: &HeaderMap, admin_ok: bool) -> Result<(), ApiError> {
+    pub(crate) fn check_client(&self, headers: &HeaderMap, admin_ok: bool) -> Result<(), ApiError> {
         if self.clients.is_empty() {
             return Ok(());
         }
@@ -81,7 +71,7 @@ impl Access {
     }
 
     /// May this request use the admin API?
-    pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(admin) = self.admin else {
             return Err(ApiError::admin_off());
         };
@@ -111,7 +101,7 @@ fn reject<B>(
 /// Middleware for every route whose access class ([`super::routes`]) lets
 /// clients in: client tokens, when configured. The admin scope checks its
 /// own token.
-pub async fn clients(
+pub(crate) async fn clients(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
@@ -128,7 +118,7 @@ pub async fn clients(
 }
 
 /// Middleware for `/admin`: the admin token.
-pub async fn admin(
+pub(crate) async fn admin(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {

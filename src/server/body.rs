@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 /// The whole body of a request with these `headers`, at most `limit` bytes
 /// (413 beyond, before reading anything when `Content-Length` says so; 408
 /// when the client goes silent).
-pub async fn read(
+pub(crate) async fn read(
     headers: &HeaderMap,
     mut payload: web::Payload,
     limit: usize,

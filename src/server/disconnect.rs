@@ -51,7 +51,7 @@ struct Activity {
 
 /// `HttpServer::on_connect` hook: remember a duplicate of the socket and
 /// start the connection's head watchdog.
-pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
+pub(crate) fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
     let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
         return;
     };
@@ -122,7 +122,7 @@ async fn head_watchdog(
 
 /// Middleware: count each request as in flight until its response body has
 /// been sent (or dropped), for the head watchdog.
-pub async fn track(
+pub(crate) async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -179,7 +179,7 @@ fn hang_up(stream: &tokio::net::TcpStream) {
 
 /// A future that completes when the client of `req` has closed its side of
 /// the connection. Pends forever when that cannot be watched.
-pub fn closed(req: &HttpRequest) -> Pin<Box<dyn Future<Output = ()>>> {
+pub(crate) fn closed(req: &HttpRequest) -> Pin<Box<dyn Future<Output = ()>>> {
     match req.conn_data::<ClientSocket>() {
         Some(socket) => Box::pin(wait_read_closed(socket.stream.clone())),
         None => Box::pin(std::future::pending()),

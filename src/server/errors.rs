@@ -23,7 +23,7 @@ const SDK_RETRY_LIMIT: u64 = 120;
 
 /// Every kind of error orproxy answers by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// 400: the body or path is not what the endpoint takes.
     BadRequest,
     /// 404: no such route.
@@ -144,11 +144,11 @@ fn client_closed_status() -> StatusCode {
 
 /// An error answered by orproxy (not relayed from the upstream).
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     /// What went wrong; sets the status, `type` and `code`.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// Human-readable message.
-    pub message: String,
+    pub(crate) message: String,
     /// Seconds for `Retry-After`, when retrying later makes sense.
     retry_after: Option<u64>,
     /// `x-should-retry: false`: waiting is pointless or too long for the SDKs.
@@ -174,28 +174,28 @@ impl ApiError {
     }
 
     /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.kind.parts().0
     }
 
     /// OpenAI's `code`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         self.kind.parts().2
     }
 
     /// This error, with `note` added to its message.
-    pub fn noting(mut self, note: &str) -> Self {
+    pub(crate) fn noting(mut self, note: &str) -> Self {
         self.message = format!("{}; {note}", self.message);
         self
     }
 
     /// 400: the body is not what the endpoint takes.
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(Kind::BadRequest, message)
     }
 
     /// 404: no such route.
-    pub fn not_found(path: &str) -> Self {
+    pub(crate) fn not_found(path: &str) -> Self {
         Self::new(
             Kind::NotFound,
             format!("Unknown path {path}: orproxy serves the OpenAI API under /v1 (and /api/v1)"),
@@ -203,7 +203,7 @@ impl ApiError {
     }
 
     /// 404: no such admin route.
-    pub fn admin_not_found(path: &str) -> Self {
+    pub(crate) fn admin_not_found(path: &str) -> Self {
         Self::new(
             Kind::NotFound,
             format!(
@@ -214,7 +214,7 @@ impl ApiError {
     }
 
     /// 405: the route exists but not for this method.
-    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
+    pub(crate) fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
         Self::new(
             Kind::MethodNotAllowed,
             format!("{method} is not allowed on {path}; use {allowed}"),
@@ -222,7 +222,7 @@ impl ApiError {
     }
 
     /// 408: the client stopped sending its body.
-    pub fn request_timeout(idle: Duration) -> Self {
+    pub(crate) fn request_timeout(idle: Duration) -> Self {
         Self::new(
             Kind::RequestTimeout,
             format!(
@@ -233,7 +233,7 @@ impl ApiError {
     }
 
     /// 413: body over `limit` bytes.
-    pub fn too_large(limit: usize) -> Self {
+    pub(crate) fn too_large(limit: usize) -> Self {
         Self::new(
             Kind::TooLarge,
             format!(
@@ -243,12 +243,12 @@ impl ApiError {
     }
 
     /// 499: the client went away before the answer started.
-    pub fn client_closed() -> Self {
+    pub(crate) fn client_closed() -> Self {
         Self::new(Kind::ClientClosed, "The client closed the connection")
     }
 
     /// 401: client tokens are required and none was sent.
-    pub fn missing_client_token() -> Self {
+    pub(crate) fn missing_client_token() -> Self {
         Self::new(
             Kind::ClientToken("invalid_api_key"),
             "You didn't provide an API key. This orproxy requires one of its client tokens \
@@ -257,7 +257,7 @@ impl ApiError {
     }
 
     /// 401: the client sent a token that is not one of the client tokens.
-    pub fn wrong_client_token() -> Self {
+    pub(crate) fn wrong_client_token() -> Self {
         Self::new(
             Kind::ClientToken("invalid_api_key"),
             "Incorrect API key provided. This orproxy accepts only its configured client \
@@ -267,7 +267,7 @@ impl ApiError {
     }
 
     /// 403: the admin API is off.
-    pub fn admin_off() -> Self {
+    pub(crate) fn admin_off() -> Self {
         Self::new(
             Kind::AdminOff,
             "The admin API is off. Turn it on by starting `orproxy serve` with \
@@ -277,7 +277,7 @@ impl ApiError {
     }
 
     /// 401: no admin token.
-    pub fn missing_admin_token() -> Self {
+    pub(crate) fn missing_admin_token() -> Self {
         Self::new(
             Kind::AdminToken("missing_admin_token"),
             "The admin API needs the admin token (--admin-token / ORPROXY_ADMIN_TOKEN) as \
@@ -286,7 +286,7 @@ impl ApiError {
     }
 
     /// 401: a wrong admin token.
-    pub fn wrong_admin_token() -> Self {
+    pub(crate) fn wrong_admin_token() -> Self {
         Self::new(
             Kind::AdminToken("invalid_admin_token"),
             "The admin token is not correct.",
@@ -294,7 +294,7 @@ impl ApiError {
     }
 
     /// 503: no key can serve now or later.
-    pub fn no_usable_key(cooling: usize, disabled: usize) -> Self {
+    pub(crate) fn no_usable_key(cooling: usize, disabled: usize) -> Self {
         let message = if cooling + disabled == 0 {
             "orproxy has no API keys. Add one with `orproxy keys add`.".to_owned()
         } else {
@@ -307,7 +307,7 @@ impl ApiError {
     }
 
     /// 429: every usable key cools for longer than the request may wait.
-    pub fn all_cooling(
+    pub(crate) fn all_cooling(
         soonest: DateTime<Utc>,
         now: DateTime<Utc>,
         cooling: usize,
@@ -327,7 +327,7 @@ impl ApiError {
 
     /// 429: every key waits for its account's daily free-model cap, which
     /// resets at `midnight`.
-    pub fn daily_quota_spent(midnight: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+    pub(crate) fn daily_quota_spent(midnight: DateTime<Utc>, now: DateTime<Utc>) -> Self {
         let secs = whole_secs_until(midnight, now);
         let mut err = Self::new(
             Kind::DailyQuotaSpent,
@@ -345,7 +345,7 @@ impl ApiError {
     }
 
     /// 429: OpenRouter's capacity for `model` is exhausted until `until`.
-    pub fn model_busy(model: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+    pub(crate) fn model_busy(model: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Self {
         let secs = whole_secs_until(until, now);
         Self::new(
             Kind::ModelBusy,
@@ -360,7 +360,7 @@ impl ApiError {
 
     /// 502, or 504 when it was too slow: the upstream gave no answer that
     /// could be relayed.
-    pub fn upstream(failure: &Failure) -> Self {
+    pub(crate) fn upstream(failure: &Failure) -> Self {
         let kind = match failure {
             Failure::Unreachable(_) => Kind::UpstreamUnreachable,
             Failure::ConnectTimeout(_) | Failure::HeadersTimeout(_) | Failure::Silent(_) => {
@@ -372,32 +372,32 @@ impl ApiError {
     }
 
     /// 422: OpenRouter rejected a key being added.
-    pub fn key_rejected(message: String) -> Self {
+    pub(crate) fn key_rejected(message: String) -> Self {
         Self::new(Kind::KeyRejected, message)
     }
 
     /// 404: no key has the ID.
-    pub fn key_not_found(message: String) -> Self {
+    pub(crate) fn key_not_found(message: String) -> Self {
         Self::new(Kind::KeyNotFound, message)
     }
 
     /// 409: several keys start with the ID.
-    pub fn ambiguous_key_id(message: String) -> Self {
+    pub(crate) fn ambiguous_key_id(message: String) -> Self {
         Self::new(Kind::AmbiguousKeyId, message)
     }
 
     /// 503: the shared store cannot be reached.
-    pub fn store_unavailable(message: String) -> Self {
+    pub(crate) fn store_unavailable(message: String) -> Self {
         Self::new(Kind::StoreUnavailable, message)
     }
 
     /// 500: the store cannot be read or written.
-    pub fn store_failed(message: String) -> Self {
+    pub(crate) fn store_failed(message: String) -> Self {
         Self::new(Kind::StoreFailed, message)
     }
 
     /// 500: `what` failed inside orproxy.
-    pub fn internal(what: &str) -> Self {
+    pub(crate) fn internal(what: &str) -> Self {
         Self::new(
             Kind::Internal,
             format!("{what} failed inside orproxy; see the error log"),
@@ -405,7 +405,7 @@ impl ApiError {
     }
 
     /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         let (_, kind, code) = self.kind.parts();
         json!({
             "error": {
@@ -422,7 +422,7 @@ impl ApiError {
 /// Set `Retry-After` (and `retry-after-ms`, which the OpenAI SDKs prefer)
 /// to `secs`, and `x-should-retry: false` when the SDKs would not wait that
 /// long or `no_retry`.
-pub fn set_retry_headers(headers: &mut HeaderMap, secs: u64, no_retry: bool) {
+pub(crate) fn set_retry_headers(headers: &mut HeaderMap, secs: u64, no_retry: bool) {
     headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     headers.insert(
         HeaderName::from_static("retry-after-ms"),

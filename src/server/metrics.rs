@@ -23,11 +23,11 @@ use std::time::Duration;
 
 /// Labels of `orproxy_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// The route, e.g. `/v1/chat/completions` (also for `/api/v1/...`).
-    pub route: &'static str,
+    pub(crate) route: &'static str,
     /// The HTTP status sent to the client.
-    pub status: u16,
+    pub(crate) status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,7 +47,7 @@ struct EventLabels {
 
 /// Every counter, gauge and histogram orproxy keeps.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     attempts: Family<VerdictLabels, Counter>,
     retries: Counter,
@@ -80,13 +80,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
 });
 
 /// The process-wide metrics.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     &METRICS
 }
 
 impl Metrics {
     /// A request answered with `status` on `route`.
-    pub fn request(&self, route: &'static str, status: u16) {
+    pub(crate) fn request(&self, route: &'static str, status: u16) {
         self.requests
             .get_or_create(&RequestLabels { route, status })
             .inc();
@@ -94,7 +94,7 @@ impl Metrics {
 
     /// An upstream attempt judged `verdict` after `latency`; `retry` when it
     /// was not the request's first.
-    pub fn attempt(&self, verdict: &'static str, latency: Duration, retry: bool) {
+    pub(crate) fn attempt(&self, verdict: &'static str, latency: Duration, retry: bool) {
         self.attempts
             .get_or_create(&VerdictLabels { verdict })
             .inc();
@@ -105,23 +105,23 @@ impl Metrics {
     }
 
     /// Time orproxy itself spent on a request.
-    pub fn overhead(&self, took: Duration) {
+    pub(crate) fn overhead(&self, took: Duration) {
         self.overhead.observe(took.as_secs_f64());
     }
 
     /// A request waited this long for a free key.
-    pub fn key_wait(&self, took: Duration) {
+    pub(crate) fn key_wait(&self, took: Duration) {
         self.key_waits.observe(took.as_secs_f64());
     }
 
     /// A streamed response started; the guard ends it when dropped.
-    pub fn stream_started(&self) -> StreamGuard {
+    pub(crate) fn stream_started(&self) -> StreamGuard {
         self.active_streams.inc();
         StreamGuard(())
     }
 
     /// Count key events (cooldowns by reason, and every event by kind).
-    pub fn key_events(&self, events: &[Event]) {
+    pub(crate) fn key_events(&self, events: &[Event]) {
         for event in events {
             let name = match event {
                 Event::CooldownStarted { reason, .. } => {
@@ -147,7 +147,7 @@ impl Metrics {
 
 /// An active stream; decrements `orproxy_active_streams` when dropped.
 #[derive(Debug)]
-pub struct StreamGuard(());
+pub(crate) struct StreamGuard(());
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
@@ -157,7 +157,7 @@ impl Drop for StreamGuard {
 
 /// The registry scraped by `GET /metrics`: the process-wide metrics plus the
 /// per-key series of the `live` pool and the state of its store.
-pub fn registry(live: Arc<Live>, sync: Arc<dyn StoreSync>) -> Registry {
+pub(crate) fn registry(live: Arc<Live>, sync: Arc<dyn StoreSync>) -> Registry {
     let m = metrics();
     let mut r = Registry::with_prefix("orproxy");
     r.register(
@@ -315,10 +315,10 @@ impl Collector for KeyCollector {
 }
 
 /// The scrape registry, shared by every worker.
-pub struct Scrape(pub Registry);
+pub(crate) struct Scrape(pub(crate) Registry);
 
 /// `GET /metrics`.
-pub async fn handle(scrape: web::Data<Scrape>) -> HttpResponse {
+pub(crate) async fn handle(scrape: web::Data<Scrape>) -> HttpResponse {
     let mut body = String::new();
     match prometheus_client::encoding::prometheus_text::encode(&mut body, &scrape.0) {
         Ok(()) => HttpResponse::Ok()

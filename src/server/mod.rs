@@ -1,17 +1,17 @@
 //! The actix-web server: routes, the proxy handler, health, and the state
 //! writer that runs beside them.
 
-pub mod admin;
-pub mod auth;
+pub(crate) mod admin;
+pub(crate) mod auth;
 mod body;
-pub mod disconnect;
-pub mod errors;
-pub mod metrics;
-pub mod proxy;
-pub mod relay;
-pub mod request_log;
+pub(crate) mod disconnect;
+pub(crate) mod errors;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
+pub(crate) mod relay;
+pub(crate) mod request_log;
 mod routes;
-pub mod shared;
+pub(crate) mod shared;
 
 use crate::config::ServeConfig;
 use crate::model::StoreFile;
@@ -27,11 +27,11 @@ use std::time::Duration;
 
 /// How long a client may take to send a request's head, and may stay silent
 /// while sending its body.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum ServeError {
+pub(crate) enum ServeError {
     /// Binding the listen address failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -46,7 +46,7 @@ pub enum ServeError {
 }
 
 /// Run the server until SIGINT/SIGTERM. `file` is the store as read at start.
-pub fn run(config: ServeConfig, store: Backend, file: StoreFile) -> Result<(), ServeError> {
+pub(crate) fn run(config: ServeConfig, store: Backend, file: StoreFile) -> Result<(), ServeError> {
     let shared = web::Data::new(Shared::new(config.clone(), store, file));
     actix_web::rt::System::new().block_on(serve(config, shared))
 }
@@ -114,6 +114,36 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
         .addrs()
         .first()
         .map_or_else(|| addr.clone(), ToString::to_string);
+    announce(&config, &shared, &bound);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        let signal = shutdown_signal().await;
+        log::info!(
+            "{signal} received: no new connections; in-flight requests get up to the grace period"
+        );
+        handle.stop(true).await;
+    });
+    let writer = actix_web::rt::spawn(state_writer(shared.clone().into_inner()));
+    let prober = config
+        .reprobe_interval
+        .map(|every| actix_web::rt::spawn(reprober(shared.clone().into_inner(), every)));
+    server.await?;
+    writer.abort();
+    if let Some(prober) = prober {
+        prober.abort();
+    }
+    // Final write of the state, after in-flight requests finished.
+    let sync = shared.sync().clone();
+    let _ = web::block(move || sync.shutdown()).await;
+    log::info!("orproxy stopped");
+    crate::logging::flush();
+    Ok(())
+}
+
+/// The startup lines: where orproxy listens, its store, upstream, keys,
+/// logs and access.
+fn announce(config: &ServeConfig, shared: &Shared, bound: &str) {
     let counts = shared.counts(Utc::now());
     say(format_args!(
         "orproxy listening on http://{bound}/v1 | store {} | upstream {} | keys: {} active, {} cooling, {} disabled | logs {}",
@@ -143,30 +173,6 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
              or set OPENROUTER_API_KEYS."
         ));
     }
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(async move {
-        let signal = shutdown_signal().await;
-        log::info!(
-            "{signal} received: no new connections; in-flight requests get up to the grace period"
-        );
-        handle.stop(true).await;
-    });
-    let writer = actix_web::rt::spawn(state_writer(shared.clone().into_inner()));
-    let prober = config
-        .reprobe_interval
-        .map(|every| actix_web::rt::spawn(reprober(shared.clone().into_inner(), every)));
-    server.await?;
-    writer.abort();
-    if let Some(prober) = prober {
-        prober.abort();
-    }
-    // Final write of the state, after in-flight requests finished.
-    let sync = shared.sync().clone();
-    let _ = web::block(move || sync.shutdown()).await;
-    log::info!("orproxy stopped");
-    crate::logging::flush();
-    Ok(())
 }
 
 /// Print a startup line on stdout. A closed or full stdout (the terminal

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 /// Whether a response with these headers is an SSE stream.
-pub fn is_event_stream(headers: &actix_web::http::header::HeaderMap) -> bool {
+pub(crate) fn is_event_stream(headers: &actix_web::http::header::HeaderMap) -> bool {
     headers
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -18,7 +18,7 @@ pub fn is_event_stream(headers: &actix_web::http::header::HeaderMap) -> bool {
 }
 
 /// An upstream response body.
-pub type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, awc::error::PayloadError>>>>;
+pub(crate) type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, awc::error::PayloadError>>>>;
 
 /// Why reading an upstream body stopped early.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,7 +32,10 @@ pub enum BodyError {
 }
 
 /// Read the next chunk within `idle`.
-pub async fn next_chunk(body: &mut Upstream, idle: Duration) -> Result<Option<Bytes>, BodyError> {
+pub(crate) async fn next_chunk(
+    body: &mut Upstream,
+    idle: Duration,
+) -> Result<Option<Bytes>, BodyError> {
     match tokio::time::timeout(idle, body.next()).await {
         Err(_) => Err(BodyError::Idle(idle.as_secs())),
         Ok(next) => chunk(next),
@@ -51,24 +54,24 @@ fn chunk(
 }
 
 /// The start of a body, read up to a cap.
-pub struct Prefix {
+pub(crate) struct Prefix {
     /// What was read, in the chunks it came in: a body too long to judge is
     /// relayed from these as they are, never copied into one buffer.
-    pub chunks: Vec<Bytes>,
+    pub(crate) chunks: Vec<Bytes>,
     /// Whether the body ended within the cap.
-    pub complete: bool,
+    pub(crate) complete: bool,
 }
 
 impl Prefix {
     /// How many bytes were read.
-    pub fn byte_count(&self) -> usize {
+    pub(crate) fn byte_count(&self) -> usize {
         self.chunks.iter().map(Bytes::len).sum()
     }
 }
 
 /// `chunks` as one buffer: the chunk itself when there is one (the usual
 /// short answer), otherwise one allocation of the exact size.
-pub fn join(chunks: Vec<Bytes>) -> Bytes {
+pub(crate) fn join(chunks: Vec<Bytes>) -> Bytes {
     match <[Bytes; 1]>::try_from(chunks) {
         Ok([one]) => one,
         Err(chunks) => {
@@ -85,7 +88,7 @@ pub fn join(chunks: Vec<Bytes>) -> Bytes {
 /// that crosses the cap) when it is longer. The chunks are kept as they
 /// arrived: growing one buffer would copy the body several times and leave
 /// the allocator holding every smaller buffer it outgrew.
-pub async fn read_prefix(
+pub(crate) async fn read_prefix(
     body: &mut Upstream,
     cap: usize,
     idle: Duration,
@@ -116,19 +119,19 @@ pub async fn read_prefix(
 }
 
 /// What the start of an SSE stream held.
-pub struct Held {
+pub(crate) struct Held {
     /// Every byte read so far (comments included), to be relayed first.
-    pub bytes: Bytes,
+    pub(crate) bytes: Bytes,
     /// The first `data:` payload, when one arrived (None for `[DONE]` first,
     /// or a stream that ended or grew past the cap without one).
-    pub first: Option<Vec<u8>>,
+    pub(crate) first: Option<Vec<u8>>,
     /// Whether the upstream body already ended.
-    pub ended: bool,
+    pub(crate) ended: bool,
 }
 
 /// Hold an SSE stream until its first `data:` event (keep-alive comments
 /// before it are held with it), at most `cap` bytes.
-pub async fn hold_first_event(
+pub(crate) async fn hold_first_event(
     body: &mut Upstream,
     cap: usize,
     idle: Duration,
@@ -181,7 +184,7 @@ pub async fn hold_first_event(
 }
 
 /// The error event ending a stream that broke after it started.
-pub fn sse_error_event(message: &str) -> Bytes {
+pub(crate) fn sse_error_event(message: &str) -> Bytes {
     let event = serde_json::json!({
         "object": "chat.completion.chunk",
         "error": {
@@ -197,7 +200,7 @@ pub fn sse_error_event(message: &str) -> Bytes {
 
 /// How a relayed body ended.
 #[derive(Debug)]
-pub enum End {
+pub(crate) enum End {
     /// The upstream body ended normally.
     Complete,
     /// The upstream failed or cut the body short; the client was told.
@@ -374,7 +377,7 @@ impl Relay {
 /// error event; any other body is aborted (the client sees an incomplete
 /// body, never a clean end). When the client goes away (`gone`), the
 /// upstream body is dropped at once. `on_end` runs once, with how it ended.
-pub fn relay(
+pub(crate) fn relay(
     prefix: Vec<Bytes>,
     body: Option<Upstream>,
     spec: RelaySpec,

@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// The request ID header, taken from the client or generated, and echoed.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Largest body kept for `--log-bodies`, and largest non-streamed body
 /// searched for usage.
 const MAX_LOGGED_BODY: usize = 1024 * 1024;
@@ -41,19 +41,19 @@ const MAX_ERROR: usize = 500;
 
 /// One upstream attempt, as the proxy reports it and the log keeps it.
 #[derive(Debug, Serialize)]
-pub struct AttemptRecord {
+pub(crate) struct AttemptRecord {
     /// The key's ID (none for a keyless request).
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
     /// The verdict on the answer, or orproxy's error code when there was none.
-    pub outcome: &'static str,
+    pub(crate) outcome: &'static str,
     /// The upstream's status, when it answered.
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// How long the attempt took, until its answer could be judged.
     #[serde(rename = "ms", serialize_with = "as_millis")]
-    pub took: Duration,
+    pub(crate) took: Duration,
     /// orproxy's message, when the upstream gave no answer to judge.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -63,23 +63,23 @@ fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 /// What the proxy learned while it handled one request: handed to the
 /// request's record, once, when the handler is done.
 #[derive(Debug, Default)]
-pub struct Trace {
+pub(crate) struct Trace {
     /// The body's `model`.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// The body's `stream` (for peeked bodies).
-    pub stream: Option<bool>,
+    pub(crate) stream: Option<bool>,
     /// The request body, kept only with `--log-bodies`.
-    pub request_body: Option<Bytes>,
+    pub(crate) request_body: Option<Bytes>,
     /// Each upstream attempt, in order.
-    pub attempts: Vec<AttemptRecord>,
+    pub(crate) attempts: Vec<AttemptRecord>,
     /// Each wait for a free key.
-    pub key_waits: Vec<Duration>,
+    pub(crate) key_waits: Vec<Duration>,
     /// Time slept between attempts (back-off).
-    pub slept: Duration,
+    pub(crate) slept: Duration,
     /// The usage found while judging the whole JSON body that was relayed
     /// (`Some(None)`: judged, and none there): then the body is not
     /// searched again.
-    pub judged_usage: Option<Option<Usage>>,
+    pub(crate) judged_usage: Option<Option<Usage>>,
 }
 
 impl Trace {
@@ -95,7 +95,7 @@ impl Trace {
 /// A handle on one request's record, passed to the handler explicitly (it
 /// is an extractor). Cheap to clone.
 #[derive(Clone)]
-pub struct RequestCtx(Rc<RefCell<Record>>);
+pub(crate) struct RequestCtx(Rc<RefCell<Record>>);
 
 impl FromRequest for RequestCtx {
     type Error = Error;
@@ -122,17 +122,17 @@ impl RequestCtx {
     }
 
     /// Whether message contents are to be logged (`--log-bodies`).
-    pub fn log_bodies(&self) -> bool {
+    pub(crate) fn log_bodies(&self) -> bool {
         self.0.try_borrow().is_ok_and(|r| r.log_bodies)
     }
 
     /// The proxy is done with the request: what it learned.
-    pub fn proxied(&self, trace: Trace) {
+    pub(crate) fn proxied(&self, trace: Trace) {
         self.with(|r| r.trace = trace);
     }
 
     /// How a relayed body ended.
-    pub fn stream_ended(&self, end: &End) {
+    pub(crate) fn stream_ended(&self, end: &End) {
         self.with(|r| {
             r.end = match end {
                 End::Complete => None,
@@ -446,7 +446,7 @@ fn new_request_id() -> String {
 
 /// The outermost middleware: request ID, the record, the response body
 /// wrapper.
-pub async fn middleware(
+pub(crate) async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
@@ -512,7 +512,7 @@ pub async fn middleware(
 
 /// A response body that reports what passes through it to its record, and
 /// finishes the record when it ends or is dropped.
-pub struct LoggedBody<B> {
+pub(crate) struct LoggedBody<B> {
     body: Pin<Box<B>>,
     ctx: RequestCtx,
     _stream: Option<StreamGuard>,

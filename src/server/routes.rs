@@ -7,7 +7,7 @@ use crate::openrouter::endpoints;
 
 /// Who may use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Anyone (`/health`).
     Open,
     /// Clients: any bearer token, or one of the client tokens when some are
@@ -23,15 +23,15 @@ pub enum Access {
 /// One local route: its path pattern (`{id}` stands for one path segment),
 /// which is also its label, and who may use it.
 #[derive(Debug)]
-pub struct LocalRoute {
+pub(crate) struct LocalRoute {
     /// The pattern, e.g. `/admin/keys/{id}`.
-    pub pattern: &'static str,
+    pub(crate) pattern: &'static str,
     /// Who may use it.
-    pub access: Access,
+    pub(crate) access: Access,
 }
 
 /// The routes orproxy answers itself.
-pub const LOCAL: [LocalRoute; 5] = [
+pub(crate) const LOCAL: [LocalRoute; 5] = [
     LocalRoute {
         pattern: "/health",
         access: Access::Open,
@@ -55,7 +55,7 @@ pub const LOCAL: [LocalRoute; 5] = [
 ];
 
 /// The path under `/v1/` of a proxied path (`/v1/...` or `/api/v1/...`).
-pub fn proxied_tail(path: &str) -> Option<&str> {
+pub(crate) fn proxied_tail(path: &str) -> Option<&str> {
     path.strip_prefix("/api/v1/")
         .or_else(|| path.strip_prefix("/v1/"))
 }
@@ -82,7 +82,7 @@ fn is_admin(path: &str) -> bool {
 
 /// Who may use `path`. Unknown paths need what the proxy needs (they get a
 /// 404 after the check); unknown admin paths need the admin token.
-pub fn access(path: &str) -> Access {
+pub(crate) fn access(path: &str) -> Access {
     match local(path) {
         Some(route) => route.access,
         None if is_admin(path) => Access::Admin,
@@ -92,7 +92,7 @@ pub fn access(path: &str) -> Access {
 
 /// The label of `path` for metrics and the request log: a known route or
 /// endpoint, never the raw path (whose values are unbounded).
-pub fn label(path: &str) -> &'static str {
+pub(crate) fn label(path: &str) -> &'static str {
     if let Some(tail) = proxied_tail(path) {
         return endpoints::lookup(tail).label;
     }

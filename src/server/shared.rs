@@ -14,19 +14,19 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// Everything the workers share.
-pub struct Shared {
+pub(crate) struct Shared {
     live: Arc<Live>,
     sync: Arc<dyn StoreSync>,
     /// The key store, for administrative changes.
-    pub store: Backend,
+    pub(crate) store: Backend,
     /// Checked settings.
-    pub config: ServeConfig,
+    pub(crate) config: ServeConfig,
 }
 
 impl Shared {
     /// Build the shared state from a store already read at start (`file`),
     /// and start keeping the two in step.
-    pub fn new(config: ServeConfig, store: Backend, file: StoreFile) -> Self {
+    pub(crate) fn new(config: ServeConfig, store: Backend, file: StoreFile) -> Self {
         let mut pool = Pool::from_records(
             &file.keys,
             Settings {
@@ -45,28 +45,28 @@ impl Shared {
     }
 
     /// The running pool.
-    pub fn live(&self) -> &Arc<Live> {
+    pub(crate) fn live(&self) -> &Arc<Live> {
         &self.live
     }
 
     /// How the pool is kept in step with the store.
-    pub fn sync(&self) -> &Arc<dyn StoreSync> {
+    pub(crate) fn sync(&self) -> &Arc<dyn StoreSync> {
         &self.sync
     }
 
     /// The store's kind (`file` or `redis`) and whether it worked the last
     /// time it was used.
-    pub fn store_status(&self) -> (&'static str, bool) {
+    pub(crate) fn store_status(&self) -> (&'static str, bool) {
         (self.sync.kind(), self.sync.reachable())
     }
 
     /// Woken when keys may have become usable (added, reactivated, recovered).
-    pub fn changed(&self) -> &Notify {
+    pub(crate) fn changed(&self) -> &Notify {
         self.live.changed()
     }
 
     /// Pick a key for an attempt (`free`: for a `:free` model).
-    pub fn choose(&self, now: DateTime<Utc>, exclude: &[String], free: bool) -> Choice {
+    pub(crate) fn choose(&self, now: DateTime<Utc>, exclude: &[String], free: bool) -> Choice {
         let mut pool = self.live.pool();
         let choice = pool.choose_for(now, exclude, free);
         if let Choice::Use { id, .. } = &choice {
@@ -81,7 +81,7 @@ impl Shared {
     /// the cap frees, and the caller chooses again. True without a shared
     /// count, or when it cannot answer in time (this instance's own counts
     /// decided).
-    pub async fn reserve_free(&self, id: &str) -> bool {
+    pub(crate) async fn reserve_free(&self, id: &str) -> bool {
         let Some((account, daily, minute)) = self.live.pool().quota_caps(id) else {
             return true;
         };
@@ -93,12 +93,12 @@ impl Shared {
 
     /// Until when requests for `model` are held (OpenRouter's shared
     /// capacity for it is exhausted).
-    pub fn model_backoff(&self, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn model_backoff(&self, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.live.pool().model_backoff(model, now)
     }
 
     /// Hold requests for `model` until `until`.
-    pub fn back_off_model(&self, model: &str, until: DateTime<Utc>) {
+    pub(crate) fn back_off_model(&self, model: &str, until: DateTime<Utc>) {
         log::info!(
             target: "orproxy::keys",
             "model {model} is at capacity on OpenRouter: holding its requests until {}",
@@ -110,7 +110,7 @@ impl Shared {
     }
 
     /// Disabled keys due for a background re-check.
-    pub fn due_for_probe(
+    pub(crate) fn due_for_probe(
         &self,
         now: DateTime<Utc>,
         every: chrono::TimeDelta,
@@ -124,7 +124,7 @@ impl Shared {
     }
 
     /// Apply a re-check's result; wakes waiters when the key is back.
-    pub fn probe_result(&self, id: &str, probe: Probe, now: DateTime<Utc>) {
+    pub(crate) fn probe_result(&self, id: &str, probe: Probe, now: DateTime<Utc>) {
         let events = {
             let mut pool = self.live.pool();
             self.sync
@@ -137,7 +137,7 @@ impl Shared {
     }
 
     /// Record an account cap OpenRouter reported through key `id`.
-    pub fn note_cap(
+    pub(crate) fn note_cap(
         &self,
         id: &str,
         kind: CapKind,
@@ -159,7 +159,7 @@ impl Shared {
     }
 
     /// Record what happened to an attempt made with key `id`.
-    pub fn report(&self, id: &str, outcome: Outcome, now: DateTime<Utc>) {
+    pub(crate) fn report(&self, id: &str, outcome: Outcome, now: DateTime<Utc>) {
         let events = {
             let mut pool = self.live.pool();
             self.sync.share(
@@ -175,22 +175,22 @@ impl Shared {
     }
 
     /// Keys by status at `now`.
-    pub fn counts(&self, now: DateTime<Utc>) -> Counts {
+    pub(crate) fn counts(&self, now: DateTime<Utc>) -> Counts {
         self.live.pool().counts(now)
     }
 
     /// When some key can serve next (see [`Pool::next_available`]).
-    pub fn next_available(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_available(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.live.pool().next_available(now)
     }
 
     /// Number of keys.
-    pub fn key_count(&self) -> usize {
+    pub(crate) fn key_count(&self) -> usize {
         self.live.pool().len()
     }
 
     /// Once a second: end expired cooldowns, wake waiters for recovered keys.
-    pub fn tick(&self, now: DateTime<Utc>) {
+    pub(crate) fn tick(&self, now: DateTime<Utc>) {
         let events = self.live.pool().tick(now);
         if !events.is_empty() {
             self.live.events_and_wake(&events);
@@ -199,7 +199,7 @@ impl Shared {
 }
 
 /// Log key events, one line each, and count them.
-pub fn log_events(events: &[Event]) {
+pub(crate) fn log_events(events: &[Event]) {
     super::metrics::metrics().key_events(events);
     for event in events {
         match event {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 /// What adding a key did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Added {
+pub(crate) enum Added {
     /// A new record with this ID.
     New(String),
     /// The key was already stored under this ID; it was reactivated.
@@ -16,7 +16,7 @@ pub enum Added {
 
 impl Added {
     /// The key's ID either way.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         match self {
             Added::New(id) | Added::Reactivated(id) => id,
         }
@@ -25,7 +25,7 @@ impl Added {
 
 /// Add `key`, or reactivate it when already stored. A given label replaces the
 /// old one; fresh `info` from OpenRouter replaces older info.
-pub fn add_key(
+pub(crate) fn add_key(
     file: &mut StoreFile,
     key: &ApiKey,
     label: Option<&str>,
@@ -58,7 +58,7 @@ pub fn add_key(
 
 /// Add `key` unless it is already stored (no reactivation): for keys given
 /// at every start, such as `OPENROUTER_API_KEYS`. Returns the new ID.
-pub fn ensure_key(file: &mut StoreFile, key: &ApiKey, now: DateTime<Utc>) -> Option<String> {
+pub(crate) fn ensure_key(file: &mut StoreFile, key: &ApiKey, now: DateTime<Utc>) -> Option<String> {
     if file.keys.iter().any(|r| r.key == *key) {
         return None;
     }
@@ -67,7 +67,7 @@ pub fn ensure_key(file: &mut StoreFile, key: &ApiKey, now: DateTime<Utc>) -> Opt
 
 /// Why IDs could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdError {
+pub(crate) enum IdError {
     /// No key has this ID or prefix.
     #[error("no key has the ID \"{id}\"; {}", known_ids(.known))]
     Unknown {
@@ -101,7 +101,7 @@ fn known_ids(known: &[String]) -> String {
 
 /// Resolve user-typed IDs (exact, or a unique prefix) to record indices, in
 /// the order given, without duplicates. All or nothing.
-pub fn resolve_ids(file: &StoreFile, ids: &[String]) -> Result<Vec<usize>, IdError> {
+pub(crate) fn resolve_ids(file: &StoreFile, ids: &[String]) -> Result<Vec<usize>, IdError> {
     let mut out = Vec::with_capacity(ids.len());
     for wanted in ids {
         let wanted_lc = wanted.trim().to_ascii_lowercase();
@@ -140,7 +140,7 @@ pub fn resolve_ids(file: &StoreFile, ids: &[String]) -> Result<Vec<usize>, IdErr
 }
 
 /// Reactivate the given records (indices from [`resolve_ids`]); returns their IDs.
-pub fn reactivate(file: &mut StoreFile, indices: &[usize]) -> Vec<String> {
+pub(crate) fn reactivate(file: &mut StoreFile, indices: &[usize]) -> Vec<String> {
     let mut done = Vec::with_capacity(indices.len());
     for &i in indices {
         if let Some(record) = file.keys.get_mut(i) {
@@ -153,7 +153,7 @@ pub fn reactivate(file: &mut StoreFile, indices: &[usize]) -> Vec<String> {
 }
 
 /// Remove the given records; returns the removed records.
-pub fn remove(file: &mut StoreFile, indices: &[usize]) -> Vec<KeyRecord> {
+pub(crate) fn remove(file: &mut StoreFile, indices: &[usize]) -> Vec<KeyRecord> {
     let mut sorted = indices.to_vec();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     sorted.dedup();

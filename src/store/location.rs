@@ -5,11 +5,11 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// The default prefix of orproxy's Redis keys.
-pub const DEFAULT_PREFIX: &str = "orproxy";
+pub(crate) const DEFAULT_PREFIX: &str = "orproxy";
 
 /// A store location given with `--store`.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Location {
+pub(crate) enum Location {
     /// A JSON file.
     File(PathBuf),
     /// A Redis database.
@@ -18,7 +18,7 @@ pub enum Location {
 
 /// A Redis URL, with its password kept out of every rendering.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl {
+pub(crate) struct RedisUrl {
     url: String,
     shown: String,
     password: Option<String>,
@@ -27,7 +27,7 @@ pub struct RedisUrl {
 
 /// Why a `--store` value cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LocationError {
+pub(crate) enum LocationError {
     /// A `redis://` value that is not a usable URL.
     #[error("invalid --store {shown}: {reason}")]
     BadUrl {
@@ -49,7 +49,7 @@ pub enum LocationError {
 impl Location {
     /// Read a `--store` value: a `redis://` or `rediss://` URL, else a path.
     /// `prefix` (`--redis-prefix`) only goes with a URL.
-    pub fn parse(raw: &str, prefix: Option<&str>) -> Result<Self, LocationError> {
+    pub(crate) fn parse(raw: &str, prefix: Option<&str>) -> Result<Self, LocationError> {
         let lower = raw.to_ascii_lowercase();
         if !(lower.starts_with("redis://") || lower.starts_with("rediss://")) {
             if prefix.is_some() {
@@ -99,15 +99,6 @@ impl Location {
             prefix: prefix.to_owned(),
         }))
     }
-
-    /// How to name the store in messages: the path, or the URL without its
-    /// password.
-    pub fn describe(&self) -> String {
-        match self {
-            Location::File(path) => path.display().to_string(),
-            Location::Redis(url) => url.shown.clone(),
-        }
-    }
 }
 
 impl fmt::Debug for Location {
@@ -127,22 +118,22 @@ impl fmt::Debug for RedisUrl {
 
 impl RedisUrl {
     /// The full URL, password included: only for connecting.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.url
     }
 
     /// The URL with `***` for its password.
-    pub fn shown(&self) -> &str {
+    pub(crate) fn shown(&self) -> &str {
         &self.shown
     }
 
     /// The prefix of orproxy's keys.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
     /// `text` with the password (if any) replaced by `***`.
-    pub fn scrub(&self, text: &str) -> String {
+    pub(crate) fn scrub(&self, text: &str) -> String {
         scrub(text, self.password.as_deref())
     }
 }
@@ -222,12 +213,11 @@ mod tests {
     fn the_password_never_shows() {
         let loc =
             Location::parse("rediss://app:s3cr%40t@redis.example:6380/2", Some("team-a")).unwrap();
-        let shown = loc.describe();
-        assert_eq!(shown, "rediss://app:***@redis.example:6380/2");
         assert!(!format!("{loc:?}").contains("s3cr"));
         let Location::Redis(url) = loc else {
             panic!("a redis URL");
         };
+        assert_eq!(url.shown(), "rediss://app:***@redis.example:6380/2");
         assert_eq!(url.scrub("auth failed for s3cr@t"), "auth failed for ***");
         assert_eq!(url.prefix(), "team-a");
         let err = Location::parse("redis://u:hunter2@/x", None).unwrap_err();

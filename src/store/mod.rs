@@ -7,10 +7,10 @@
 //! the new file, never half of one. The directory is created 0700 and the
 //! file is written 0600 whatever the umask.
 
-pub mod location;
+pub(crate) mod location;
 
-pub mod edit;
-pub mod redis;
+pub(crate) mod edit;
+pub(crate) mod redis;
 
 use crate::model::{STORE_VERSION, StoreFile};
 use std::fs::{self, File, OpenOptions};
@@ -77,7 +77,7 @@ pub enum StoreError {
 /// The key store, wherever it lives: the same snapshot operations on a
 /// JSON file or on Redis.
 #[derive(Debug, Clone)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// The JSON file (the default).
     File(FileStore),
     /// A Redis database shared by several instances.
@@ -86,7 +86,7 @@ pub enum Backend {
 
 impl Backend {
     /// The store at `location` (nothing is touched until used).
-    pub fn open(location: &location::Location) -> Result<Self, StoreError> {
+    pub(crate) fn open(location: &location::Location) -> Result<Self, StoreError> {
         Ok(match location {
             location::Location::File(path) => Backend::File(FileStore::new(path)),
             location::Location::Redis(url) => {
@@ -96,7 +96,7 @@ impl Backend {
     }
 
     /// The store's path, or its URL without the password.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Backend::File(store) => store.path().display().to_string(),
             Backend::Redis(store) => store.shown().to_owned(),
@@ -104,7 +104,7 @@ impl Backend {
     }
 
     /// Read the whole store.
-    pub fn load(&self) -> Result<StoreFile, StoreError> {
+    pub(crate) fn load(&self) -> Result<StoreFile, StoreError> {
         match self {
             Backend::File(store) => store.load(),
             Backend::Redis(store) => store.load(),
@@ -113,7 +113,10 @@ impl Backend {
 
     /// Atomic read-modify-write of the whole store. `change` may run more
     /// than once on a Redis store (see [`redis::RedisStore::update`]).
-    pub fn update<T>(&self, change: impl FnMut(&mut StoreFile) -> T) -> Result<T, StoreError> {
+    pub(crate) fn update<T>(
+        &self,
+        change: impl FnMut(&mut StoreFile) -> T,
+    ) -> Result<T, StoreError> {
         match self {
             Backend::File(store) => store.update(change),
             Backend::Redis(store) => store.update(change),
@@ -134,7 +137,7 @@ pub struct FileStore {
 /// The identity of the store file's current contents, to notice changes
 /// without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
@@ -151,13 +154,13 @@ impl FileStore {
     }
 
     /// The store file's path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Read the store. A missing file is an empty store. No lock is needed:
     /// the file is only ever replaced whole.
-    pub fn load(&self) -> Result<StoreFile, StoreError> {
+    pub(crate) fn load(&self) -> Result<StoreFile, StoreError> {
         match fs::read(&self.path) {
             Ok(bytes) => self.parse(&bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StoreFile::default()),
@@ -170,7 +173,7 @@ impl FileStore {
     }
 
     /// The current stamp of the file (None when it does not exist).
-    pub fn stamp(&self) -> Option<Stamp> {
+    pub(crate) fn stamp(&self) -> Option<Stamp> {
         use std::os::unix::fs::MetadataExt;
         let meta = fs::metadata(&self.path).ok()?;
         Some(Stamp {
@@ -217,7 +220,10 @@ impl FileStore {
     /// Read-modify-write under the cross-process lock. `change` sees the
     /// current file and edits it; the file is written only when the records
     /// changed (or it did not exist yet). Returns what `change` returned.
-    pub fn update<T>(&self, change: impl FnOnce(&mut StoreFile) -> T) -> Result<T, StoreError> {
+    pub(crate) fn update<T>(
+        &self,
+        change: impl FnOnce(&mut StoreFile) -> T,
+    ) -> Result<T, StoreError> {
         self.ensure_dir()?;
         let lock = self.lock()?;
         self.sweep_orphans();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const COUNTERS_EVERY: Duration = Duration::from_secs(3);
 
 /// Keeps the pool and the store file in step.
-pub struct FileSync {
+pub(crate) struct FileSync {
     store: FileStore,
     live: Arc<Live>,
     state: Mutex<SyncState>,
@@ -34,7 +34,7 @@ struct SyncState {
 
 impl FileSync {
     /// In step with `store`, which `live` was read from.
-    pub fn new(store: FileStore, live: Arc<Live>) -> Self {
+    pub(crate) fn new(store: FileStore, live: Arc<Live>) -> Self {
         let stamp = store.stamp();
         Self {
             store,

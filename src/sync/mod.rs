@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 /// The running pool, shared by the workers and the sync threads. Its mutex
 /// is only ever held for a pure, in-memory decision: never across an await
 /// or any I/O.
-pub struct Live {
+pub(crate) struct Live {
     pool: Mutex<Pool>,
     /// Woken when keys may have become usable (added, reactivated, recovered).
     changed: Notify,
@@ -33,7 +33,7 @@ pub struct Live {
 
 impl Live {
     /// `pool`, whose events go to `on_events`.
-    pub fn new(pool: Pool, on_events: fn(&[Event])) -> Self {
+    pub(crate) fn new(pool: Pool, on_events: fn(&[Event])) -> Self {
         Self {
             pool: Mutex::new(pool),
             changed: Notify::new(),
@@ -42,40 +42,44 @@ impl Live {
     }
 
     /// The pool, locked.
-    pub fn pool(&self) -> MutexGuard<'_, Pool> {
+    pub(crate) fn pool(&self) -> MutexGuard<'_, Pool> {
         // A panic while holding the lock cannot leave the pool half-updated
         // in a way that matters more than stopping service would.
         self.pool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Woken when keys may have become usable.
-    pub fn changed(&self) -> &Notify {
+    pub(crate) fn changed(&self) -> &Notify {
         &self.changed
     }
 
     /// Report key events (call without the pool locked).
-    pub fn events(&self, events: &[Event]) {
+    pub(crate) fn events(&self, events: &[Event]) {
         if !events.is_empty() {
             (self.on_events)(events);
         }
     }
 
     /// Report key events and wake the requests waiting for a key.
-    pub fn events_and_wake(&self, events: &[Event]) {
+    pub(crate) fn events_and_wake(&self, events: &[Event]) {
         self.events(events);
         self.changed.notify_waiters();
     }
 
     /// Adopt a store as the truth (keys added, removed or reset elsewhere),
     /// with each key's state version (see [`Pool::adopt_store`]).
-    pub fn adopt_store(&self, file: &StoreFile, versions: &std::collections::HashMap<String, u64>) {
+    pub(crate) fn adopt_store(
+        &self,
+        file: &StoreFile,
+        versions: &std::collections::HashMap<String, u64>,
+    ) {
         let events = self.pool().adopt_store(file, versions, Utc::now());
         self.events_and_wake(&events);
     }
 
     /// The store to write back when a shared store lost its data: `base`
     /// (the store as last read) with the pool's current states and counts.
-    pub fn export(&self, base: &StoreFile) -> StoreFile {
+    pub(crate) fn export(&self, base: &StoreFile) -> StoreFile {
         let mut pool = self.pool().clone();
         let mut file = base.clone();
         pool.reconcile(&mut file, Utc::now());
@@ -86,7 +90,7 @@ impl Live {
 /// A change the running pool is about to make that a shared store must
 /// learn (see [`StoreSync::share`]).
 #[derive(Debug)]
-pub enum Change<'a> {
+pub(crate) enum Change<'a> {
     /// Key `id` was handed out for a request at `at`.
     Chosen { id: &'a str, at: DateTime<Utc> },
     /// An attempt with key `id` ended with `outcome`.
@@ -111,10 +115,10 @@ pub enum Change<'a> {
 }
 
 /// A future the sync answers (not `Send`: awaited on the worker).
-pub type Answer<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+pub(crate) type Answer<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// How a running pool and its store are kept in step.
-pub trait StoreSync: Send + Sync {
+pub(crate) trait StoreSync: Send + Sync {
     /// The store's kind, `file` or `redis`.
     fn kind(&self) -> &'static str;
 
@@ -150,7 +154,7 @@ pub trait StoreSync: Send + Sync {
 
 /// Start keeping `live` and `store` in step; `file` is the store as read
 /// at start.
-pub fn start(store: &Backend, live: Arc<Live>, file: StoreFile) -> Arc<dyn StoreSync> {
+pub(crate) fn start(store: &Backend, live: Arc<Live>, file: StoreFile) -> Arc<dyn StoreSync> {
     match store {
         Backend::File(store) => Arc::new(file::FileSync::new(store.clone(), live)),
         Backend::Redis(store) => Arc::new(redis::RedisSync::start(live, (**store).clone(), file)),

@@ -66,7 +66,7 @@ type Reserve = (
 );
 
 /// The handle the server keeps.
-pub struct RedisSync {
+pub(crate) struct RedisSync {
     store: RedisStore,
     live: Arc<Live>,
     tx: Mutex<Sender<Cmd>>,
@@ -243,7 +243,7 @@ impl Queue {
 impl RedisSync {
     /// Start the writer and subscriber threads for `live`, whose pool was
     /// built from `file` (the store as read at start).
-    pub fn start(live: Arc<Live>, store: RedisStore, file: StoreFile) -> RedisSync {
+    pub(crate) fn start(live: Arc<Live>, store: RedisStore, file: StoreFile) -> RedisSync {
         let (tx, rx) = mpsc::channel();
         let up = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));

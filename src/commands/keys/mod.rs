@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 /// Run `orproxy keys <command>` on the store `location` resolves to
 /// (`keys migrate` names its own stores; `prefix` is `--redis-prefix`).
-pub fn run(
+pub(crate) fn run(
     args: &KeysArgs,
     location: impl FnOnce() -> Result<Location, ConfigError>,
     prefix: Option<&str>,

@@ -34,13 +34,13 @@ const X_ORPROXY_ATTEMPTS: HeaderName = HeaderName::from_static("x-orproxy-attemp
 
 /// A response for the client, with the usage found while judging its
 /// whole body (`Some(None)`: judged, none there).
-pub struct Reply {
-    pub res: HttpResponse,
-    pub usage: Option<Option<Usage>>,
+pub(crate) struct Reply {
+    pub(crate) res: HttpResponse,
+    pub(crate) usage: Option<Option<Usage>>,
 }
 
 /// What to do after an attempt.
-pub enum Step {
+pub(crate) enum Step {
     /// Send this to the client.
     Respond(Reply),
     /// Try again (on the best key) after `delay`, unless attempts or time
@@ -49,7 +49,7 @@ pub enum Step {
 }
 
 /// What the client gets when no attempt is left.
-pub enum Fallback {
+pub(crate) enum Fallback {
     /// The last upstream answer, as it came (plus retry hints).
     Upstream(Reply),
     /// An error of orproxy's own.
@@ -60,7 +60,7 @@ impl Fallback {
     /// The answer for the client. An upstream 429 that names no wait (a key's
     /// rate limit, when attempts ran out) gets the pool's own estimate: the
     /// seconds until some key can serve again.
-    pub fn into_reply(self, shared: &Shared) -> Result<Reply, ApiError> {
+    pub(crate) fn into_reply(self, shared: &Shared) -> Result<Reply, ApiError> {
         match self {
             Fallback::Upstream(mut reply) => {
                 if reply.res.status() == StatusCode::TOO_MANY_REQUESTS
@@ -81,7 +81,7 @@ impl Fallback {
 
 /// Attempt number `attempt_no` of `request` with `key` (none for a keyless
 /// endpoint): what to do next, and the attempt's record.
-pub async fn run(
+pub(crate) async fn run(
     shared: &Shared,
     client: &awc::Client,
     request: &Outgoing,

@@ -10,7 +10,7 @@ mod attempt;
 mod outgoing;
 mod wait;
 
-pub use outgoing::UpstreamClient;
+pub(crate) use outgoing::UpstreamClient;
 
 use super::errors::ApiError;
 use super::request_log::{RequestCtx, Trace};
@@ -44,7 +44,7 @@ fn peek(body: &Bytes) -> Result<(Option<String>, bool), ApiError> {
 }
 
 /// The route handler for `/v1/*` and `/api/v1/*`.
-pub async fn handle(
+pub(crate) async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     shared: web::Data<Shared>,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use std::time::Duration;
 
 /// One upstream HTTP client per worker (awc's client is not `Send`).
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     pub(super) client: awc::Client,
     /// `HTTP-Referer` and `X-Title` for requests that send none (when the
     /// configured text is a valid header value), made once.
@@ -23,7 +23,7 @@ impl UpstreamClient {
     /// A client with the configured connect timeout, no connection limit, and
     /// the headers timeout applied per request; `referer` and `title` are
     /// sent for clients that do not send their own.
-    pub fn new(
+    pub(crate) fn new(
         connect_timeout: Duration,
         headers_timeout: Duration,
         referer: &str,
@@ -104,26 +104,26 @@ fn is_free_model(model: &str) -> bool {
 }
 
 /// The client's request as it will be sent upstream (minus the key).
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     /// The client's request, to watch its connection while relaying.
-    pub req: HttpRequest,
+    pub(crate) req: HttpRequest,
     /// The endpoint it is for.
-    pub endpoint: &'static Endpoint,
-    pub method: Method,
-    pub url: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    pub model: Option<String>,
+    pub(crate) endpoint: &'static Endpoint,
+    pub(crate) method: Method,
+    pub(crate) url: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) model: Option<String>,
     /// A `:free` model: the account's free-model caps apply.
-    pub free: bool,
+    pub(crate) free: bool,
     /// Longest silence allowed inside the upstream's answer.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 impl Outgoing {
     /// The request `req` for `endpoint` (at `tail` under `/v1/`) with its
     /// `body` and `model`, to be sent as `config` says.
-    pub fn new(
+    pub(crate) fn new(
         req: &HttpRequest,
         (endpoint, tail): (&'static Endpoint, &str),
         body: Bytes,

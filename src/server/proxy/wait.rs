@@ -37,7 +37,7 @@ impl Drop for Waiting<'_> {
 /// for one to be free; or the error that says why there is none. `Ok(None)`
 /// only for a keyless endpoint when no key is usable: it is sent without
 /// one. A wait is added to `waits`.
-pub async fn for_key(
+pub(crate) async fn for_key(
     shared: &Shared,
     tried: &[String],
     deadline: Instant,

@@ -25,55 +25,55 @@ use std::collections::HashMap;
 
 /// The Redis key names of one store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Names {
+pub(crate) struct Names {
     prefix: String,
 }
 
 impl Names {
     /// Names under `prefix`.
-    pub fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
         }
     }
 
     /// `P:meta`.
-    pub fn meta(&self) -> String {
+    pub(crate) fn meta(&self) -> String {
         format!("{}:meta", self.prefix)
     }
 
     /// `P:ids`.
-    pub fn ids(&self) -> String {
+    pub(crate) fn ids(&self) -> String {
         format!("{}:ids", self.prefix)
     }
 
     /// `P:key:ID`.
-    pub fn key(&self, id: &str) -> String {
+    pub(crate) fn key(&self, id: &str) -> String {
         format!("{}:key:{id}", self.prefix)
     }
 
     /// `P:accounts`.
-    pub fn accounts(&self) -> String {
+    pub(crate) fn accounts(&self) -> String {
         format!("{}:accounts", self.prefix)
     }
 
     /// `P:acct:NAME`.
-    pub fn account(&self, name: &str) -> String {
+    pub(crate) fn account(&self, name: &str) -> String {
         format!("{}:acct:{name}", self.prefix)
     }
 
     /// `P:acctmin:NAME`.
-    pub fn account_minute(&self, name: &str) -> String {
+    pub(crate) fn account_minute(&self, name: &str) -> String {
         format!("{}:acctmin:{name}", self.prefix)
     }
 
     /// `P:models`.
-    pub fn models(&self) -> String {
+    pub(crate) fn models(&self) -> String {
         format!("{}:models", self.prefix)
     }
 
     /// `P:events`.
-    pub fn channel(&self) -> String {
+    pub(crate) fn channel(&self) -> String {
         format!("{}:events", self.prefix)
     }
 }
@@ -81,22 +81,22 @@ impl Names {
 /// A field that could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("key {id}: field {field} holds {value:?}, which orproxy cannot read")]
-pub struct FieldError {
+pub(crate) struct FieldError {
     /// The key's ID (or account name).
-    pub id: String,
+    pub(crate) id: String,
     /// The field.
-    pub field: &'static str,
+    pub(crate) field: &'static str,
     /// What it held (never the secret: the `key` field reports no value).
-    pub value: String,
+    pub(crate) value: String,
 }
 
 /// Milliseconds since the epoch.
-pub fn ms(t: DateTime<Utc>) -> i64 {
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
 /// The instant `ms` milliseconds after the epoch.
-pub fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
+pub(crate) fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
@@ -179,10 +179,10 @@ impl Stored for bool {
 macro_rules! state_fields {
     ($($field:ident),* $(,)?) => {
         /// Every state field name (to delete the ones a state leaves unset).
-        pub const STATE_FIELDS: &[&str] = &[$(stringify!($field)),*];
+        pub(crate) const STATE_FIELDS: &[&str] = &[$(stringify!($field)),*];
 
         /// The state's fields that are set, as (field, value).
-        pub fn state_fields(s: &KeyState) -> Vec<(&'static str, String)> {
+        pub(crate) fn state_fields(s: &KeyState) -> Vec<(&'static str, String)> {
             let mut out = Vec::new();
             $(
                 if let Some(v) = Stored::write(&s.$field) {
@@ -193,7 +193,7 @@ macro_rules! state_fields {
         }
 
         /// Read a state back from a key's hash.
-        pub fn state_from(id: &str, map: &HashMap<String, String>) -> Result<KeyState, FieldError> {
+        pub(crate) fn state_from(id: &str, map: &HashMap<String, String>) -> Result<KeyState, FieldError> {
             Ok(KeyState {
                 $(
                     $field: {
@@ -226,7 +226,9 @@ state_fields!(
 );
 
 /// Every field of a record that is set, as (field, value).
-pub fn record_fields(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, serde_json::Error> {
+pub(crate) fn record_fields(
+    r: &KeyRecord,
+) -> Result<Vec<(&'static str, String)>, serde_json::Error> {
     let mut out = vec![
         ("key", r.key.expose().to_owned()),
         ("added_at", ms(r.added_at).to_string()),
@@ -243,14 +245,17 @@ pub fn record_fields(r: &KeyRecord) -> Result<Vec<(&'static str, String)>, serde
 }
 
 /// Every field name a record may have.
-pub fn all_record_fields() -> impl Iterator<Item = &'static str> {
+pub(crate) fn all_record_fields() -> impl Iterator<Item = &'static str> {
     ["key", "added_at", "generation", "label", "info"]
         .into_iter()
         .chain(STATE_FIELDS.iter().copied())
 }
 
 /// Read a whole record back from a key's hash.
-pub fn record_from(id: &str, map: &HashMap<String, String>) -> Result<KeyRecord, FieldError> {
+pub(crate) fn record_from(
+    id: &str,
+    map: &HashMap<String, String>,
+) -> Result<KeyRecord, FieldError> {
     let bad = |field: &'static str, value: &str| FieldError {
         id: id.to_owned(),
         field,
@@ -289,12 +294,12 @@ pub fn record_from(id: &str, map: &HashMap<String, String>) -> Result<KeyRecord,
 
 /// The version of a key's state: bumped by every change, so that an
 /// instance can tell an older state (a slow snapshot) from a newer one.
-pub fn version_of(map: &HashMap<String, String>) -> u64 {
+pub(crate) fn version_of(map: &HashMap<String, String>) -> u64 {
     map.get("v").and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// An account's fields that are set.
-pub fn account_fields(a: &AccountRecord) -> Vec<(&'static str, String)> {
+pub(crate) fn account_fields(a: &AccountRecord) -> Vec<(&'static str, String)> {
     let mut out = vec![("free_requests", a.free_requests.to_string())];
     if let Some(day) = a.day {
         out.push(("day", day.to_string()));
@@ -306,7 +311,7 @@ pub fn account_fields(a: &AccountRecord) -> Vec<(&'static str, String)> {
 }
 
 /// Read an account back.
-pub fn account_from(
+pub(crate) fn account_from(
     name: &str,
     map: &HashMap<String, String>,
 ) -> Result<AccountRecord, FieldError> {
@@ -338,7 +343,7 @@ pub fn account_from(
 /// store), appended to `pipe`: only changed fields are written, so a
 /// server's concurrent counter updates to other keys are untouched. New
 /// keys are scored after `max_score`. Returns whether anything changed.
-pub fn diff(
+pub(crate) fn diff(
     names: &Names,
     before: &StoreFile,
     after: &StoreFile,
@@ -425,31 +430,31 @@ pub fn diff(
 /// What the `P:events` channel carries, as JSON. `o` is the instance that
 /// made the change (so it can skip its own news).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
-pub struct Message {
+pub(crate) struct Message {
     /// The instance that published it (empty for the CLI).
     #[serde(default)]
-    pub o: String,
+    pub(crate) o: String,
     /// A key whose state changed, with its whole hash in `s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub k: Option<String>,
+    pub(crate) k: Option<String>,
     /// The key's hash as field, value, field, value... (Lua's cjson turns an
     /// empty list into `{}`, hence the loose type).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub s: serde_json::Value,
+    pub(crate) s: serde_json::Value,
     /// A model backing off, until `u` (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub m: Option<String>,
+    pub(crate) m: Option<String>,
     /// See `m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub u: Option<i64>,
+    pub(crate) u: Option<i64>,
     /// Keys were added, removed or reset: read the whole store again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub reload: bool,
+    pub(crate) reload: bool,
 }
 
 impl Message {
     /// The reload notice the CLI and admin changes publish.
-    pub fn reload(origin: &str) -> String {
+    pub(crate) fn reload(origin: &str) -> String {
         serde_json::to_string(&Message {
             o: origin.to_owned(),
             k: None,
@@ -464,7 +469,7 @@ impl Message {
 
 /// A flat `[field, value, ...]` list (as HGETALL and the scripts return it)
 /// as a map; anything else is empty.
-pub fn pairs(value: &serde_json::Value) -> HashMap<String, String> {
+pub(crate) fn pairs(value: &serde_json::Value) -> HashMap<String, String> {
     let mut map = HashMap::new();
     if let Some(items) = value.as_array() {
         for pair in items.chunks(2) {

@@ -8,8 +8,8 @@
 //! meanwhile. The servers' own state updates are atomic Lua calls
 //! ([`script`]). Every change is announced on the `P:events` channel.
 
-pub mod layout;
-pub mod script;
+pub(crate) mod layout;
+pub(crate) mod script;
 
 use super::StoreError;
 use super::location::RedisUrl;
@@ -20,15 +20,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// How long to wait for Redis to accept a connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one command may take.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a snapshot update is retried when servers keep changing it.
 const MAX_TRIES: u32 = 50;
 
 /// A handle on a store in Redis. Cheap; connects when used.
 #[derive(Debug, Clone)]
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     url: RedisUrl,
     client: redis::Client,
     names: Names,
@@ -36,7 +36,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// A store at `url` (checked when the location was parsed).
-    pub fn new(url: &RedisUrl) -> Result<Self, StoreError> {
+    pub(crate) fn new(url: &RedisUrl) -> Result<Self, StoreError> {
         let client = redis::Client::open(url.expose()).map_err(|e| StoreError::Redis {
             action: "cannot use",
             store: url.shown().to_owned(),
@@ -50,17 +50,17 @@ impl RedisStore {
     }
 
     /// The URL without its password.
-    pub fn shown(&self) -> &str {
+    pub(crate) fn shown(&self) -> &str {
         self.url.shown()
     }
 
     /// The key names.
-    pub fn names(&self) -> &Names {
+    pub(crate) fn names(&self) -> &Names {
         &self.names
     }
 
     /// A [`StoreError`] for a failed Redis call, password scrubbed.
-    pub fn error(&self, action: &'static str, e: &redis::RedisError) -> StoreError {
+    pub(crate) fn error(&self, action: &'static str, e: &redis::RedisError) -> StoreError {
         StoreError::Redis {
             action,
             store: self.shown().to_owned(),
@@ -69,7 +69,7 @@ impl RedisStore {
     }
 
     /// A new connection with timeouts set.
-    pub fn connect(&self) -> Result<Connection, StoreError> {
+    pub(crate) fn connect(&self) -> Result<Connection, StoreError> {
         let con = self
             .client
             .get_connection_with_timeout(CONNECT_TIMEOUT)
@@ -81,14 +81,14 @@ impl RedisStore {
     }
 
     /// Read the whole store.
-    pub fn load(&self) -> Result<StoreFile, StoreError> {
+    pub(crate) fn load(&self) -> Result<StoreFile, StoreError> {
         let mut con = self.connect()?;
         self.read(&mut con).map(|(file, ..)| file)
     }
 
     /// Read the whole store on `con`, with each key's state version (see
     /// [`layout::version_of`]).
-    pub fn load_versioned(
+    pub(crate) fn load_versioned(
         &self,
         con: &mut Connection,
     ) -> Result<(StoreFile, HashMap<String, u64>), StoreError> {
@@ -96,7 +96,7 @@ impl RedisStore {
     }
 
     /// Whether the store's marker exists (false: Redis lost or never had it).
-    pub fn exists(&self, con: &mut Connection) -> Result<bool, StoreError> {
+    pub(crate) fn exists(&self, con: &mut Connection) -> Result<bool, StoreError> {
         redis::cmd("EXISTS")
             .arg(self.names.meta())
             .query::<bool>(con)
@@ -188,7 +188,10 @@ impl RedisStore {
     /// writer: `change` may run more than once (when a server changed the
     /// store meanwhile), each time on a fresh snapshot. Only changed fields
     /// are written. Returns what the last run of `change` returned.
-    pub fn update<T>(&self, mut change: impl FnMut(&mut StoreFile) -> T) -> Result<T, StoreError> {
+    pub(crate) fn update<T>(
+        &self,
+        mut change: impl FnMut(&mut StoreFile) -> T,
+    ) -> Result<T, StoreError> {
         let mut con = self.connect()?;
         let write_err = |e: redis::RedisError| self.error("cannot write", &e);
         for attempt in 0..MAX_TRIES {
@@ -263,7 +266,7 @@ impl RedisStore {
     /// Write `file` as the whole store if the store does not exist (Redis
     /// came back empty): returns whether it was written. Another instance
     /// restoring at the same time makes this a no-op.
-    pub fn restore_if_missing(
+    pub(crate) fn restore_if_missing(
         &self,
         con: &mut Connection,
         file: &StoreFile,

@@ -15,7 +15,7 @@ static SCRIPT: LazyLock<redis::Script> =
 
 /// One change decided by a server, to apply to the shared state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Cool these keys until `until` (for free models only when `free_only`).
     Park {
         /// The keys (one, or every key of an account).
@@ -97,7 +97,7 @@ pub enum Op {
 impl Op {
     /// Whether other instances need this at once (cooldowns, disables,
     /// failures); counters can wait to be batched.
-    pub fn is_urgent(&self) -> bool {
+    pub(crate) fn is_urgent(&self) -> bool {
         !matches!(
             self,
             Op::Count {
@@ -110,7 +110,7 @@ impl Op {
 
 /// What [`reserve`] decided (the pool adopts it as a `pool::Reservation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reserved {
+pub(crate) enum Reserved {
     /// Go ahead; the account has sent this many today, this one included.
     Granted {
         /// Today's count.
@@ -129,7 +129,7 @@ pub enum Reserved {
 }
 
 /// Load the script into the server's cache (before pipelining EVALSHA).
-pub fn load_script(con: &mut Connection) -> redis::RedisResult<()> {
+pub(crate) fn load_script(con: &mut Connection) -> redis::RedisResult<()> {
     SCRIPT.prepare_invoke().load(con).map(|_| ())
 }
 
@@ -140,7 +140,7 @@ fn evalsha() -> redis::Cmd {
 }
 
 /// The EVALSHA command for one op.
-pub fn command(names: &Names, origin: &str, op: &Op, now: DateTime<Utc>) -> redis::Cmd {
+pub(crate) fn command(names: &Names, origin: &str, op: &Op, now: DateTime<Utc>) -> redis::Cmd {
     let mut cmd = evalsha();
     let mut keys: Vec<String> = Vec::new();
     let mut args: Vec<String> = Vec::new();
@@ -244,10 +244,10 @@ fn flag(b: bool) -> &'static str {
 }
 
 /// Keys whose state an op changed, with their new state as stored.
-pub type Changed = Vec<(String, HashMap<String, String>)>;
+pub(crate) type Changed = Vec<(String, HashMap<String, String>)>;
 
 /// Read an op's answer: `[id, [field, value, ...], ...]`.
-pub fn changed_from(value: Value) -> Changed {
+pub(crate) fn changed_from(value: Value) -> Changed {
     let Value::Array(items) = value else {
         return Vec::new();
     };
@@ -266,7 +266,7 @@ pub fn changed_from(value: Value) -> Changed {
 }
 
 /// Run ops in one round trip (the script must be loaded on `con`).
-pub fn run(
+pub(crate) fn run(
     con: &mut Connection,
     names: &Names,
     origin: &str,
@@ -286,7 +286,7 @@ pub fn run(
 
 /// Count one free-model request against `account` if it is under both of
 /// its caps, across every instance.
-pub fn reserve(
+pub(crate) fn reserve(
     con: &mut Connection,
     names: &Names,
     origin: &str,
@@ -335,7 +335,7 @@ pub fn reserve(
 }
 
 /// A key's state from its stored fields, as the pool adopts it.
-pub fn state_of(id: &str, fields: &HashMap<String, String>) -> Option<KeyState> {
+pub(crate) fn state_of(id: &str, fields: &HashMap<String, String>) -> Option<KeyState> {
     match super::layout::state_from(id, fields) {
         Ok(state) => Some(state),
         Err(e) => {

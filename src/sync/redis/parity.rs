@@ -264,9 +264,24 @@ fn rows() -> Vec<Row> {
             keys: vec![("a", "u1", streak)],
             steps: vec![Step::Report("a", Outcome::Neutral)],
         },
+    ]
+}
+
+/// Rows of re-checks, and of a key being chosen.
+fn more_rows() -> Vec<Row> {
+    let disabled = KeyState {
+        disabled: true,
+        disabled_reason: Some("5 consecutive failures (last: HTTP 502)".into()),
+        auto_recover: true,
+        consecutive_failures: 5,
+        cooldown_until: Some(at(600)),
+        cooldown_reason: Some("rate-limited".into()),
+        ..KeyState::default()
+    };
+    vec![
         Row {
             name: "a chosen key was last used then",
-            keys: vec![("a", "u1", plain())],
+            keys: vec![("a", "u1", KeyState::default())],
             steps: vec![Step::Chosen("a")],
         },
         Row {
@@ -293,7 +308,7 @@ fn rows() -> Vec<Row> {
 #[test]
 fn the_pool_and_the_redis_script_make_the_same_transitions() {
     let server = Server::start();
-    for (n, row) in rows().into_iter().enumerate() {
+    for (n, row) in rows().into_iter().chain(more_rows()).enumerate() {
         let records: Vec<KeyRecord> = row
             .keys
             .iter()
