@@ -132,6 +132,15 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Whether this is one of the account's free-model caps, whose limit
+    /// (`X-RateLimit-Limit`, see [`rate_limit_limit`]) the pool remembers.
+    pub(crate) fn is_account_cap(&self) -> bool {
+        matches!(
+            self,
+            Verdict::AccountPerMinute { .. } | Verdict::AccountDaily { .. }
+        )
+    }
+
     /// Short stable name for logs, metric labels and the key table.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -270,11 +270,11 @@ fn classify(state: &KeyState, now: DateTime<Utc>) -> Class {
 }
 
 /// A candidate in the least-recently-used search: index and its `last_used`.
-type Candidate = Option<(usize, Option<DateTime<Utc>>)>;
+type Oldest = Option<(usize, Option<DateTime<Utc>>)>;
 
 /// Keep `best` unless `idx` was used strictly longer ago (`None` is oldest),
 /// so ties go to the earlier key in store order.
-fn older(best: Candidate, idx: usize, last_used: Option<DateTime<Utc>>) -> Candidate {
+fn older(best: Oldest, idx: usize, last_used: Option<DateTime<Utc>>) -> Oldest {
     match best {
         Some((_, best_used)) if best_used <= last_used => best,
         _ => Some((idx, last_used)),
@@ -289,9 +289,9 @@ struct Scan {
     daily: usize,
     soonest: Option<DateTime<Utc>>,
     /// Least recently used usable key not in `exclude`.
-    fresh: Candidate,
+    fresh: Oldest,
     /// Least recently used usable key, excluded or not.
-    any: Candidate,
+    any: Oldest,
 }
 
 /// A stored state, with the history fields (`last_used`, totals) taking the

@@ -82,7 +82,7 @@ struct AddBody {
 
 /// A key in an answer: the `keys list --json` object plus what happened.
 #[derive(Serialize)]
-struct Answer {
+struct KeyReply {
     #[serde(flatten)]
     key: KeyView,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -208,7 +208,7 @@ async fn add(
         Added::New(_) => (StatusCode::CREATED, "added"),
         Added::Reactivated(_) => (StatusCode::OK, "reactivated"),
     };
-    Ok(HttpResponse::build(status).json(Answer {
+    Ok(HttpResponse::build(status).json(KeyReply {
         key: view,
         result: Some(result),
         warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
@@ -235,7 +235,7 @@ async fn reactivate(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpR
     .await?
     .map_err(|e| id_error(&e))?
     .ok_or_else(|| ApiError::internal("reactivating the key"))?;
-    Ok(HttpResponse::Ok().json(Answer {
+    Ok(HttpResponse::Ok().json(KeyReply {
         key: view,
         result: Some("reactivated"),
         warning: None,
@@ -255,7 +255,7 @@ async fn remove(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpRespo
         .first()
         .map(|r| KeyView::of(r, now))
         .ok_or_else(|| ApiError::internal("removing the key"))?;
-    Ok(HttpResponse::Ok().json(Answer {
+    Ok(HttpResponse::Ok().json(KeyReply {
         key: view,
         result: Some("removed"),
         warning: None,

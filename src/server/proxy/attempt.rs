@@ -181,7 +181,7 @@ struct Judged {
     status: StatusCode,
     headers: HeaderMap,
     verdict: Verdict,
-    /// `X-RateLimit-Limit`, read for the account caps' verdicts.
+    /// `X-RateLimit-Limit`, read for an account cap's verdict.
     rate_limit: Option<u32>,
     /// What was read, to be relayed first.
     prefix: Vec<Bytes>,
@@ -312,12 +312,10 @@ async fn judge(sent: Sent, request: &Outgoing) -> Result<Judged, Failure> {
         None if status.is_success() => Verdict::Success,
         None => Verdict::Other,
     };
-    let rate_limit = matches!(
-        verdict,
-        Verdict::AccountPerMinute { .. } | Verdict::AccountDaily { .. }
-    )
-    .then(|| classify::rate_limit_limit(&answer))
-    .flatten();
+    let rate_limit = verdict
+        .is_account_cap()
+        .then(|| classify::rate_limit_limit(&answer))
+        .flatten();
     drop(header_pairs);
     Ok(Judged {
         status,
