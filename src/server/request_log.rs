@@ -368,43 +368,55 @@ impl Record {
         }
         let _ = write!(s, " -> {} in {} ms", self.status, millis(total));
         // The details, in parentheses and separated by commas.
-        let mut details = Vec::new();
+        let mut details = 0;
+        let mut next = |s: &mut String| {
+            s.push_str(if details == 0 { " (" } else { ", " });
+            details += 1;
+        };
         if let Some(t) = ttfb
             && self.proxied
         {
-            details.push(format!("ttfb {} ms", millis(t)));
+            next(&mut s);
+            let _ = write!(s, "ttfb {} ms", millis(t));
         }
         if self.proxied {
-            details.push(format!("{} B", self.bytes));
+            next(&mut s);
+            let _ = write!(s, "{} B", self.bytes);
         }
         match self.trace.attempts.as_slice() {
             [] => {}
-            [one] => details.push(format!("key {}", one.key.as_deref().unwrap_or("-"))),
+            [one] => {
+                next(&mut s);
+                let _ = write!(s, "key {}", one.key.as_deref().unwrap_or("-"));
+            }
             many => {
-                let tried: Vec<String> = many
-                    .iter()
-                    .map(|a| {
-                        let key = a.key.as_deref().unwrap_or("-");
-                        match a.status {
-                            Some(status) => format!("{key} {} {status}", a.outcome),
-                            None => format!("{key} {}", a.outcome),
-                        }
-                    })
-                    .collect();
-                details.push(format!("attempts: {}", tried.join(", ")));
+                next(&mut s);
+                s.push_str("attempts: ");
+                for (i, a) in many.iter().enumerate() {
+                    if i > 0 {
+                        s.push_str(", ");
+                    }
+                    let _ = write!(s, "{} {}", a.key.as_deref().unwrap_or("-"), a.outcome);
+                    if let Some(status) = a.status {
+                        let _ = write!(s, " {status}");
+                    }
+                }
             }
         }
         if let Some((p, c)) = self.usage.as_ref().and_then(Usage::tokens) {
-            details.push(format!("tokens {p}+{c}"));
+            next(&mut s);
+            let _ = write!(s, "tokens {p}+{c}");
         }
         if let Some(e) = end {
-            details.push(e.to_owned());
+            next(&mut s);
+            s.push_str(e);
         }
         if let Some(e) = error {
-            details.push(format!("error: {e}"));
+            next(&mut s);
+            let _ = write!(s, "error: {e}");
         }
-        if !details.is_empty() {
-            let _ = write!(s, " ({})", details.join(", "));
+        if details > 0 {
+            s.push(')');
         }
         let _ = write!(s, " [req {}]", self.id);
         s

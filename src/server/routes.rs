@@ -73,6 +73,11 @@ fn matches(pattern: &str, path: &str) -> bool {
 }
 
 fn local(path: &str) -> Option<&'static LocalRoute> {
+    // Every local route starts with one of these: most paths are proxied
+    // and need no pattern matching.
+    if !(path.starts_with("/health") || path.starts_with("/metrics") || is_admin(path)) {
+        return None;
+    }
     LOCAL.iter().find(|r| matches(r.pattern, path))
 }
 
