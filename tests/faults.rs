@@ -180,16 +180,41 @@ fn stream_chat(server: &Server) -> Resp {
     )
 }
 
-/// A normal request succeeds.
+/// The fault has ended (the fake answers normally): a normal request
+/// succeeds within 5 s (an upstream outage orproxy noticed ends at its next
+/// check).
 #[track_caller]
 fn assert_serving(server: &Server, fake: &FakeOpenRouter) {
     fake.set_fallback(Reply::chat_ok());
-    let r = chat(server, &json!({"model": "m", "messages": []}));
-    assert_eq!(r.status, 200, "orproxy no longer serves: {}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let r = loop {
+        let r = chat(server, &json!({"model": "m", "messages": []}));
+        if r.status == 200 || Instant::now() >= deadline {
+            break r;
+        }
+        // An outage is still on record: its next check is due within 2 s.
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        r.status,
+        200,
+        "orproxy does not serve again within 5 s of the fault ending: {}",
+        r.text()
+    );
     assert_eq!(
         r.json()["choices"][0]["message"]["content"],
         crate::common::fake_openrouter::CHAT_OK_CONTENT
     );
+}
+
+/// No key was disabled or had a failure counted against it.
+#[track_caller]
+fn assert_no_key_blamed(env: &Env) {
+    for k in env.list_json() {
+        assert_eq!(k["status"], "active", "{k}");
+        assert_eq!(k["consecutive_failures"], 0, "{k}");
+        assert_eq!(k["failures_total"], 0, "{k}");
+    }
 }
 
 /// A 200 stream that ends with one OpenAI-shaped error event, then `[DONE]`.
@@ -262,22 +287,29 @@ fn upstream_connection_refused_is_a_502_and_leaks_nothing() {
     assert_no_leak(&server, None, 1, &|_| {
         let r = chat(&server, &json!({"model": "m"}));
         let v = r.assert_openai_error(502);
-        assert_eq!(v["error"]["code"], "upstream_unreachable", "{v}");
+        // Unreachable, then (from the second in a row) known to be down.
+        let code = &v["error"]["code"];
+        assert!(
+            code == "upstream_unreachable" || code == "upstream_down",
+            "{v}"
+        );
     });
     socket.listen(128).unwrap();
     let fake = FakeOpenRouter::start_on(socket.into());
     assert_serving(&server, &fake);
+    assert_no_key_blamed(&env);
 }
 
 #[test]
 fn upstream_reset_before_headers_is_a_502_and_leaks_nothing() {
-    let (_env, fake, server) = setup(1, BURST_ARGS);
+    let (env, fake, server) = setup(1, BURST_ARGS);
     fake.set_default(&key(1), Reply::ResetBeforeHeaders);
     assert_no_leak(&server, Some(&fake), 1, &|_| {
         chat(&server, &json!({"model": "m"})).assert_openai_error(502);
     });
     fake.clear_default(&key(1));
     assert_serving(&server, &fake);
+    assert_no_key_blamed(&env);
 }
 
 /// A stream that starts, then breaks: reset (RST) or closed (FIN) in the
@@ -348,13 +380,15 @@ fn upstream_reset_mid_body_is_never_relayed_as_a_whole_answer() {
 fn upstream_headers_that_never_come_are_a_504_and_the_connection_is_dropped() {
     let mut args = vec!["--headers-timeout", "1"];
     args.extend_from_slice(BURST_ARGS);
-    let (_env, fake, server) = setup(1, &args);
+    let (env, fake, server) = setup(1, &args);
     fake.set_default(&key(1), Reply::HangBeforeHeaders);
     // Each attempt waits a second: run them 50 at a time.
     assert_no_leak(&server, Some(&fake), 50, &|_| {
         let v = chat(&server, &json!({"model": "m"})).assert_openai_error(504);
-        assert_eq!(v["error"]["code"], "upstream_timeout", "{v}");
+        let code = &v["error"]["code"];
+        assert!(code == "upstream_timeout" || code == "upstream_down", "{v}");
     });
+    assert_no_key_blamed(&env);
     assert!(
         fake.wait_open_connections_at_most(0, T),
         "orproxy kept {} upstream connections that never answered",
@@ -413,19 +447,24 @@ const GARBAGE: &[&[u8]] = &[
 
 #[test]
 fn upstream_garbage_is_a_502_and_leaks_nothing() {
-    let (_env, fake, server) = setup(1, BURST_ARGS);
+    let (env, fake, server) = setup(1, BURST_ARGS);
     assert_no_leak(&server, Some(&fake), 1, &|i| {
         let garbage = GARBAGE[i % GARBAGE.len()];
-        fake.push(&key(1), Reply::Garbage(garbage.to_vec()));
+        // The key's answer from now on (a request answered at once while
+        // the upstream counts as down takes none).
+        fake.set_default(&key(1), Reply::Garbage(garbage.to_vec()));
         let r = chat(&server, &json!({"model": "m"}));
         let v = r.assert_openai_error(502);
+        let code = &v["error"]["code"];
         assert!(
-            v["error"]["code"] == "upstream_unreachable" || v["error"]["code"] == "upstream_error",
+            code == "upstream_unreachable" || code == "upstream_error" || code == "upstream_down",
             "{:?}: {v}",
             String::from_utf8_lossy(garbage)
         );
     });
+    fake.clear_default(&key(1));
     assert_serving(&server, &fake);
+    assert_no_key_blamed(&env);
 }
 
 #[test]
@@ -512,17 +551,15 @@ fn a_100_mb_stream_is_relayed_without_being_buffered() {
 }
 
 #[test]
-fn a_storm_of_5xx_disables_the_keys_with_honest_errors_and_the_server_recovers() {
+fn a_storm_of_5xx_on_every_key_is_an_outage_that_disables_no_key() {
     let (env, fake, server) = setup(3, &["--max-failures", "3", "--max-attempts", "3"]);
     for (n, status) in [(1, 500), (2, 502), (3, 503)] {
         fake.set_default(&key(n), Reply::server_error(status));
     }
-    // Several clients at once, until the keys are all disabled.
-    let disabled_answers = AtomicUsize::new(0);
+    // Several clients at once: each gets an honest 5xx, the upstream's own
+    // or orproxy's "the upstream is down".
+    let outage_answers = AtomicUsize::new(0);
     run_faults(30, 3, &|_| {
-        if disabled_answers.load(Ordering::SeqCst) > 0 {
-            return;
-        }
         let r = chat(&server, &json!({"model": "m"}));
         match r.status {
             500 | 502 | 503 if r.header("x-orproxy-key").is_some() => {
@@ -531,38 +568,73 @@ fn a_storm_of_5xx_disables_the_keys_with_honest_errors_and_the_server_recovers()
             }
             503 => {
                 let v = r.assert_openai_error(503);
-                assert_eq!(v["error"]["code"], "no_usable_key", "{v}");
-                disabled_answers.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(v["error"]["code"], "upstream_down", "{v}");
+                assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+                outage_answers.fetch_add(1, Ordering::SeqCst);
             }
             other => panic!("unexpected {other}: {}", r.text()),
         }
     });
     assert!(
-        disabled_answers.load(Ordering::SeqCst) > 0,
-        "keys never disabled"
+        outage_answers.load(Ordering::SeqCst) > 0,
+        "the outage was never noticed"
     );
-    let v = chat(&server, &json!({"model": "m"})).assert_openai_error(503);
-    assert_eq!(v["error"]["code"], "no_usable_key");
+    // The keys are not to blame: none is disabled, none has a failure.
     let health = request("GET", &server.url("/health"), &[], None);
-    assert_eq!(health.status, 503);
-    assert_eq!(health.json()["keys"]["disabled"], 3);
-    let before = fake.request_count();
-    chat(&server, &json!({"model": "m"})).assert_openai_error(503);
-    assert_eq!(fake.request_count(), before, "disabled keys are not tried");
-    // Nothing lost, and the reason is on record.
-    wait_until("the disabled keys in the store", T, || {
-        let keys = env.list_json();
-        keys.len() == 3 && keys.iter().all(|k| k["status"] == "disabled")
-    });
-    // The upstream recovers and the operator reactivates the keys.
+    assert_eq!(health.json()["keys"]["disabled"], 0, "{}", health.text());
+    assert_no_key_blamed(&env);
+    // The upstream recovers: served again within 5 s, no operator needed.
     for n in 1..=3 {
         fake.clear_default(&key(n));
     }
-    env.run(&["keys", "reactivate", "--all"]).success();
-    fake.set_fallback(Reply::chat_ok());
-    wait_until("the reactivated keys in use", T, || {
-        chat(&server, &json!({"model": "m"})).status == 200
+    assert_serving(&server, &fake);
+}
+
+#[test]
+fn a_key_that_keeps_failing_while_the_others_work_is_disabled() {
+    let (env, fake, server) = setup(2, &["--max-failures", "3", "--max-attempts", "3"]);
+    fake.set_default(&key(1), Reply::server_error(500));
+    // Key 2 serves; each time it is briefly rate-limited, the request tries
+    // key 1, which fails, then key 2 again once its cooldown ends.
+    let key_limit = || {
+        let reset = u64::try_from(
+            (chrono::Utc::now() + chrono::TimeDelta::milliseconds(300)).timestamp_millis(),
+        )
+        .unwrap();
+        Reply::json_with_headers(
+            429,
+            vec![("X-RateLimit-Reset".into(), reset.to_string())],
+            &json!({"error": {"message": "Rate limit exceeded", "code": 429}}),
+        )
+    };
+    // The first request tries key 1 first (neither was used yet).
+    let r = chat(&server, &json!({"model": "m"}));
+    assert_eq!(r.header("x-orproxy-attempts"), Some("2"), "{}", r.text());
+    wait_until("key 1's first failure counted", T, || {
+        env.list_json()[0]["consecutive_failures"] == 1
     });
+    for n in 2..=3 {
+        fake.push(&key(2), key_limit());
+        let r = chat(&server, &json!({"model": "m"}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.header("x-orproxy-attempts"),
+            Some("3"),
+            "{}",
+            server.log()
+        );
+        wait_until("key 1's failure counted", T, || {
+            env.list_json()[0]["consecutive_failures"] == n
+        });
+    }
+    let keys = env.list_json();
+    assert_eq!(keys[0]["status"], "disabled", "{keys:?}");
+    assert_eq!(
+        keys[0]["disabled_reason"],
+        "3 consecutive failures (last: HTTP 500 (transient))"
+    );
+    assert_eq!(keys[1]["status"], "active");
+    assert_eq!(keys[1]["consecutive_failures"], 0);
     assert_serving(&server, &fake);
 }
 

@@ -33,6 +33,9 @@ pub struct KeyState {
     pub auto_recover: bool,
     /// When the server last re-checked this disabled key.
     pub last_probe: Option<DateTime<Utc>>,
+    /// OpenRouter rejected the key (401): a disabled key re-checked on a
+    /// slower schedule.
+    pub rejected: bool,
 }
 
 /// What a key can do at a given instant. Computed, never stored.
@@ -132,6 +135,7 @@ impl KeyState {
         self.free_cooldown_reason = None;
         self.consecutive_failures = 0;
         self.auto_recover = false;
+        self.rejected = false;
         self.last_probe = None;
     }
 }
@@ -233,6 +237,7 @@ mod tests {
             free_cooldown_reason: Some("free-models-per-day".into()),
             auto_recover: true,
             last_probe: Some(t0()),
+            rejected: true,
         };
         s.reactivate();
         assert_eq!(

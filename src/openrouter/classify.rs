@@ -72,8 +72,8 @@ pub enum Verdict {
     /// 2xx with no error inside.
     Success,
     /// The client's own fault: pass the answer through unchanged and never penalise the key
-    /// (400, 404, 405, 409, 410, 411, 413, 414, 415, 422, 431, 403 other than a key limit, and a
-    /// 402 about the request: "requires more credits, or fewer max_tokens").
+    /// (any 4xx but 401, 402, 408 and 429; a 403 other than a key limit; and a 402 about the
+    /// request: "requires more credits, or fewer max_tokens").
     ClientError,
     /// The account's free-model per-minute cap: park every key of the account until `until`.
     AccountPerMinute {
@@ -127,7 +127,8 @@ pub enum Verdict {
         /// Suggested wait, when the answer gives one (at most 300 s).
         retry_after: Option<Duration>,
     },
-    /// Any other non-2xx answer: a failure of this attempt.
+    /// Any other answer (a 1xx or 3xx that reached the proxy, a status outside HTTP's range, a
+    /// provider's 401): relayed as it is, not evidence against the key.
     Other,
 }
 
@@ -494,8 +495,10 @@ fn by_status(status: u16, info: &Info<'_>, answer: &Answer<'_>, now: DateTime<Ut
             }
         }
         403 => key_limit(info, now).unwrap_or(Verdict::ClientError),
-        400 | 404 | 405 | 409 | 410 | 411 | 413 | 414 | 415 | 422 | 431 => Verdict::ClientError,
         408 | 500..=599 => transient(info, answer, now),
+        // Any other 4xx is about the request (400, 404, 405, 413, 417,
+        // 422...): the key did nothing wrong.
+        400..=499 => Verdict::ClientError,
         _ => Verdict::Other,
     }
 }
@@ -1232,6 +1235,9 @@ mod tests {
                 r#"{"error":{"message":"Payload too large","code":413}}"#,
             ),
             (422, r#"{"error":{"message":"Unprocessable","code":"422"}}"#),
+            (417, "Expectation Failed"),
+            (418, ""),
+            (451, ""),
         ] {
             assert_eq!(
                 run(status, &[], body, now),
@@ -1283,7 +1289,7 @@ mod tests {
     #[test]
     fn other_statuses() {
         let now = at(2026, 7, 8, 14, 2, 0);
-        for status in [0, 100, 301, 304, 418, 451, 600, 999] {
+        for status in [0, 100, 301, 304, 600, 999] {
             let v = run(status, &[], "", now);
             assert_eq!(v, Verdict::Other, "status {status}");
             assert_eq!(v.reason(), "unknown-error");

@@ -63,6 +63,11 @@ pub(crate) struct Endpoint {
     /// OpenRouter answers it without a key: with no usable key, it is sent
     /// without one.
     pub(crate) keyless: bool,
+    /// Its 401s and 403s speak of the key (invalid, over its limit); on any
+    /// other path they are about the request (a management route an
+    /// ordinary key may not use, say), relayed and never held against the
+    /// key.
+    pub(crate) key_errors: bool,
 }
 
 const fn inference(path: &'static str, stream_end: StreamEnd, label: &'static str) -> Endpoint {
@@ -73,6 +78,7 @@ const fn inference(path: &'static str, stream_end: StreamEnd, label: &'static st
         stream_end,
         label,
         keyless: false,
+        key_errors: true,
     }
 }
 
@@ -84,6 +90,15 @@ const fn forwarded(path: &'static str, label: &'static str) -> Endpoint {
         stream_end: StreamEnd::EventBoundary,
         label,
         keyless: false,
+        key_errors: false,
+    }
+}
+
+/// `GET /key`: what OpenRouter knows of the key itself.
+const fn key_info(path: &'static str, label: &'static str) -> Endpoint {
+    Endpoint {
+        key_errors: true,
+        ..forwarded(path, label)
     }
 }
 
@@ -102,10 +117,11 @@ pub(crate) const ENDPOINTS: [Endpoint; 14] = [
         stream_end: StreamEnd::EventBoundary,
         label: "/v1/models",
         keyless: true,
+        key_errors: true,
     },
     forwarded("generation", "/v1/generation"),
-    forwarded("key", "/v1/key"),
-    forwarded("auth/key", "/v1/auth/key"),
+    key_info("key", "/v1/key"),
+    key_info("auth/key", "/v1/auth/key"),
     forwarded("credits", "/v1/credits"),
     forwarded("providers", "/v1/providers"),
     forwarded("models/user", "/v1/models/user"),
@@ -134,6 +150,13 @@ mod tests {
         assert!(lookup("messages").peeked);
         assert!(lookup("models").keyless);
         assert!(!lookup("models/user").keyless);
+        // Where a 401 means the key is invalid, and where it does not.
+        for path in ["chat/completions", "responses", "models", "key", "auth/key"] {
+            assert!(lookup(path).key_errors, "{path}");
+        }
+        for path in ["credits", "generation", "keys", "models/user"] {
+            assert!(!lookup(path).key_errors, "{path}");
+        }
         assert_eq!(lookup("anything/else"), &OTHER);
         assert_eq!(lookup(""), &OTHER);
     }

@@ -42,9 +42,14 @@ pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 /// An HTTP client for key checks, bounded by [`CHECK_TIMEOUT`]. Must be
 /// made inside an actix (tokio) runtime.
 pub(crate) fn client() -> awc::Client {
+    client_with_timeout(CHECK_TIMEOUT)
+}
+
+/// An HTTP client for key checks bounded by `timeout`.
+pub(crate) fn client_with_timeout(timeout: Duration) -> awc::Client {
     awc::Client::builder()
-        .timeout(CHECK_TIMEOUT)
-        .connector(awc::Connector::new().timeout(CHECK_TIMEOUT))
+        .timeout(timeout)
+        .connector(awc::Connector::new().timeout(timeout))
         .disable_redirects()
         .finish()
 }

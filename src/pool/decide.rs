@@ -8,7 +8,7 @@
 //!
 //! Each row of the table is a unit test below.
 
-use super::{CapKind, Outcome, Probe};
+use super::{CapKind, Fault, Outcome, Probe};
 use crate::openrouter::classify::Verdict;
 use crate::openrouter::keyinfo::{CheckError, KeyCheck};
 use crate::secret::redact;
@@ -118,6 +118,18 @@ pub(crate) fn backoff(attempt_no: u32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << attempt_no.min(4)).min(2000))
 }
 
+/// What decides besides the attempt itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Facts<'a> {
+    /// The request's model.
+    pub(crate) model: Option<&'a str>,
+    /// The attempt's number, from 1.
+    pub(crate) attempt_no: u32,
+    /// The endpoint's 401s and 403s speak of the key (inference endpoints,
+    /// `/models`, `/key`); elsewhere they are about the request.
+    pub(crate) key_errors: bool,
+}
+
 fn answer(outcome: Outcome) -> Decision {
     Decision {
         outcome,
@@ -147,19 +159,31 @@ fn cooldown(until: DateTime<Utc>, reason: &str, account_wide: bool, free_only: b
     }
 }
 
-/// The decision for attempt number `attempt_no` (from 1) of a request for
-/// `model`, judged at `now`.
-pub(crate) fn decide(
-    attempted: &Attempted,
-    model: Option<&str>,
-    attempt_no: u32,
-    now: DateTime<Utc>,
-) -> Decision {
-    let (status, verdict) = match attempted {
-        Attempted::Failed(failure) => {
-            let reason = failure.message();
-            return retry(Outcome::Failure { reason }, backoff(attempt_no));
+fn failed(fault: Fault, reason: String) -> Outcome {
+    Outcome::Failed { fault, reason }
+}
+
+/// The decision for an attempt that got no answer to judge.
+fn no_answer(failure: &Failure, attempt_no: u32) -> Decision {
+    let reason = failure.message();
+    match failure {
+        // The path is broken whichever key is used: try again (a pooled
+        // connection may have gone stale); the pool says when the upstream
+        // is down, and then requests stop walking the pool.
+        Failure::Unreachable(_) | Failure::ConnectTimeout(_) => {
+            retry(failed(Fault::Unreachable, reason), backoff(attempt_no))
         }
+        // A hang is bounded once: never waited for again on another key.
+        Failure::HeadersTimeout(_) | Failure::Silent(_) => answer(failed(Fault::Hung, reason)),
+        Failure::Broken(_) => retry(failed(Fault::Broken, reason), backoff(attempt_no)),
+    }
+}
+
+/// The decision for attempt `facts.attempt_no` of a request, judged at
+/// `now`.
+pub(crate) fn decide(attempted: &Attempted, facts: &Facts<'_>, now: DateTime<Utc>) -> Decision {
+    let (status, verdict) = match attempted {
+        Attempted::Failed(failure) => return no_answer(failure, facts.attempt_no),
         Attempted::Answered {
             status, verdict, ..
         } => (*status, verdict),
@@ -167,7 +191,13 @@ pub(crate) fn decide(
     let reason = verdict.reason();
     match verdict {
         Verdict::Success => answer(Outcome::Success),
-        Verdict::ClientError => answer(Outcome::Neutral),
+        // The request's own fault, or an odd answer: relayed, never blamed.
+        Verdict::ClientError | Verdict::Other => answer(Outcome::Neutral),
+        // A 401 or 403 of an endpoint where they are about the request
+        // (a management route, say): relayed, never blamed.
+        Verdict::InvalidKey { .. } | Verdict::KeyLimit { .. } if !facts.key_errors => {
+            answer(Outcome::Neutral)
+        }
         // The account's free-model caps: park the account's keys for free
         // models (paid models still work), and remember the cap.
         Verdict::AccountPerMinute { until } => Decision {
@@ -189,19 +219,21 @@ pub(crate) fn decide(
             Outcome::Disable {
                 reason: "OpenRouter: key limit exceeded (total limit)".to_owned(),
                 recoverable: true,
+                rejected: false,
             },
             Duration::ZERO,
         ),
         Verdict::InvalidKey { reason } => retry(
             Outcome::Disable {
                 reason: format!("401 from OpenRouter: {}", redact(reason)),
-                recoverable: false,
+                recoverable: true,
+                rejected: true,
             },
             Duration::ZERO,
         ),
         // Not the key's fault, and no key helps: the model backs off for
         // every request, and this one waits for it within --max-wait.
-        Verdict::ModelCapacity { retry_after } => match model {
+        Verdict::ModelCapacity { retry_after } => match facts.model {
             Some(_) => Decision {
                 hold_model_until: Some(now + TimeDelta::from_std(*retry_after).unwrap_or_default()),
                 retry_hint: Some(*retry_after),
@@ -217,18 +249,13 @@ pub(crate) fn decide(
             let outcome = if *provider {
                 Outcome::Neutral
             } else {
-                Outcome::Failure {
-                    reason: format!("HTTP {status} ({reason})"),
-                }
+                failed(Fault::ServerError, format!("HTTP {status} ({reason})"))
             };
-            retry(outcome, retry_after.unwrap_or_else(|| backoff(attempt_no)))
+            retry(
+                outcome,
+                retry_after.unwrap_or_else(|| backoff(facts.attempt_no)),
+            )
         }
-        Verdict::Other => retry(
-            Outcome::Failure {
-                reason: format!("HTTP {status}"),
-            },
-            backoff(attempt_no),
-        ),
     }
 }
 
@@ -268,8 +295,14 @@ mod tests {
         }
     }
 
+    const INFERENCE: Facts<'static> = Facts {
+        model: Some("m:free"),
+        attempt_no: 1,
+        key_errors: true,
+    };
+
     fn on(attempted: Attempted) -> Decision {
-        decide(&attempted, Some("m:free"), 1, now())
+        decide(&attempted, &INFERENCE, now())
     }
 
     const NOW: Option<Duration> = Some(Duration::ZERO);
@@ -285,9 +318,14 @@ mod tests {
     #[test]
     fn a_client_error_is_relayed_and_costs_the_key_nothing() {
         assert_eq!(
-            on(answered(400, Verdict::ClientError)),
+            on(answered(417, Verdict::ClientError)),
             answer(Outcome::Neutral)
         );
+    }
+
+    #[test]
+    fn an_odd_answer_is_relayed_and_costs_the_key_nothing() {
+        assert_eq!(on(answered(302, Verdict::Other)), answer(Outcome::Neutral));
     }
 
     #[test]
@@ -358,14 +396,15 @@ mod tests {
             d.outcome,
             Outcome::Disable {
                 reason: "OpenRouter: key limit exceeded (total limit)".into(),
-                recoverable: true
+                recoverable: true,
+                rejected: false,
             }
         );
         assert_eq!(d.retry, NOW);
     }
 
     #[test]
-    fn an_invalid_key_is_disabled_for_good_with_a_redacted_reason() {
+    fn a_rejected_key_is_disabled_and_rechecked_with_a_redacted_reason() {
         let d = on(answered(
             401,
             Verdict::InvalidKey {
@@ -376,7 +415,8 @@ mod tests {
             d.outcome,
             Outcome::Disable {
                 reason: "401 from OpenRouter: User not found.".into(),
-                recoverable: false
+                recoverable: true,
+                rejected: true,
             }
         );
         assert_eq!(d.retry, NOW);
@@ -396,6 +436,33 @@ mod tests {
     }
 
     #[test]
+    fn a_401_or_403_of_a_route_about_the_request_is_relayed_and_blames_nobody() {
+        let management = Facts {
+            key_errors: false,
+            ..INFERENCE
+        };
+        for verdict in [
+            Verdict::InvalidKey {
+                reason: "Only management keys can do this".into(),
+            },
+            Verdict::KeyLimit {
+                period: LimitPeriod::Total,
+                until: None,
+            },
+        ] {
+            let status = if matches!(verdict, Verdict::InvalidKey { .. }) {
+                401
+            } else {
+                403
+            };
+            assert_eq!(
+                decide(&answered(status, verdict), &management, now()),
+                answer(Outcome::Neutral)
+            );
+        }
+    }
+
+    #[test]
     fn model_capacity_holds_the_model_not_the_key() {
         let d = on(answered(
             429,
@@ -407,6 +474,10 @@ mod tests {
         assert_eq!(d.hold_model_until, Some(later(7)));
         assert_eq!((d.retry, d.retry_hint), (NOW, Some(Duration::from_secs(7))));
         // Without a model to hold, the request itself waits.
+        let no_model = Facts {
+            model: None,
+            ..INFERENCE
+        };
         let d = decide(
             &answered(
                 429,
@@ -414,8 +485,7 @@ mod tests {
                     retry_after: Duration::from_secs(7),
                 },
             ),
-            None,
-            1,
+            &no_model,
             now(),
         );
         assert_eq!(d.hold_model_until, None);
@@ -436,7 +506,7 @@ mod tests {
     }
 
     #[test]
-    fn a_transient_error_retries_with_its_wait_or_a_backoff() {
+    fn a_5xx_naming_no_provider_is_a_suspect_server_error_retried_with_its_wait_or_a_backoff() {
         let d = on(answered(
             503,
             Verdict::Transient {
@@ -446,11 +516,13 @@ mod tests {
         ));
         assert_eq!(
             d.outcome,
-            Outcome::Failure {
-                reason: "HTTP 503 (transient)".into()
-            }
+            failed(Fault::ServerError, "HTTP 503 (transient)".into())
         );
         assert_eq!(d.retry, Some(Duration::from_secs(3)));
+        let second = Facts {
+            attempt_no: 2,
+            ..INFERENCE
+        };
         let d = decide(
             &answered(
                 502,
@@ -459,8 +531,7 @@ mod tests {
                     retry_after: None,
                 },
             ),
-            None,
-            2,
+            &second,
             now(),
         );
         assert_eq!(d.outcome, Outcome::Neutral, "a provider's error");
@@ -469,34 +540,25 @@ mod tests {
     }
 
     #[test]
-    fn any_other_answer_is_a_failure_of_the_attempt() {
-        let d = on(answered(418, Verdict::Other));
-        assert_eq!(
-            d.outcome,
-            Outcome::Failure {
-                reason: "HTTP 418".into()
-            }
-        );
-        assert_eq!(d.retry, Some(backoff(1)));
-    }
-
-    #[test]
-    fn no_answer_is_a_failure_retried_after_a_backoff() {
-        for failure in [
-            Failure::Unreachable("connection refused".into()),
-            Failure::ConnectTimeout(10),
-            Failure::HeadersTimeout(600),
-            Failure::Broken("reset".into()),
-            Failure::Silent(120),
+    fn no_answer_is_never_the_keys_fault_and_a_hang_is_not_waited_for_twice() {
+        let third = Facts {
+            attempt_no: 3,
+            ..INFERENCE
+        };
+        for (failure, fault, retried) in [
+            (
+                Failure::Unreachable("connection refused".into()),
+                Fault::Unreachable,
+                true,
+            ),
+            (Failure::ConnectTimeout(10), Fault::Unreachable, true),
+            (Failure::HeadersTimeout(600), Fault::Hung, false),
+            (Failure::Silent(120), Fault::Hung, false),
+            (Failure::Broken("reset".into()), Fault::Broken, true),
         ] {
-            let d = decide(&Attempted::Failed(failure.clone()), None, 3, now());
-            assert_eq!(
-                d.outcome,
-                Outcome::Failure {
-                    reason: failure.message()
-                }
-            );
-            assert_eq!(d.retry, Some(backoff(3)));
+            let d = decide(&Attempted::Failed(failure.clone()), &third, now());
+            assert_eq!(d.outcome, failed(fault, failure.message()), "{failure:?}");
+            assert_eq!(d.retry, retried.then(|| backoff(3)), "{failure:?}");
         }
     }
 

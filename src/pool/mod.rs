@@ -9,6 +9,7 @@
 
 pub(crate) mod decide;
 pub(crate) mod quota;
+pub(crate) mod upstream;
 
 #[cfg(test)]
 mod tests;
@@ -66,6 +67,9 @@ pub(crate) struct PoolKey {
     /// With a shared store: the version of the stored state last adopted,
     /// so that an older one arriving late is ignored.
     pub(crate) version: u64,
+    /// A failure that may be the key's, not counted yet (see
+    /// [`Pool::report`]): its reason and when it happened.
+    pub(crate) suspect: Option<(String, DateTime<Utc>)>,
 }
 
 impl PoolKey {
@@ -80,6 +84,7 @@ impl PoolKey {
             state: record.state.clone(),
             quota: record.quota_account(),
             version: 0,
+            suspect: None,
         }
     }
 }
@@ -134,18 +139,47 @@ pub(crate) enum Outcome {
     Disable {
         /// Why it was disabled.
         reason: String,
-        /// Re-check it in the background and bring it back when healthy
-        /// (false for a 401: the key is invalid).
+        /// Re-check it in the background and bring it back when healthy.
         recoverable: bool,
+        /// OpenRouter rejected the key (401): re-checked on a slower
+        /// schedule, in case OpenRouter answered so by mistake.
+        rejected: bool,
     },
-    /// A 5xx, connection error or timeout: counts toward
-    /// [`Settings::max_failures`].
-    Failure {
+    /// The attempt failed without a usable answer. Whether the key is to
+    /// blame depends on the `fault` and on what the other keys get: see
+    /// [`Pool::report`].
+    Failed {
+        /// What kind of failure.
+        fault: Fault,
         /// What went wrong this time.
         reason: String,
     },
     /// The client's own error, or nothing to do with the key: no change.
     Neutral,
+}
+
+/// What kind of failure an attempt met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// No answer at all: refused, DNS, TLS, a reset, a connect timeout. The
+    /// path to the upstream is broken whichever key is used: never the
+    /// key's fault.
+    Unreachable,
+    /// No response headers in time, or an answer that went silent: a hang
+    /// is not the key's fault.
+    Hung,
+    /// A 5xx (or 408) that names no provider: the key's only if other keys
+    /// are answered normally meanwhile.
+    ServerError,
+    /// An answer that broke off or could not be read: like `ServerError`.
+    Broken,
+}
+
+impl Fault {
+    /// Whether the upstream gave no answer at all (never the key's fault).
+    pub fn no_answer(self) -> bool {
+        matches!(self, Fault::Unreachable | Fault::Hung)
+    }
 }
 
 /// A change to a key, for the key log and metrics.
@@ -187,6 +221,18 @@ pub enum Event {
         /// The key's ID.
         id: String,
     },
+    /// A failure was counted against a key: it failed while another key
+    /// was answered normally.
+    Blamed {
+        /// The key's ID.
+        id: String,
+        /// The failure.
+        reason: String,
+        /// The key's failures in a row now.
+        streak: u32,
+    },
+    /// The upstream went down or came back.
+    Upstream(upstream::Change),
 }
 
 #[cfg(test)]
@@ -199,7 +245,9 @@ impl Event {
             | Event::Recovered { id }
             | Event::Added { id }
             | Event::Removed { id }
-            | Event::Reactivated { id } => id,
+            | Event::Reactivated { id }
+            | Event::Blamed { id, .. } => id,
+            Event::Upstream(_) => "",
         }
     }
 }
@@ -338,14 +386,16 @@ fn park(
 }
 
 /// Disable `key` with `reason` unless it already is (the first reason stays).
-fn disable(key: &mut PoolKey, reason: String, recoverable: bool) -> Option<Event> {
+fn disable(key: &mut PoolKey, reason: String, recoverable: bool, rejected: bool) -> Option<Event> {
     if key.state.disabled {
         return None;
     }
     key.state.disabled = true;
     key.state.disabled_reason = Some(reason.clone());
     key.state.auto_recover = recoverable;
+    key.state.rejected = rejected;
     key.state.last_probe = None;
+    key.suspect = None;
     Some(Event::Disabled {
         id: key.id.clone(),
         reason,
@@ -371,7 +421,24 @@ pub struct Pool {
     accounts: HashMap<String, AccountUsage>,
     /// Models backing off (OpenRouter's shared capacity): not before then.
     models: HashMap<String, DateTime<Utc>>,
+    /// The last failed answer that may have been its key's: the key, the
+    /// kind of failure, when.
+    last_failure: Option<(String, Fault, DateTime<Utc>)>,
+    /// Whether the upstream itself is down.
+    upstream: upstream::Health,
 }
+
+/// How long a failure that may be its key's waits to be counted: another
+/// key must be answered normally within this time.
+const SUSPECT_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// How close together the same failure with two different keys must come
+/// to count as the upstream's.
+const ACROSS_KEYS_WITHIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// A key OpenRouter rejected (401) is re-checked this many times more
+/// rarely than one disabled by failures.
+const REJECTED_RECHECK_FACTOR: i32 = 12;
 
 /// Which of an account's caps OpenRouter reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -591,24 +658,28 @@ impl Pool {
     /// resulting changes. An unknown ID (the key was removed meanwhile) is
     /// ignored. Any state change marks the pool dirty; a cooldown, disable
     /// or failure of the current key makes the next choice rotate.
+    ///
+    /// A key is blamed only for what it caused ([`Outcome::Failed`]):
+    /// - a failure without an answer ([`Fault::no_answer`]) is never the
+    ///   key's; two in a row mean the upstream is down;
+    /// - a failed answer ([`Fault::ServerError`], [`Fault::Broken`]) is held
+    ///   as the key's *suspect* failure: it counts toward the key's streak
+    ///   (and `max_failures`) only when another key is answered normally
+    ///   within [`SUSPECT_FOR`]; when another key fails the same way first,
+    ///   nobody is blamed and the upstream is down.
+    ///
+    /// Every outcome but a failure says the upstream answers.
     pub(crate) fn report(&mut self, id: &str, outcome: Outcome, now: DateTime<Utc>) -> Vec<Event> {
         let Some(idx) = self.index.get(id).copied() else {
             return Vec::new();
         };
         let mut events = Vec::new();
+        if !matches!(outcome, Outcome::Failed { .. }) {
+            events.extend(self.upstream.answered().map(Event::Upstream));
+        }
         match outcome {
             Outcome::Neutral => {}
-            Outcome::Success => {
-                if let Some(key) = self.keys.get_mut(idx) {
-                    // A streak ending is news for `keys list`; a counter is not.
-                    if key.state.consecutive_failures > 0 {
-                        self.dirty = true;
-                    }
-                    key.state.consecutive_failures = 0;
-                    key.state.requests_total = key.state.requests_total.saturating_add(1);
-                    self.touched = true;
-                }
-            }
+            Outcome::Success => self.succeeded(idx, now, &mut events),
             Outcome::Cooldown {
                 until,
                 reason,
@@ -638,32 +709,123 @@ impl Pool {
             Outcome::Disable {
                 reason,
                 recoverable,
+                rejected,
             } => {
                 self.rotate_away_from(id);
                 if let Some(key) = self.keys.get_mut(idx) {
-                    events.extend(disable(key, reason, recoverable));
+                    events.extend(disable(key, reason, recoverable, rejected));
                 }
             }
-            Outcome::Failure { reason } => {
+            Outcome::Failed { fault, reason } => {
                 self.rotate_away_from(id);
-                let max = self.settings.max_failures;
-                if let Some(key) = self.keys.get_mut(idx) {
-                    let state = &mut key.state;
-                    state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                    state.failures_total = state.failures_total.saturating_add(1);
-                    self.dirty = true;
-                    let n = state.consecutive_failures;
-                    if n >= max {
-                        let why = format!("{n}{}", streak_suffix(&reason));
-                        events.extend(disable(key, why, true));
-                    }
-                }
+                self.failed(idx, fault, &reason, now, &mut events);
             }
         }
         if !events.is_empty() {
             self.dirty = true;
         }
         events
+    }
+
+    /// Key `idx` was answered normally: its streak ends, and every other
+    /// key's recent suspect failure is counted against it.
+    fn succeeded(&mut self, idx: usize, now: DateTime<Utc>, events: &mut Vec<Event>) {
+        self.last_failure = None;
+        let max = self.settings.max_failures;
+        for (i, key) in self.keys.iter_mut().enumerate() {
+            if i == idx {
+                // A streak ending is news for `keys list`; a counter is not.
+                if key.state.consecutive_failures > 0 {
+                    self.dirty = true;
+                }
+                key.state.consecutive_failures = 0;
+                key.state.requests_total = key.state.requests_total.saturating_add(1);
+                key.suspect = None;
+                self.touched = true;
+                continue;
+            }
+            let Some((reason, at)) = key.suspect.take() else {
+                continue;
+            };
+            if now - at > SUSPECT_FOR || key.state.disabled {
+                continue;
+            }
+            let state = &mut key.state;
+            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+            state.failures_total = state.failures_total.saturating_add(1);
+            let streak = state.consecutive_failures;
+            events.push(Event::Blamed {
+                id: key.id.clone(),
+                reason: reason.clone(),
+                streak,
+            });
+            if streak >= max {
+                let why = format!("{streak}{}", streak_suffix(&reason));
+                events.extend(disable(key, why, true, false));
+            }
+        }
+    }
+
+    /// An attempt with key `idx` failed with `fault`.
+    fn failed(
+        &mut self,
+        idx: usize,
+        fault: Fault,
+        reason: &str,
+        now: DateTime<Utc>,
+        events: &mut Vec<Event>,
+    ) {
+        if fault.no_answer() {
+            events.extend(
+                self.upstream
+                    .no_answer(fault, reason, now)
+                    .map(Event::Upstream),
+            );
+            return;
+        }
+        let Some(id) = self.keys.get(idx).map(|k| k.id.clone()) else {
+            return;
+        };
+        let across_keys = self.last_failure.as_ref().is_some_and(|(other, f, at)| {
+            *other != id && *f == fault && now - *at <= ACROSS_KEYS_WITHIN
+        });
+        if across_keys {
+            // The upstream's failure, not any key's.
+            for key in &mut self.keys {
+                key.suspect = None;
+            }
+            self.last_failure = None;
+            events.extend(
+                self.upstream
+                    .failed_across_keys(fault, reason, now)
+                    .map(Event::Upstream),
+            );
+            return;
+        }
+        if let Some(key) = self.keys.get_mut(idx) {
+            key.suspect = Some((reason.to_owned(), now));
+        }
+        self.last_failure = Some((id, fault, now));
+    }
+
+    /// The upstream outage in progress, if the upstream is down.
+    pub(crate) fn outage(&self) -> Option<&upstream::Outage> {
+        self.upstream.outage()
+    }
+
+    /// Whether a down upstream is due for a check at `now` (it is then
+    /// marked as being checked).
+    pub(crate) fn upstream_check_due(&mut self, now: DateTime<Utc>) -> bool {
+        self.upstream.check_due(now)
+    }
+
+    /// A check of a down upstream found it reachable, or not.
+    pub(crate) fn upstream_checked(&mut self, reachable: bool) -> Vec<Event> {
+        self.upstream
+            .checked(reachable)
+            .map(Event::Upstream)
+            .into_iter()
+            .collect()
     }
 
     /// Clear every cooldown that has ended (`cooldown_until <= now`).
@@ -758,6 +920,12 @@ impl Pool {
         let mut due = Vec::new();
         for key in &mut self.keys {
             let state = &mut key.state;
+            // A key OpenRouter rejected is checked more rarely.
+            let every = if state.rejected {
+                every * REJECTED_RECHECK_FACTOR
+            } else {
+                every
+            };
             if state.disabled
                 && state.auto_recover
                 && state.last_probe.is_none_or(|last| now - last >= every)
@@ -803,7 +971,9 @@ impl Pool {
                 vec![Event::Recovered { id: key.id.clone() }]
             }
             Probe::Invalid(reason) => {
-                key.state.auto_recover = false;
+                // Checked again, more rarely: OpenRouter may have rejected
+                // the key by mistake.
+                key.state.rejected = true;
                 key.state.disabled_reason = Some(reason.clone());
                 vec![Event::Disabled {
                     id: key.id.clone(),

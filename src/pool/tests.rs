@@ -93,7 +93,15 @@ fn account_cooldown(until: DateTime<Utc>, reason: &str) -> Outcome {
 }
 
 fn failure(reason: &str) -> Outcome {
-    Outcome::Failure {
+    Outcome::Failed {
+        fault: Fault::ServerError,
+        reason: reason.to_owned(),
+    }
+}
+
+fn no_answer(reason: &str) -> Outcome {
+    Outcome::Failed {
+        fault: Fault::Unreachable,
         reason: reason.to_owned(),
     }
 }
@@ -102,7 +110,30 @@ fn disable_outcome(reason: &str) -> Outcome {
     Outcome::Disable {
         reason: reason.to_owned(),
         recoverable: false,
+        rejected: false,
     }
+}
+
+fn rejected_outcome(reason: &str) -> Outcome {
+    Outcome::Disable {
+        reason: reason.to_owned(),
+        recoverable: true,
+        rejected: true,
+    }
+}
+
+/// Key `id` fails, then `other` is answered normally at the next second:
+/// the failure is counted against `id`. Returns the events of both.
+fn fail_while_another_works(
+    pool: &mut Pool,
+    id: &str,
+    other: &str,
+    reason: &str,
+    at: i64,
+) -> Vec<Event> {
+    let mut events = pool.report(id, failure(reason), t(at));
+    events.extend(pool.report(other, Outcome::Success, t(at + 1)));
+    events
 }
 
 fn set_state(pool: &mut Pool, id: &str, f: impl FnOnce(&mut KeyState)) {
@@ -618,18 +649,26 @@ fn account_wide_cooldown_reports_only_keys_actually_parked() {
 }
 
 #[test]
-fn failures_count_up_then_disable_at_max_with_reason() {
-    let mut pool = Pool::from_records(&[rec("a")], Settings { max_failures: 3 });
-    assert!(pool.report("a", failure("502"), t(0)).is_empty());
-    assert!(pool.report("a", failure("timeout"), t(1)).is_empty());
+fn failures_count_while_another_key_works_then_disable_at_max_with_reason() {
+    let mut pool = Pool::from_records(&[rec("a"), rec("b")], Settings { max_failures: 3 });
+    let events = fail_while_another_works(&mut pool, "a", "b", "502", 0);
+    assert_eq!(
+        events,
+        [Event::Blamed {
+            id: "a".into(),
+            reason: "502".into(),
+            streak: 1
+        }]
+    );
+    fail_while_another_works(&mut pool, "a", "b", "timeout", 2);
     let s = state(&pool, "a");
     assert_eq!(s.consecutive_failures, 2);
     assert_eq!(s.failures_total, 2);
     assert!(!s.disabled);
-    let events = pool.report("a", failure("connection reset"), t(2));
+    let events = fail_while_another_works(&mut pool, "a", "b", "connection reset", 4);
     let reason = "3 consecutive failures (last: connection reset)";
     assert_eq!(
-        events,
+        events[1..],
         [Event::Disabled {
             id: "a".into(),
             reason: reason.into()
@@ -637,51 +676,152 @@ fn failures_count_up_then_disable_at_max_with_reason() {
     );
     let s = state(&pool, "a");
     assert!(s.disabled);
+    assert!(s.auto_recover, "re-checked");
     assert_eq!(s.disabled_reason.as_deref(), Some(reason));
     assert_eq!(s.failures_total, 3);
-    assert!(matches!(pool.choose(t(3), &[]), Choice::Unavailable { .. }));
+    assert_eq!(state(&pool, "b").consecutive_failures, 0);
 }
 
 #[test]
-fn default_settings_disable_on_the_fifth_failure() {
-    let mut pool = pool(&["a"]);
+fn default_settings_disable_on_the_fifth_failure_counted() {
+    let mut pool = pool(&["a", "b"]);
     for i in 0..4 {
-        assert!(pool.report("a", failure("500"), t(i)).is_empty());
+        fail_while_another_works(&mut pool, "a", "b", "500", i * 2);
     }
     assert!(!state(&pool, "a").disabled);
-    assert_eq!(pool.report("a", failure("500"), t(5)).len(), 1);
+    fail_while_another_works(&mut pool, "a", "b", "500", 10);
     assert!(state(&pool, "a").disabled);
 }
 
 #[test]
-fn a_failure_marks_dirty_and_rotates_away_from_the_key() {
+fn a_single_keys_failures_disable_nothing() {
+    let mut pool = Pool::from_records(&[rec("a")], Settings { max_failures: 2 });
+    for i in 0..10 {
+        assert!(pool.report("a", failure("HTTP 500"), t(i)).is_empty());
+    }
+    let s = state(&pool, "a");
+    assert!(!s.disabled);
+    assert_eq!((s.consecutive_failures, s.failures_total), (0, 0));
+}
+
+#[test]
+fn the_same_failure_on_two_keys_blames_neither_and_the_upstream_is_down() {
+    let mut pool = Pool::from_records(
+        &[rec("a"), rec("b"), rec("c")],
+        Settings { max_failures: 1 },
+    );
+    assert!(pool.report("a", failure("HTTP 502"), t(0)).is_empty());
+    let events = pool.report("b", failure("HTTP 502"), t(1));
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Upstream(upstream::Change::Down(upstream::Outage {
+                fault: Fault::ServerError,
+                ..
+            }))]
+        ),
+        "{events:?}"
+    );
+    assert!(pool.outage().is_some());
+    // c's success ends the outage and blames nobody: a's suspect is gone.
+    let events = pool.report("c", Outcome::Success, t(2));
+    assert_eq!(
+        events,
+        [Event::Upstream(upstream::Change::Up { since: t(1) })]
+    );
+    for id in ["a", "b", "c"] {
+        assert!(!state(&pool, id).disabled, "{id}");
+        assert_eq!(state(&pool, id).failures_total, 0, "{id}");
+    }
+}
+
+#[test]
+fn a_different_kind_of_failure_on_another_key_is_not_an_outage() {
+    let mut pool = pool(&["a", "b", "c"]);
+    pool.report("a", failure("HTTP 500"), t(0));
+    let broken = Outcome::Failed {
+        fault: Fault::Broken,
+        reason: "cut".into(),
+    };
+    assert!(pool.report("b", broken, t(1)).is_empty());
+    assert!(pool.outage().is_none());
+    let events = pool.report("c", Outcome::Success, t(2));
+    assert_eq!(events.len(), 2, "both suspects counted: {events:?}");
+}
+
+#[test]
+fn failures_without_an_answer_are_never_the_keys_and_two_in_a_row_are_an_outage() {
+    let mut pool = Pool::from_records(&[rec("a")], Settings { max_failures: 1 });
+    assert!(
+        pool.report("a", no_answer("connection refused"), t(0))
+            .is_empty()
+    );
+    assert!(pool.outage().is_none(), "one could be a stale connection");
+    let events = pool.report("a", no_answer("connection refused"), t(1));
+    assert!(matches!(
+        events.as_slice(),
+        [Event::Upstream(upstream::Change::Down(_))]
+    ));
+    pool.report("a", no_answer("dns"), t(2));
+    let s = state(&pool, "a");
+    assert!(!s.disabled);
+    assert_eq!((s.consecutive_failures, s.failures_total), (0, 0));
+    // The key stays usable: the outage is the server's business.
+    assert_eq!(pick(&mut pool, t(3)), "a");
+}
+
+#[test]
+fn a_down_upstream_is_checked_and_comes_back_when_it_answers() {
+    let mut pool = pool(&["a"]);
+    pool.report("a", no_answer("refused"), t(0));
+    pool.report("a", no_answer("refused"), t(1));
+    assert!(!pool.upstream_check_due(t(2)), "just went down");
+    assert!(pool.upstream_check_due(t(3)));
+    assert!(pool.upstream_checked(false).is_empty());
+    assert!(pool.outage().is_some());
+    assert!(pool.upstream_check_due(t(5)));
+    assert_eq!(
+        pool.upstream_checked(true),
+        [Event::Upstream(upstream::Change::Up { since: t(1) })]
+    );
+    assert!(pool.outage().is_none());
+}
+
+#[test]
+fn a_suspect_failure_is_forgotten_when_no_other_key_works_in_time() {
+    let mut pool = pool(&["a", "b"]);
+    pool.report("a", failure("HTTP 500"), t(0));
+    let events = pool.report("b", Outcome::Success, t(11 * 60));
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(state(&pool, "a").consecutive_failures, 0);
+}
+
+#[test]
+fn a_failure_rotates_away_from_the_key() {
     let mut pool = pool(&["a", "b"]);
     assert_eq!(pick(&mut pool, t(0)), "a");
-    pool.mark_clean();
     pool.report("a", failure("503"), t(0));
-    assert!(pool.is_dirty());
     assert_eq!(pool.current(), None);
     assert_eq!(pick(&mut pool, t(1)), "b");
 }
 
 #[test]
-fn success_between_failures_restarts_the_count() {
-    let mut pool = Pool::from_records(&[rec("a")], Settings { max_failures: 2 });
+fn a_success_of_the_key_itself_clears_its_suspect_failure() {
+    let mut pool = Pool::from_records(&[rec("a"), rec("b")], Settings { max_failures: 2 });
     pool.report("a", failure("500"), t(0));
     pool.report("a", Outcome::Success, t(1));
-    assert!(pool.report("a", failure("500"), t(2)).is_empty());
-    assert!(!state(&pool, "a").disabled);
-    assert_eq!(state(&pool, "a").failures_total, 2);
+    assert!(pool.report("b", Outcome::Success, t(2)).is_empty());
+    assert_eq!(state(&pool, "a").failures_total, 0);
 }
 
 #[test]
 fn failure_of_an_already_disabled_key_keeps_the_first_reason() {
-    let mut pool = Pool::from_records(&[rec("a")], Settings { max_failures: 1 });
+    let mut pool = Pool::from_records(&[rec("a"), rec("b")], Settings { max_failures: 1 });
     pool.report("a", disable_outcome("401 invalid key"), t(0));
-    assert!(pool.report("a", failure("500"), t(1)).is_empty());
+    assert!(fail_while_another_works(&mut pool, "a", "b", "500", 1).is_empty());
     let s = state(&pool, "a");
     assert_eq!(s.disabled_reason.as_deref(), Some("401 invalid key"));
-    assert_eq!(s.failures_total, 1);
+    assert_eq!(s.failures_total, 0);
 }
 
 #[test]
@@ -1192,46 +1332,55 @@ fn model_backoff_only_extends_and_expires() {
 }
 
 #[test]
-fn failure_disabled_keys_are_probed_and_401_disabled_ones_are_not() {
+fn disabled_keys_are_rechecked_and_rejected_ones_more_rarely() {
     let settings = Settings { max_failures: 1 };
     let mut pool = Pool::from_records(&[rec("a"), rec("b"), rec("c")], settings);
-    pool.report("a", failure("HTTP 500"), t0());
+    fail_while_another_works(&mut pool, "a", "c", "HTTP 500", -10);
     pool.report(
         "b",
-        disable_outcome("401 from OpenRouter: User not found."),
+        rejected_outcome("401 from OpenRouter: User not found."),
         t0(),
     );
     assert!(state(&pool, "a").auto_recover);
-    assert!(!state(&pool, "b").auto_recover);
+    assert!(state(&pool, "b").auto_recover && state(&pool, "b").rejected);
     let every = TimeDelta::minutes(5);
-    let due: Vec<String> = pool
-        .due_for_probe(t(1), every)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    assert_eq!(due, ["a"]);
+    let due = |pool: &mut Pool, at: i64| -> Vec<String> {
+        pool.due_for_probe(t(at), every)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    assert_eq!(due(&mut pool, 1), ["a", "b"]);
     assert!(
-        pool.due_for_probe(t(2), every).is_empty(),
+        due(&mut pool, 2).is_empty(),
         "not again before the interval"
     );
-    assert_eq!(pool.due_for_probe(t(301), every).len(), 1);
+    assert_eq!(due(&mut pool, 301), ["a"], "the rejected key waits longer");
+    assert_eq!(due(&mut pool, 12 * 300 + 1), ["a", "b"]);
     assert!(
-        pool.probe_result("a", Probe::StillDown("unreachable".into()), t(302))
+        pool.probe_result("a", Probe::StillDown("unreachable".into()), t(3602))
             .is_empty()
     );
     assert!(state(&pool, "a").disabled);
-    let events = pool.probe_result("a", Probe::Healthy, t(303));
+    let events = pool.probe_result("a", Probe::Healthy, t(3603));
     assert_eq!(events, vec![Event::Recovered { id: "a".into() }]);
     assert!(!state(&pool, "a").disabled);
     assert_eq!(state(&pool, "a").failures_total, 1, "history kept");
-    assert_eq!(pick_excluding(&mut pool, t(304), &["c"]), "a");
+    assert_eq!(pick_excluding(&mut pool, t(3604), &["c"]), "a");
+    // A rejected key that OpenRouter accepts again comes back whole.
+    assert_eq!(
+        pool.probe_result("b", Probe::Healthy, t(3605)),
+        [Event::Recovered { id: "b".into() }]
+    );
+    let b = state(&pool, "b");
+    assert!(!b.disabled && !b.rejected && !b.auto_recover);
 }
 
 #[test]
-fn a_probe_that_finds_the_key_invalid_stops_probing() {
+fn a_check_that_finds_the_key_rejected_keeps_checking_it_rarely() {
     let settings = Settings { max_failures: 1 };
-    let mut pool = Pool::from_records(&[rec("a")], settings);
-    pool.report("a", failure("timeout"), t0());
+    let mut pool = Pool::from_records(&[rec("a"), rec("b")], settings);
+    fail_while_another_works(&mut pool, "a", "b", "timeout", -10);
     pool.due_for_probe(t(1), TimeDelta::minutes(5));
     let events = pool.probe_result(
         "a",
@@ -1239,11 +1388,13 @@ fn a_probe_that_finds_the_key_invalid_stops_probing() {
         t(2),
     );
     assert_eq!(events.len(), 1);
-    assert!(!state(&pool, "a").auto_recover);
+    let s = state(&pool, "a");
+    assert!(s.auto_recover && s.rejected);
     assert!(
         pool.due_for_probe(t(1000), TimeDelta::minutes(5))
             .is_empty()
     );
+    assert_eq!(pool.due_for_probe(t(3602), TimeDelta::minutes(5)).len(), 1);
     assert_eq!(
         state(&pool, "a").disabled_reason.as_deref(),
         Some("401 from OpenRouter: User not found.")
@@ -1273,10 +1424,10 @@ fn counters_alone_are_not_urgent_but_state_changes_are() {
     assert!(pool.is_dirty());
     assert!(!pool.is_urgent(), "last use and a request counted can wait");
     pool.mark_clean();
-    pool.report("a", failure("HTTP 500"), t(2));
-    assert!(pool.is_urgent(), "a failure shows in keys list");
+    fail_while_another_works(&mut pool, "a", "b", "HTTP 500", 2);
+    assert!(pool.is_urgent(), "a failure counted shows in keys list");
     pool.mark_clean();
-    pool.report("a", Outcome::Success, t(3));
+    pool.report("a", Outcome::Success, t(4));
     assert!(pool.is_urgent(), "the end of a failure streak shows too");
     pool.mark_clean();
     pool.report("b", cooldown(t(60), "rate-limited"), t(4));

@@ -8,7 +8,9 @@
 
 use crate::clock::whole_secs_until;
 use crate::human;
+use crate::pool::Fault;
 use crate::pool::decide::Failure;
+use crate::pool::upstream::Outage;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
@@ -56,6 +58,8 @@ pub(crate) enum Kind {
     UpstreamTimeout,
     /// 502: the upstream's answer broke off before it could be relayed.
     UpstreamBroken,
+    /// 502, 503 or 504: the upstream is down (not any key): answered at once.
+    UpstreamDown(StatusCode),
     /// 422: OpenRouter rejects a key being added.
     KeyRejected,
     /// 404: no key has that ID.
@@ -115,6 +119,7 @@ impl Kind {
                 "upstream_timeout",
             ),
             UpstreamBroken => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
+            UpstreamDown(status) => (status, "upstream_error", "upstream_down"),
             KeyRejected => (StatusCode::UNPROCESSABLE_ENTITY, CLIENT, "key_rejected"),
             KeyNotFound => (StatusCode::NOT_FOUND, CLIENT, "key_not_found"),
             AmbiguousKeyId => (StatusCode::CONFLICT, CLIENT, "ambiguous_key_id"),
@@ -369,6 +374,29 @@ impl ApiError {
             Failure::Broken(_) => Kind::UpstreamBroken,
         };
         Self::new(kind, failure.message())
+    }
+
+    /// The upstream is down since `outage.since`: 502 when it cannot be
+    /// reached, 504 when it hangs, 503 when it fails; retry after the next
+    /// check.
+    pub(crate) fn upstream_down(outage: &Outage, now: DateTime<Utc>) -> Self {
+        let status = match outage.fault {
+            Fault::Unreachable => StatusCode::BAD_GATEWAY,
+            Fault::Hung => StatusCode::GATEWAY_TIMEOUT,
+            Fault::ServerError | Fault::Broken => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let every = crate::pool::upstream::CHECK_EVERY.num_seconds().max(1);
+        Self::new(
+            Kind::UpstreamDown(status),
+            format!(
+                "The upstream (OpenRouter) is down since {} ({} ago): {}. orproxy checks it \
+                 every {every} s and serves again as soon as it answers; no key is blamed for it.",
+                human::rfc3339(outage.since),
+                human::span(now - outage.since),
+                outage.reason
+            ),
+        )
+        .retry_after(u64::try_from(every).unwrap_or(2))
     }
 
     /// 422: OpenRouter rejected a key being added.

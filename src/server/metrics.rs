@@ -137,6 +137,9 @@ impl Metrics {
                 Event::Added { .. } => "added",
                 Event::Removed { .. } => "removed",
                 Event::Reactivated { .. } => "reactivated",
+                Event::Blamed { .. } => "failure_counted",
+                Event::Upstream(crate::pool::upstream::Change::Down(_)) => "upstream_down",
+                Event::Upstream(crate::pool::upstream::Change::Up { .. }) => "upstream_up",
             };
             self.key_events
                 .get_or_create(&EventLabels { event: name })

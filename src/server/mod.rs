@@ -6,23 +6,23 @@ pub(crate) mod auth;
 mod body;
 pub(crate) mod disconnect;
 pub(crate) mod errors;
+mod health;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub(crate) mod relay;
 pub(crate) mod request_log;
 mod routes;
 pub(crate) mod shared;
+mod tasks;
 
 use crate::config::ServeConfig;
 use crate::model::StoreFile;
-use crate::pool::Counts;
 use crate::store::Backend;
 use actix_web::http::KeepAlive;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::Utc;
 use errors::ApiError;
 use shared::Shared;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a client may take to send a request's head, and may stay silent
@@ -81,7 +81,7 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
                 &referer,
                 &title,
             )))
-            .route("/health", web::get().to(health))
+            .route("/health", web::get().to(health::handle))
             .route("/metrics", web::get().to(metrics::handle))
             .service(admin::scope())
             // Scopes rather than `{tail:.*}` patterns: no regex per request.
@@ -124,12 +124,14 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
         );
         handle.stop(true).await;
     });
-    let writer = actix_web::rt::spawn(state_writer(shared.clone().into_inner()));
+    let writer = actix_web::rt::spawn(tasks::state_writer(shared.clone().into_inner()));
+    let checker = actix_web::rt::spawn(tasks::upstream_checker(shared.clone().into_inner()));
     let prober = config
         .reprobe_interval
-        .map(|every| actix_web::rt::spawn(reprober(shared.clone().into_inner(), every)));
+        .map(|every| actix_web::rt::spawn(tasks::reprober(shared.clone().into_inner(), every)));
     server.await?;
     writer.abort();
+    checker.abort();
     if let Some(prober) = prober {
         prober.abort();
     }
@@ -206,102 +208,6 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// Once a second: recover keys whose cooldown ended, and merge the pool with
-/// the store file (write our state, pick up `orproxy keys` changes). Never on
-/// the request path.
-async fn state_writer(shared: Arc<Shared>) {
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        shared.tick(Utc::now());
-        let sync = shared.sync().clone();
-        if web::block(move || sync.sync()).await.is_err() {
-            log::error!("the state writer's thread pool is gone");
-        }
-    }
-}
-
-/// Re-check keys disabled by failures with `GET /key` (no quota spent) and
-/// bring back those that answer; a 401 ends the re-checks for that key.
-async fn reprober(shared: Arc<Shared>, every: Duration) {
-    use crate::openrouter::keyinfo;
-    let every_delta = chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::MAX);
-    let client = keyinfo::client();
-    // Look often; each key is re-checked at most once per `every`.
-    let mut interval = tokio::time::interval(every.min(Duration::from_secs(5)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        for (id, key) in shared.due_for_probe(Utc::now(), every_delta) {
-            let check = keyinfo::check(&client, &shared.config.upstream, &key, Utc::now()).await;
-            let probe = crate::pool::decide::probe(&check);
-            log::info!(target: "orproxy::keys", "re-checked disabled key {id}: {probe:?}");
-            shared.probe_result(&id, probe, Utc::now());
-        }
-    }
-}
-
-fn health_body(
-    counts: Counts,
-    keys: usize,
-    (kind, reachable): (&str, bool),
-) -> (bool, serde_json::Value) {
-    let (ok, status) = if keys == 0 {
-        (false, "no keys: add one with `orproxy keys add`")
-    } else if counts.active + counts.cooling == 0 {
-        (false, "all keys disabled: see `orproxy keys list`")
-    } else {
-        (true, "ok")
-    };
-    (
-        ok,
-        serde_json::json!({
-            "status": status,
-            "keys": {"active": counts.active, "cooling": counts.cooling, "disabled": counts.disabled},
-            "store": {"kind": kind, "reachable": reachable},
-        }),
-    )
-}
-
-async fn health(shared: web::Data<Shared>) -> HttpResponse {
-    let (ok, body) = health_body(
-        shared.counts(Utc::now()),
-        shared.key_count(),
-        shared.store_status(),
-    );
-    if ok {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
-}
-
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found(req.path()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn health_statuses() {
-        let c = |active, cooling, disabled| Counts {
-            active,
-            cooling,
-            disabled,
-        };
-        assert!(health_body(c(1, 0, 0), 1, ("file", true)).0);
-        assert!(
-            health_body(c(0, 2, 1), 3, ("file", true)).0,
-            "cooling keys will serve later"
-        );
-        let (ok, body) = health_body(c(0, 0, 0), 0, ("file", true));
-        assert!(!ok);
-        assert!(body["status"].as_str().unwrap().starts_with("no keys"));
-        let (ok, body) = health_body(c(0, 0, 2), 2, ("file", true));
-        assert!(!ok);
-        assert_eq!(body["keys"]["disabled"], 2);
-    }
 }

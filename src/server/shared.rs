@@ -169,9 +169,40 @@ impl Shared {
                     outcome: &outcome,
                 },
             );
-            pool.report(id, outcome, now)
+            let events = pool.report(id, outcome, now);
+            for event in &events {
+                if let Event::Blamed { id, reason, .. } = event {
+                    self.sync.share(&pool, &Change::Blamed { id, reason });
+                }
+            }
+            events
         };
-        self.live.events(&events);
+        let back = events
+            .iter()
+            .any(|e| matches!(e, Event::Upstream(crate::pool::upstream::Change::Up { .. })));
+        if back {
+            self.live.events_and_wake(&events);
+        } else {
+            self.live.events(&events);
+        }
+    }
+
+    /// The upstream outage in progress, if the upstream is down.
+    pub(crate) fn outage(&self) -> Option<crate::pool::upstream::Outage> {
+        self.live.pool().outage().cloned()
+    }
+
+    /// Whether a down upstream is due for a check now.
+    pub(crate) fn upstream_check_due(&self, now: DateTime<Utc>) -> bool {
+        self.live.pool().upstream_check_due(now)
+    }
+
+    /// A check of the down upstream found it reachable, or not.
+    pub(crate) fn upstream_checked(&self, reachable: bool) {
+        let events = self.live.pool().upstream_checked(reachable);
+        if !events.is_empty() {
+            self.live.events_and_wake(&events);
+        }
     }
 
     /// Keys by status at `now`.
@@ -182,6 +213,16 @@ impl Shared {
     /// When some key can serve next (see [`Pool::next_available`]).
     pub(crate) fn next_available(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.live.pool().next_available(now)
+    }
+
+    /// A key to check the upstream with (one that is not disabled, if any).
+    pub(crate) fn any_key(&self) -> Option<ApiKey> {
+        let pool = self.live.pool();
+        let mut keys = pool.keys();
+        let first = pool.keys().next().map(|k| k.key.clone());
+        keys.find(|k| !k.state.disabled)
+            .map(|k| k.key.clone())
+            .or(first)
     }
 
     /// Number of keys.
@@ -195,6 +236,24 @@ impl Shared {
         if !events.is_empty() {
             self.live.events_and_wake(&events);
         }
+    }
+}
+
+/// The upstream went down or came back: said once each, on the console and
+/// in the error log.
+fn log_upstream(change: &crate::pool::upstream::Change) {
+    use crate::pool::upstream::Change;
+    match change {
+        Change::Down(outage) => log::error!(
+            "the upstream is down ({}): answering requests at once and checking it every {} s; \
+             no key is blamed",
+            outage.reason,
+            crate::pool::upstream::CHECK_EVERY.num_seconds()
+        ),
+        Change::Up { since } => log::warn!(
+            "the upstream answers again after {} down: serving",
+            crate::human::span(chrono::Utc::now() - *since)
+        ),
     }
 }
 
@@ -219,6 +278,11 @@ pub(crate) fn log_events(events: &[Event]) {
             Event::Reactivated { id } => {
                 log::info!(target: "orproxy::keys", "key {id} reactivated");
             }
+            Event::Blamed { id, reason, streak } => log::info!(
+                target: "orproxy::keys",
+                "key {id}: failure counted against it ({streak} in a row): {reason}"
+            ),
+            Event::Upstream(change) => log_upstream(change),
         }
     }
 }

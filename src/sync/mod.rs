@@ -95,6 +95,9 @@ pub(crate) enum Change<'a> {
     Chosen { id: &'a str, at: DateTime<Utc> },
     /// An attempt with key `id` ended with `outcome`.
     Reported { id: &'a str, outcome: &'a Outcome },
+    /// A failure of key `id` was counted against it (shared after the pool
+    /// applied it: it follows from another key's success).
+    Blamed { id: &'a str, reason: &'a str },
     /// Requests for `model` are held until `until`.
     ModelHeld {
         model: &'a str,
@@ -125,8 +128,9 @@ pub(crate) trait StoreSync: Send + Sync {
     /// Whether the store worked the last time it was used.
     fn reachable(&self) -> bool;
 
-    /// `change` is about to be applied to `pool` (locked by the caller):
-    /// pass it on if other writers need it. Never waits for the store.
+    /// `change` is about to be applied to `pool` (locked by the caller; a
+    /// [`Change::Blamed`] has just been applied): pass it on if other
+    /// writers need it. Never waits for the store.
     fn share(&self, pool: &Pool, change: &Change<'_>);
 
     /// Reserve one `:free` request of `account` across every instance,

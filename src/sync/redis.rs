@@ -103,16 +103,15 @@ fn op_for_outcome(pool: &Pool, id: &str, outcome: &Outcome) -> Option<Op> {
         Outcome::Disable {
             reason,
             recoverable,
+            rejected,
         } => Op::Disable {
             id: id.to_owned(),
             reason: reason.clone(),
             recoverable: *recoverable,
+            rejected: *rejected,
         },
-        Outcome::Failure { reason } => Op::Fail {
-            id: id.to_owned(),
-            streak_reason: crate::pool::streak_suffix(reason),
-            max_failures: pool.settings().max_failures,
-        },
+        // Counted against the key only once blamed (Change::Blamed).
+        Outcome::Failed { .. } => return None,
     })
 }
 
@@ -126,6 +125,11 @@ fn op_for(pool: &Pool, change: &Change<'_>) -> Option<Op> {
             reset_failures: false,
         }),
         Change::Reported { id, outcome } => op_for_outcome(pool, id, outcome),
+        Change::Blamed { id, reason } => Some(Op::Fail {
+            id: id.to_owned(),
+            streak_reason: crate::pool::streak_suffix(reason),
+            max_failures: pool.settings().max_failures,
+        }),
         Change::ModelHeld { model, until } => Some(Op::Model {
             model: model.to_owned(),
             until,
@@ -771,12 +775,21 @@ mod tests {
         assert!(
             matches!(op_for_outcome(&p, "a", &cooldown(false)), Some(Op::Park { ids, .. }) if ids == ["a"])
         );
+        let failed = Outcome::Failed {
+            fault: crate::pool::Fault::ServerError,
+            reason: "502".into(),
+        };
         assert_eq!(
-            op_for_outcome(
+            op_for_outcome(&p, "c", &failed),
+            None,
+            "a failure is shared once it is counted against the key"
+        );
+        assert_eq!(
+            op_for(
                 &p,
-                "c",
-                &Outcome::Failure {
-                    reason: "502".into()
+                &Change::Blamed {
+                    id: "c",
+                    reason: "502"
                 }
             ),
             Some(Op::Fail {
@@ -801,11 +814,13 @@ mod tests {
         ));
         p.report(
             "a",
-            Outcome::Failure {
+            Outcome::Failed {
+                fault: crate::pool::Fault::ServerError,
                 reason: "502".into(),
             },
             t0(),
         );
+        p.report("c", Outcome::Success, t0());
         let op = op_for_outcome(&p, "a", &Outcome::Success).unwrap();
         assert!(op.is_urgent(), "{op:?}");
     }

@@ -43,6 +43,8 @@ pub(crate) struct Reply {
 pub(crate) enum Step {
     /// Send this to the client.
     Respond(Reply),
+    /// Stop: the client gets this error (a hang is not waited for twice).
+    Stop(ApiError),
     /// Try again (on the best key) after `delay`, unless attempts or time
     /// ran out; then send `fallback`.
     Retry { delay: Duration, fallback: Fallback },
@@ -99,7 +101,12 @@ pub(crate) async fn run(
         Err(failure) => Attempted::Failed(failure.clone()),
     };
     let now = Utc::now();
-    let decision = decide::decide(&attempted, request.model.as_deref(), attempt_no, now);
+    let facts = decide::Facts {
+        model: request.model.as_deref(),
+        attempt_no,
+        key_errors: request.endpoint.key_errors,
+    };
+    let decision = decide::decide(&attempted, &facts, now);
     let key_id = key.map(|(id, _)| id);
     apply(
         shared,
@@ -384,9 +391,13 @@ fn respond(
     let judged = match judged {
         Ok(judged) => judged,
         Err(failure) => {
-            return Step::Retry {
-                delay: decision.retry.unwrap_or_default(),
-                fallback: Fallback::Error(ApiError::upstream(&failure)),
+            let error = ApiError::upstream(&failure);
+            return match decision.retry {
+                Some(delay) => Step::Retry {
+                    delay,
+                    fallback: Fallback::Error(error),
+                },
+                None => Step::Stop(error),
             };
         }
     };

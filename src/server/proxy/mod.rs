@@ -12,10 +12,9 @@ mod wait;
 
 pub(crate) use outgoing::UpstreamClient;
 
-use super::errors::ApiError;
+use super::errors::{ApiError, Kind};
 use super::request_log::{RequestCtx, Trace};
 use super::shared::Shared;
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use attempt::{Fallback, Reply, Step};
 use bytes::Bytes;
@@ -128,7 +127,7 @@ async fn attempts(
                 Ok(chosen) => chosen,
                 // The last key just got disabled: what the upstream said is
                 // more useful than "no usable key".
-                Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                Err(e) if e.kind == Kind::NoUsableKey => {
                     return last.map_or(Err(e), |f| f.into_reply(shared));
                 }
                 Err(e) => return Err(e),
@@ -144,6 +143,7 @@ async fn attempts(
         trace.attempts.push(record);
         let (delay, fallback) = match step {
             Step::Respond(reply) => return Ok(reply),
+            Step::Stop(error) => return Err(error),
             Step::Retry { delay, fallback } => (delay, fallback),
         };
         // A keyless attempt has no other key to try.

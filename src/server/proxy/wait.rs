@@ -51,6 +51,10 @@ pub(crate) async fn for_key(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let now = Utc::now();
+        // The upstream is down: answer at once rather than walk the pool.
+        if let Some(outage) = shared.outage() {
+            return Err(ApiError::upstream_down(&outage, now));
+        }
         if let Some(model) = request.model.as_deref()
             && let Some(until) = shared.model_backoff(model, now)
         {

@@ -223,6 +223,7 @@ state_fields!(
     free_cooldown_reason,
     auto_recover,
     last_probe,
+    rejected,
 );
 
 /// Every field of a record that is set, as (field, value).
@@ -508,6 +509,7 @@ mod tests {
             free_cooldown_reason: Some("free-models-per-day".into()),
             auto_recover: true,
             last_probe: Some(t0() - TimeDelta::minutes(1)),
+            rejected: true,
         }
     }
 

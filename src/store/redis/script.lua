@@ -24,14 +24,19 @@ local function publish(hash, id)
   return s
 end
 
-local function disable(hash, reason, recoverable)
+local function flag(hash, field, on)
+  if on then
+    redis.call('HSET', hash, field, '1')
+  else
+    redis.call('HDEL', hash, field)
+  end
+end
+
+local function disable(hash, reason, recoverable, rejected)
   if redis.call('HGET', hash, 'disabled') == '1' then return false end
   redis.call('HSET', hash, 'disabled', '1', 'disabled_reason', reason)
-  if recoverable then
-    redis.call('HSET', hash, 'auto_recover', '1')
-  else
-    redis.call('HDEL', hash, 'auto_recover')
-  end
+  flag(hash, 'auto_recover', recoverable)
+  flag(hash, 'rejected', rejected)
   redis.call('HDEL', hash, 'last_probe')
   return true
 end
@@ -61,14 +66,14 @@ elseif op == 'fail' then
     local n = redis.call('HINCRBY', hash, 'consecutive_failures', 1)
     redis.call('HINCRBY', hash, 'failures_total', 1)
     if n >= tonumber(ARGV[7]) then
-      disable(hash, n .. ARGV[6], true)
+      disable(hash, n .. ARGV[6], true, false)
     end
     changed(hash, ARGV[5])
   end
 elseif op == 'disable' then
-  -- ARGV[5] ID, [6] reason, [7] recoverable.
+  -- ARGV[5] ID, [6] reason, [7] recoverable, [8] rejected by OpenRouter.
   local hash = KEYS[1]
-  if redis.call('EXISTS', hash) == 1 and disable(hash, ARGV[6], ARGV[7] == '1') then
+  if redis.call('EXISTS', hash) == 1 and disable(hash, ARGV[6], ARGV[7] == '1', ARGV[8] == '1') then
     changed(hash, ARGV[5])
   end
 elseif op == 'count' then
@@ -98,16 +103,16 @@ elseif op == 'probe_ok' then
   local hash = KEYS[1]
   if redis.call('HGET', hash, 'disabled') == '1' then
     redis.call('HDEL', hash, 'disabled', 'disabled_reason', 'cooldown_until', 'cooldown_reason',
-      'free_cooldown_until', 'free_cooldown_reason', 'consecutive_failures', 'auto_recover')
+      'free_cooldown_until', 'free_cooldown_reason', 'consecutive_failures', 'auto_recover',
+      'rejected')
     redis.call('HSET', hash, 'last_probe', ARGV[4])
     changed(hash, ARGV[5])
   end
 elseif op == 'probe_invalid' then
-  -- ARGV[5] ID, [6] reason: OpenRouter rejects the key for good.
+  -- ARGV[5] ID, [6] reason: OpenRouter rejects the key: re-checked more rarely.
   local hash = KEYS[1]
   if redis.call('HGET', hash, 'disabled') == '1' then
-    redis.call('HDEL', hash, 'auto_recover')
-    redis.call('HSET', hash, 'disabled_reason', ARGV[6])
+    redis.call('HSET', hash, 'disabled_reason', ARGV[6], 'rejected', '1')
     changed(hash, ARGV[5])
   end
 elseif op == 'model' then

@@ -45,6 +45,8 @@ pub(crate) enum Op {
         reason: String,
         /// Whether background re-checks may bring it back.
         recoverable: bool,
+        /// OpenRouter rejected the key (re-checked more rarely).
+        rejected: bool,
     },
     /// Successes and last use, batched; `reset_failures` ends a failure streak.
     Count {
@@ -173,9 +175,15 @@ pub(crate) fn command(names: &Names, origin: &str, op: &Op, now: DateTime<Utc>) 
             id,
             reason,
             recoverable,
+            rejected,
         } => {
             keys.push(names.key(id));
-            args.extend([id.clone(), reason.clone(), flag(*recoverable).into()]);
+            args.extend([
+                id.clone(),
+                reason.clone(),
+                flag(*recoverable).into(),
+                flag(*rejected).into(),
+            ]);
             "disable"
         }
         Op::Count {

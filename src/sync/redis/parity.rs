@@ -117,20 +117,23 @@ fn cooldown(until: DateTime<Utc>, reason: &str, account_wide: bool, free_only: b
 }
 
 fn failure(reason: &str) -> Outcome {
-    Outcome::Failure {
+    Outcome::Failed {
+        fault: crate::pool::Fault::ServerError,
         reason: reason.to_owned(),
     }
 }
 
-fn disable(reason: &str, recoverable: bool) -> Outcome {
+fn disable(reason: &str, recoverable: bool, rejected: bool) -> Outcome {
     Outcome::Disable {
         reason: reason.to_owned(),
         recoverable,
+        rejected,
     }
 }
 
-/// Apply `step` at `now` to the pool, and return what goes to Redis.
-fn apply(pool: &mut Pool, step: &Step, now: DateTime<Utc>) -> Option<script::Op> {
+/// Apply `step` at `now` to the pool, and return what goes to Redis, in
+/// order, as `Shared` sends it.
+fn apply(pool: &mut Pool, step: &Step, now: DateTime<Utc>) -> Vec<script::Op> {
     match step {
         Step::Chosen(id) => {
             let op = op_for(pool, &Change::Chosen { id, at: now });
@@ -138,22 +141,30 @@ fn apply(pool: &mut Pool, step: &Step, now: DateTime<Utc>) -> Option<script::Op>
                 pool.choose(now, &[]),
                 crate::pool::Choice::Use { .. }
             ));
-            op
+            op.into_iter().collect()
         }
         Step::Report(id, outcome) => {
-            let op = op_for(pool, &Change::Reported { id, outcome });
-            pool.report(id, outcome.clone(), now);
-            op
+            let mut ops: Vec<script::Op> = op_for(pool, &Change::Reported { id, outcome })
+                .into_iter()
+                .collect();
+            for event in pool.report(id, outcome.clone(), now) {
+                if let crate::pool::Event::Blamed { id, reason, .. } = &event {
+                    ops.extend(op_for(pool, &Change::Blamed { id, reason }));
+                }
+            }
+            ops
         }
         Step::ProbeStarted(id) => {
             let due = pool.due_for_probe(now, TimeDelta::zero());
             assert_eq!(due.len(), 1, "one key due");
             op_for(pool, &Change::ProbeStarted { id })
+                .into_iter()
+                .collect()
         }
         Step::Probed(id, probe) => {
             let op = op_for(pool, &Change::Probed { id, probe });
             pool.probe_result(id, probe.clone(), now);
-            op
+            op.into_iter().collect()
         }
     }
 }
@@ -194,15 +205,26 @@ fn rows() -> Vec<Row> {
             ],
         },
         Row {
-            name: "failures are counted and the last of a streak disables",
-            keys: vec![(
-                "a",
-                "u1",
-                KeyState {
-                    last_probe: Some(at(-100)),
-                    ..streak.clone()
-                },
-            )],
+            name: "a failure counted while another key works ends a streak by disabling",
+            keys: vec![
+                (
+                    "a",
+                    "u1",
+                    KeyState {
+                        last_probe: Some(at(-100)),
+                        ..streak.clone()
+                    },
+                ),
+                ("b", "u2", plain()),
+            ],
+            steps: vec![
+                Step::Report("a", failure("HTTP 502")),
+                Step::Report("b", Outcome::Success),
+            ],
+        },
+        Row {
+            name: "a failure of one key alone is not counted",
+            keys: vec![("a", "u1", streak.clone())],
             steps: vec![
                 Step::Report("a", failure("HTTP 500")),
                 Step::Report("a", failure("HTTP 502")),
@@ -215,19 +237,6 @@ fn rows() -> Vec<Row> {
                 Step::Report("a", cooldown(at(30), "shorter", false, false)),
                 Step::Report("a", cooldown(at(90), "longer", false, false)),
             ],
-        },
-        Row {
-            name: "a cooldown that already ended parks nothing",
-            keys: vec![("a", "u1", plain())],
-            steps: vec![Step::Report("a", cooldown(at(-1), "past", false, false))],
-        },
-        Row {
-            name: "a free-model cap parks for free models only",
-            keys: vec![("a", "u1", plain())],
-            steps: vec![Step::Report(
-                "a",
-                cooldown(at(40), "free-models-per-min", false, true),
-            )],
         },
         Row {
             name: "an account-wide cooldown parks every key of the account",
@@ -250,19 +259,17 @@ fn rows() -> Vec<Row> {
             name: "a disable keeps its first reason",
             keys: vec![("a", "u1", plain())],
             steps: vec![
-                Step::Report("a", disable("first", true)),
-                Step::Report("a", disable("second", false)),
+                Step::Report("a", disable("first", true, false)),
+                Step::Report("a", disable("second", false, true)),
             ],
         },
         Row {
-            name: "a disable for an invalid key is not re-checked",
+            name: "a key OpenRouter rejects is disabled and re-checked rarely",
             keys: vec![("a", "u1", plain())],
-            steps: vec![Step::Report("a", disable("401 from OpenRouter", false))],
-        },
-        Row {
-            name: "a neutral outcome changes nothing",
-            keys: vec![("a", "u1", streak)],
-            steps: vec![Step::Report("a", Outcome::Neutral)],
+            steps: vec![Step::Report(
+                "a",
+                disable("401 from OpenRouter", true, true),
+            )],
         },
     ]
 }
@@ -278,7 +285,30 @@ fn more_rows() -> Vec<Row> {
         cooldown_reason: Some("rate-limited".into()),
         ..KeyState::default()
     };
+    let streak = KeyState {
+        consecutive_failures: 2,
+        failures_total: 2,
+        ..KeyState::default()
+    };
     vec![
+        Row {
+            name: "a cooldown that already ended parks nothing",
+            keys: vec![("a", "u1", KeyState::default())],
+            steps: vec![Step::Report("a", cooldown(at(-1), "past", false, false))],
+        },
+        Row {
+            name: "a free-model cap parks for free models only",
+            keys: vec![("a", "u1", KeyState::default())],
+            steps: vec![Step::Report(
+                "a",
+                cooldown(at(40), "free-models-per-min", false, true),
+            )],
+        },
+        Row {
+            name: "a neutral outcome changes nothing",
+            keys: vec![("a", "u1", streak)],
+            steps: vec![Step::Report("a", Outcome::Neutral)],
+        },
         Row {
             name: "a chosen key was last used then",
             keys: vec![("a", "u1", KeyState::default())],
@@ -290,7 +320,7 @@ fn more_rows() -> Vec<Row> {
             steps: vec![Step::ProbeStarted("a"), Step::Probed("a", Probe::Healthy)],
         },
         Row {
-            name: "a rejected re-check ends the re-checks",
+            name: "a rejected re-check keeps checking, more rarely",
             keys: vec![("a", "u1", disabled.clone())],
             steps: vec![
                 Step::ProbeStarted("a"),
@@ -325,9 +355,8 @@ fn the_pool_and_the_redis_script_make_the_same_transitions() {
         script::load_script(&mut con).unwrap();
         for (i, step) in row.steps.iter().enumerate() {
             let now = at(i64::try_from(i).unwrap() + 1);
-            if let Some(op) = apply(&mut pool, step, now) {
-                script::run(&mut con, store.names(), "parity", &[op], now).unwrap();
-            }
+            let ops = apply(&mut pool, step, now);
+            script::run(&mut con, store.names(), "parity", &ops, now).unwrap();
             // After every step, not only at the end: a later step can hide
             // an earlier difference.
             let stored = store.load().unwrap();
