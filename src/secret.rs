@@ -170,9 +170,91 @@ pub(crate) fn redacted(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+impl ApiKey {
+    /// `bytes` with every occurrence of this key replaced by its masked
+    /// form, or None when it holds none. An occurrence may also be
+    /// JSON-escaped, any of its characters written `\u00XX`.
+    pub(crate) fn masked_in(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let key = self.0.as_bytes();
+        // Most header values are shorter than a key: nothing to search.
+        if key.is_empty() || bytes.len() < key.len() {
+            return None;
+        }
+        static ESCAPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
+        let escapes = ESCAPE.find(bytes).is_some();
+        if !escapes && memchr::memmem::find(bytes, key).is_none() {
+            return None;
+        }
+        let masked = self.masked();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        let mut found = false;
+        while i < bytes.len() {
+            let matched = if escapes {
+                escaped_match(&bytes[i..], key)
+            } else {
+                bytes[i..].starts_with(key).then_some(key.len())
+            };
+            match matched {
+                Some(len) => {
+                    out.extend_from_slice(masked.as_bytes());
+                    i += len;
+                    found = true;
+                }
+                None => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        found.then_some(out)
+    }
+}
+
+/// The length of `key` at the start of `text`, each of its characters
+/// either as it is or as a JSON `\u00XX` escape.
+fn escaped_match(text: &[u8], key: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    for &want in key {
+        let rest = text.get(pos..)?;
+        if rest.first() == Some(&want) {
+            pos += 1;
+            continue;
+        }
+        let escape = rest.get(..6)?;
+        let hex = std::str::from_utf8(escape.get(2..)?).ok()?;
+        if escape.starts_with(b"\\u") && u32::from_str_radix(hex, 16).ok() == Some(u32::from(want))
+        {
+            pos += 6;
+        } else {
+            return None;
+        }
+    }
+    Some(pos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_masked_wherever_it_appears_also_json_escaped() {
+        let key = ApiKey::parse(&format!("sk-or-v1-{}", "ab12".repeat(16))).unwrap();
+        let raw = key.expose().to_owned();
+        let masked = key.masked();
+        let body = format!(r#"{{"error":{{"message":"bad key {raw} (again: {raw})"}}}}"#);
+        let out = String::from_utf8(key.masked_in(body.as_bytes()).unwrap()).unwrap();
+        assert_eq!(out.matches(masked.as_str()).count(), 2, "{out}");
+        assert!(!out.contains(&raw[20..]), "{out}");
+        // Escaped as JSON allows: some characters as \u00XX.
+        let escaped = raw.replace('-', "\\u002d").replacen('a', "\\u0061", 3);
+        let body = format!(r#"{{"echo":"{escaped}","n":"\u00e9"}}"#);
+        let out = String::from_utf8(key.masked_in(body.as_bytes()).unwrap()).unwrap();
+        assert_eq!(out, format!(r#"{{"echo":"{masked}","n":"\u00e9"}}"#));
+        assert_eq!(key.masked_in(b"{\"nothing\": \"sk-or-v1-other\"}"), None);
+        assert_eq!(key.masked_in(b""), None);
+    }
 
     const KEY: &str = "sk-or-v1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789a1b2";
 

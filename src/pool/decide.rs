@@ -47,6 +47,9 @@ pub(crate) enum Failure {
     /// The answer's body went silent for this many seconds before it could
     /// be judged.
     Silent(u64),
+    /// An answer orproxy will not relay (a 1xx that reached it): not the
+    /// key's fault, and not retried.
+    Refused(String),
 }
 
 impl Failure {
@@ -57,7 +60,7 @@ impl Failure {
             Failure::ConnectTimeout(_) | Failure::HeadersTimeout(_) | Failure::Silent(_) => {
                 "upstream_timeout"
             }
-            Failure::Broken(_) => "upstream_error",
+            Failure::Broken(_) | Failure::Refused(_) => "upstream_error",
         }
     }
 
@@ -78,6 +81,7 @@ impl Failure {
                 "The upstream answer broke off before it could be relayed: \
                  the upstream sent nothing for {secs} s"
             ),
+            Failure::Refused(why) => format!("The upstream's answer was refused: {why}"),
         }
     }
 }
@@ -176,6 +180,9 @@ fn no_answer(failure: &Failure, attempt_no: u32) -> Decision {
         // A hang is bounded once: never waited for again on another key.
         Failure::HeadersTimeout(_) | Failure::Silent(_) => answer(failed(Fault::Hung, reason)),
         Failure::Broken(_) => retry(failed(Fault::Broken, reason), backoff(attempt_no)),
+        // Odd, but an answer: the upstream works and the key is not to
+        // blame.
+        Failure::Refused(_) => answer(Outcome::Neutral),
     }
 }
 

@@ -33,6 +33,20 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The token a client presents: `Authorization: Bearer TOKEN`, else
+/// `x-api-key: TOKEN` (how Anthropic-style clients such as Claude Code send
+/// theirs).
+pub(crate) fn client_token(headers: &HeaderMap) -> Option<&str> {
+    bearer(headers).or_else(|| {
+        headers
+            .get("x-api-key")?
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    })
+}
+
 /// Whether `presented` is one of `allowed`, without stopping at the first
 /// match or mismatch.
 fn matches_any(presented: &str, allowed: &[[u8; 32]]) -> bool {
@@ -59,7 +73,7 @@ impl Access {
         if self.clients.is_empty() {
             return Ok(());
         }
-        let Some(token) = bearer(headers) else {
+        let Some(token) = client_token(headers) else {
             return Err(ApiError::missing_client_token());
         };
         let admin = admin_ok && self.admin.is_some_and(|a| matches_any(token, &[a]));
@@ -153,6 +167,30 @@ mod tests {
         assert_eq!(bearer(&headers(Some("Basic abc"))), None);
         assert_eq!(bearer(&headers(Some("Bearer"))), None);
         assert_eq!(bearer(&headers(None)), None);
+    }
+
+    #[test]
+    fn a_client_token_comes_as_bearer_or_as_x_api_key() {
+        let mut h = headers(None);
+        h.insert(
+            header::HeaderName::from_static("x-api-key"),
+            HeaderValue::from_static(" two "),
+        );
+        assert_eq!(client_token(&h), Some("two"));
+        let access = Access::new(None, &[tok("one"), tok("two")]);
+        assert!(access.check_client(&h, false).is_ok());
+        h.insert(
+            header::HeaderName::from_static("x-api-key"),
+            HeaderValue::from_static("three"),
+        );
+        assert!(access.check_client(&h, false).is_err());
+        // Bearer first, when both come.
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer one"),
+        );
+        assert_eq!(client_token(&h), Some("one"));
+        assert!(access.check_client(&h, false).is_ok());
     }
 
     #[test]

@@ -257,7 +257,7 @@ impl ApiError {
         Self::new(
             Kind::ClientToken("invalid_api_key"),
             "You didn't provide an API key. This orproxy requires one of its client tokens \
-             as `Authorization: Bearer TOKEN`.",
+             as `Authorization: Bearer TOKEN` (or `x-api-key: TOKEN`).",
         )
     }
 
@@ -371,7 +371,7 @@ impl ApiError {
             Failure::ConnectTimeout(_) | Failure::HeadersTimeout(_) | Failure::Silent(_) => {
                 Kind::UpstreamTimeout
             }
-            Failure::Broken(_) => Kind::UpstreamBroken,
+            Failure::Broken(_) | Failure::Refused(_) => Kind::UpstreamBroken,
         };
         Self::new(kind, failure.message())
     }

@@ -60,6 +60,23 @@ pub(crate) fn proxied_tail(path: &str) -> Option<&str> {
         .or_else(|| path.strip_prefix("/v1/"))
 }
 
+/// Why a raw (percent-encoded) path must not be forwarded upstream: a dot
+/// segment (`.` or `..`, also percent-encoded) or an encoded slash or
+/// backslash, which could make the upstream resolve another path than the
+/// one orproxy checked.
+pub(crate) fn path_problem(raw: &str) -> Option<&'static str> {
+    for segment in raw.split('/') {
+        let lower = segment.to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") || segment.contains('\\') {
+            return Some("an encoded slash");
+        }
+        if matches!(lower.replace("%2e", ".").as_str(), "." | "..") {
+            return Some("a dot segment");
+        }
+    }
+    None
+}
+
 fn matches(pattern: &str, path: &str) -> bool {
     let mut segments = path.split('/');
     for want in pattern.split('/') {
@@ -126,6 +143,31 @@ mod tests {
         assert_eq!(label("/admin/nothing"), "/admin/other");
         assert_eq!(label("/health"), "/health");
         assert_eq!(label("/wp-login.php"), "other");
+    }
+
+    #[test]
+    fn dot_segments_and_encoded_slashes_are_refused() {
+        for bad in [
+            "/v1/../../x",
+            "/v1/./chat/completions",
+            "/v1/%2e%2e/%2E%2e/x",
+            "/v1/.%2E/keys",
+            "/v1/chat%2fcompletions",
+            "/v1/a%5Cb",
+            "/v1/a\\b",
+            "/v1/chat/completions/..",
+        ] {
+            assert!(path_problem(bad).is_some(), "{bad}");
+        }
+        for good in [
+            "/v1/chat/completions",
+            "/v1/models/x...y",
+            "/v1/generation",
+            "/v1/.well-known",
+            "/v1/a%20b",
+        ] {
+            assert_eq!(path_problem(good), None, "{good}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! apply that to the pool, and **respond**: build the client's answer, or
 //! keep it as the fallback while the request tries again.
 
+use super::decode;
 use super::outgoing::Outgoing;
 use crate::openrouter::classify::{self, Answer, Verdict};
 use crate::openrouter::endpoints::StreamEnd;
@@ -129,7 +130,7 @@ pub(crate) async fn run(
             Attempted::Answered { .. } => None,
         },
     };
-    let step = respond(judged, &decision, request, key_id, attempt_no, ctx);
+    let step = respond(judged, &decision, request, key, attempt_no, ctx);
     (step, record)
 }
 
@@ -243,11 +244,14 @@ async fn hold_stream(mut body: Upstream, idle: Duration) -> Result<Read, Failure
 }
 
 /// Read a body whole (up to a cap), checking that a JSON success is whole.
+/// A body gzip- or deflate-encoded although none was asked for is decoded
+/// (and its `Content-Encoding` removed); one in another encoding is judged
+/// by its status alone and relayed as it came.
 async fn read_body(
     mut body: Upstream,
     status: StatusCode,
     request: &Outgoing,
-    (content_type, content_length): (Option<&str>, Option<u64>),
+    headers: &mut HeaderMap,
     idle: Duration,
 ) -> Result<Read, Failure> {
     let cap = if status.is_success() {
@@ -262,15 +266,33 @@ async fn read_body(
         // Too long to judge: a large success body, relayed as it comes.
         return Ok((None, prefix.chunks, Some(body), None));
     }
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     if content_length.is_some_and(|n| (prefix.byte_count() as u64) < n) {
         return Err(cut("the connection closed before the whole body arrived"));
     }
-    let bytes = relay::join(prefix.chunks);
+    let mut bytes = relay::join(prefix.chunks);
+    match decode::encoding(headers) {
+        decode::Encoding::Identity => {}
+        encoding => match decode::decode(encoding, &bytes, cap) {
+            Some(decoded) => {
+                bytes = decoded;
+                headers.remove(header::CONTENT_ENCODING);
+            }
+            // Not decodable here: relayed as it came, judged by its status.
+            None => return Ok((None, vec![bytes], None, None)),
+        },
+    }
     // awc ends a chunked body that the upstream cut off as if it were
     // whole: a JSON success must at least parse.
     let judge_json = status.is_success()
         && !matches!(status, StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT)
         && request.method != Method::HEAD;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let judged = judge_json
         .then(|| usage::judge_json(content_type, &bytes))
         .flatten();
@@ -283,27 +305,38 @@ async fn read_body(
     Ok((Some(bytes.clone()), vec![bytes], None, usage))
 }
 
-/// Read the answer far enough to judge it, and classify it.
+/// Read the answer far enough to judge it, and classify it. An interim
+/// or upgrading answer (1xx) is refused: awc's connection to it is dropped.
 async fn judge(sent: Sent, request: &Outgoing) -> Result<Judged, Failure> {
     let idle = request.idle;
     let Sent {
         status,
-        headers,
+        mut headers,
         body,
     } = sent;
+    if status.is_informational() {
+        return Err(Failure::Refused(format!(
+            "the upstream answered {status}, which orproxy does not relay"
+        )));
+    }
     let content_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let sse = relay::is_event_stream(&headers);
-    let (judged, prefix, rest, usage) = if status.is_success() && sse {
-        hold_stream(body, idle).await?
-    } else {
-        read_body(body, status, request, (content_type, content_length), idle).await?
-    };
+    let encoded = decode::encoding(&headers) != decode::Encoding::Identity;
+    // An encoded stream is relayed as opaque bytes: its events cannot be
+    // read.
+    let sse = relay::is_event_stream(&headers) && !encoded;
+    let (judged, prefix, rest, usage) =
+        if status.is_success() && encoded && relay::is_event_stream(&headers) {
+            // An encoded stream cannot be held to its first event: relayed as
+            // it comes.
+            (None, Vec::new(), Some(body), None)
+        } else if status.is_success() && sse {
+            hold_stream(body, idle).await?
+        } else {
+            read_body(body, status, request, &mut headers, idle).await?
+        };
     let header_pairs: Vec<(&str, &str)> = headers
         .iter()
         .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
@@ -314,10 +347,11 @@ async fn judge(sent: Sent, request: &Outgoing) -> Result<Judged, Failure> {
         body: judged.as_deref().unwrap_or_default(),
         model: request.model.as_deref(),
     };
+    // A body that was not read (too long, or undecodable) is judged by its
+    // status and headers.
     let verdict = match &judged {
-        Some(_) => classify::classify(&answer, Utc::now()),
         None if status.is_success() => Verdict::Success,
-        None => Verdict::Other,
+        _ => classify::classify(&answer, Utc::now()),
     };
     let rate_limit = verdict
         .is_account_cap()
@@ -384,7 +418,7 @@ fn respond(
     judged: Result<Judged, Failure>,
     decision: &Decision,
     request: &Outgoing,
-    key_id: Option<&str>,
+    key: Option<(&str, &ApiKey)>,
     attempt_no: u32,
     ctx: &RequestCtx,
 ) -> Step {
@@ -402,7 +436,7 @@ fn respond(
         }
     };
     let extra_retry_after = decision.retry.and(decision.retry_hint);
-    let reply = deliver(judged, request, key_id, attempt_no, extra_retry_after, ctx);
+    let reply = deliver(judged, request, key, attempt_no, extra_retry_after, ctx);
     match decision.retry {
         None => Step::Respond(reply),
         Some(delay) => Step::Retry {
@@ -412,7 +446,8 @@ fn respond(
     }
 }
 
-/// Headers never relayed back to the client.
+/// Headers never relayed back to the client: hop-by-hop ones, and those
+/// that carry credentials or cookies.
 fn dropped_response_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -424,7 +459,41 @@ fn dropped_response_header(name: &HeaderName) -> bool {
             | "transfer-encoding"
             | "upgrade"
             | "content-length"
+            | "set-cookie"
+            | "authorization"
+            | "proxy-authenticate"
     )
+}
+
+/// The pool key never reaches a client: every occurrence in the relayed
+/// headers, and in the bytes read before relaying (a whole body, or a
+/// stream's held start), becomes its masked form.
+fn mask_key(key: &ApiKey, headers: &mut HeaderMap, prefix: &mut [Bytes], whole: bool) {
+    let holding: Vec<HeaderName> = headers
+        .iter()
+        .filter(|(_, v)| key.masked_in(v.as_bytes()).is_some())
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in holding {
+        let values: Vec<HeaderValue> = headers
+            .get_all(&name)
+            .filter_map(|v| match key.masked_in(v.as_bytes()) {
+                Some(masked) => HeaderValue::from_bytes(&masked).ok(),
+                None => Some(v.clone()),
+            })
+            .collect();
+        headers.remove(&name);
+        for value in values {
+            headers.append(name.clone(), value);
+        }
+    }
+    if whole {
+        for chunk in prefix.iter_mut() {
+            if let Some(masked) = key.masked_in(chunk) {
+                *chunk = Bytes::from(masked);
+            }
+        }
+    }
 }
 
 /// The response relaying `judged`: the upstream's status and headers
@@ -432,7 +501,7 @@ fn dropped_response_header(name: &HeaderName) -> bool {
 fn deliver(
     judged: Judged,
     request: &Outgoing,
-    key_id: Option<&str>,
+    key: Option<(&str, &ApiKey)>,
     attempt_no: u32,
     extra_retry_after: Option<Duration>,
     ctx: &RequestCtx,
@@ -440,13 +509,19 @@ fn deliver(
     let Judged {
         status,
         mut headers,
-        prefix,
+        mut prefix,
         rest,
         sse,
         content_length,
         usage,
         ..
     } = judged;
+    headers.retain(|name, _| !dropped_response_header(name));
+    let key_id = key.map(|(id, _)| id);
+    if let Some((_, key)) = key {
+        // A whole body, or a stream's held start: the bytes orproxy read.
+        mask_key(key, &mut headers, &mut prefix, rest.is_none() || sse);
+    }
     let mut builder = HttpResponse::build(status);
     let mut res = if rest.is_none() && !sse {
         builder.body(relay::join(prefix))
@@ -470,7 +545,6 @@ fn deliver(
             }),
         ))
     };
-    headers.retain(|name, _| !dropped_response_header(name));
     // A streamed body without a type of its own is typed by actix.
     if !headers.contains_key(header::CONTENT_TYPE)
         && let Some(default) = res.headers().get(header::CONTENT_TYPE)

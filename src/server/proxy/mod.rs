@@ -7,6 +7,8 @@
 //! into its [`Trace`], handed to its record when the handler is done.
 
 mod attempt;
+mod connector;
+mod decode;
 mod outgoing;
 mod wait;
 
@@ -32,8 +34,16 @@ struct Peek<'a> {
     stream: Option<bool>,
 }
 
-/// `model` and `stream` of a body that must be JSON.
+/// `model` and `stream` of a body that must be a JSON object.
 fn peek(body: &Bytes) -> Result<(Option<String>, bool), ApiError> {
+    // serde would read a struct from an array too (`["m", true]`).
+    if !body.trim_ascii_start().starts_with(b"{")
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object, like {\"model\": ..., \"messages\": [...]}",
+        ));
+    }
     let peek: Peek<'_> = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}")))?;
     Ok((
@@ -55,6 +65,11 @@ pub(crate) async fn handle(
     let Some(tail) = super::routes::proxied_tail(path).filter(|t| !t.is_empty()) else {
         return Err(ApiError::not_found(path));
     };
+    if let Some(problem) = super::routes::path_problem(req.uri().path()) {
+        return Err(ApiError::bad_request(format!(
+            "The path {path} has {problem}; orproxy forwards only plain paths"
+        )));
+    }
     let endpoint = crate::openrouter::endpoints::lookup(tail);
     let method = req.method().as_str();
     if !endpoint.methods.allow(method) {

@@ -29,7 +29,12 @@ impl UpstreamClient {
         referer: &str,
         title: &str,
     ) -> Self {
-        let connector = awc::Connector::new().timeout(connect_timeout).limit(0);
+        // awc's own TCP connector, under one that skips interim answers.
+        let tcp = actix_tls::connect::Connector::default().service();
+        let connector = awc::Connector::new()
+            .connector(super::connector::SkipInterim::new(tcp))
+            .timeout(connect_timeout)
+            .limit(0);
         let client = awc::Client::builder()
             .connector(connector)
             .timeout(headers_timeout)
@@ -47,34 +52,55 @@ const HTTP_REFERER: HeaderName = HeaderName::from_static("http-referer");
 const X_TITLE: HeaderName = HeaderName::from_static("x-title");
 const X_OPENROUTER_TITLE: HeaderName = HeaderName::from_static("x-openrouter-title");
 
-/// Headers never forwarded upstream.
+/// Headers never forwarded upstream: the client's credentials (the
+/// upstream gets only the pool key), hop-by-hop headers, and what asks the
+/// upstream for more than one plain exchange (`Expect`, `Upgrade`, `TE`):
+/// orproxy always holds the whole body before it sends.
 fn dropped(name: &HeaderName) -> bool {
+    let name = name.as_str();
     matches!(
-        name.as_str(),
+        name,
         "authorization"
+            | "x-api-key"
+            | "api-key"
             | "host"
             | "content-length"
             | "connection"
             | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authorization"
-            | "proxy-authenticate"
             | "te"
             | "trailer"
             | "transfer-encoding"
             | "upgrade"
+            | "expect"
             | "accept-encoding"
             | "openai-organization"
             | "openai-project"
-    )
+    ) || name.starts_with("proxy-")
+}
+
+/// The header names the client's `Connection` header lists: hop-by-hop
+/// by its say-so.
+fn connection_listed(incoming: &HeaderMap) -> Vec<String> {
+    incoming
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect()
 }
 
 /// The client's headers as they go upstream (minus the key, added per
 /// attempt).
 fn forwarded_headers(incoming: &HeaderMap, upstream: &UpstreamClient) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(incoming.len() + 3);
+    let listed = if incoming.contains_key(header::CONNECTION) {
+        connection_listed(incoming)
+    } else {
+        Vec::new()
+    };
     for (name, value) in incoming {
-        if !dropped(name) {
+        if !dropped(name) && !listed.iter().any(|l| l == name.as_str()) {
             out.append(name.clone(), value.clone());
         }
     }
@@ -147,5 +173,59 @@ impl Outgoing {
             model,
             idle: config.idle_timeout,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(pairs: &[(&'static str, &'static str)]) -> Vec<String> {
+        let mut incoming = HeaderMap::new();
+        for (name, value) in pairs {
+            incoming.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let upstream = UpstreamClient::new(Duration::from_secs(1), Duration::from_secs(1), "", "");
+        let mut names: Vec<String> = forwarded_headers(&incoming, &upstream)
+            .keys()
+            .map(|n| n.as_str().to_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn credentials_hop_by_hop_and_expect_never_go_upstream() {
+        let names = forwarded(&[
+            ("authorization", "Bearer client-token"),
+            ("x-api-key", "client-key"),
+            ("api-key", "azure-style"),
+            ("expect", "100-continue"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "listed in Connection"),
+            ("keep-alive", "timeout=5"),
+            ("openai-organization", "org"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-title", "my app"),
+            ("content-type", "application/json"),
+        ]);
+        assert_eq!(
+            names,
+            [
+                "accept-encoding",
+                "anthropic-version",
+                "content-type",
+                "http-referer",
+                "x-title"
+            ]
+        );
     }
 }
