@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// Runtime state of a key. Persisted inside each store record as `"state"`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +34,10 @@ pub struct KeyState {
     pub auto_recover: bool,
     /// When the server last re-checked this disabled key.
     pub last_probe: Option<DateTime<Utc>>,
+    /// Fields this version does not know (written by a newer orproxy),
+    /// kept as they were when the state is written back.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// What a key can do at a given instant. Computed, never stored.
@@ -233,6 +238,7 @@ mod tests {
             free_cooldown_reason: Some("free-models-per-day".into()),
             auto_recover: true,
             last_probe: Some(t0()),
+            extra: Default::default(),
         };
         s.reactivate();
         assert_eq!(

@@ -441,6 +441,69 @@ mod tests {
         assert!(other.exists());
     }
 
+    /// A store as a newer orproxy might write it: fields this version does
+    /// not know at every level.
+    const NEWER: &str = r#"{
+      "version": 1,
+      "written_by": "orproxy 9.0",
+      "keys": [
+        {
+          "id": "1a2b3c4d",
+          "key": "sk-or-v1-aaaaaaaaaaaaaaaa",
+          "added_at": "2026-01-01T00:00:00Z",
+          "owner": {"team": "infra"},
+          "state": {"disabled": true, "streak_started": "2026-01-02T00:00:00Z"},
+          "info": {
+            "creator_user_id": "user_1",
+            "rate_limit": {"requests": 10},
+            "free_model_daily_requests": {"used": 1, "window": "utc-day"}
+          }
+        },
+        {"id": "5e6f7a8b", "key": "sk-or-v1-bbbbbbbbbbbbbbbb", "added_at": "2026-01-01T00:00:00Z"}
+      ],
+      "accounts": {"user_1": {"day": "2026-01-02", "free_requests": 4, "tier": "gold"}}
+    }"#;
+
+    #[test]
+    fn fields_of_a_newer_version_survive_the_keys_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir);
+        fs::create_dir_all(dir.path().join("sub")).unwrap();
+        fs::write(store.path(), NEWER).unwrap();
+        let now = chrono::Utc::now();
+        // keys add (a new key), keys reactivate, keys remove.
+        let added = crate::secret::ApiKey::parse("sk-or-v1-cccccccccccccccc").unwrap();
+        store
+            .update(|file| edit::add_key(file, &added, Some("new"), None, now))
+            .unwrap();
+        let first = crate::secret::ApiKey::parse("sk-or-v1-aaaaaaaaaaaaaaaa").unwrap();
+        store
+            .update(|file| edit::add_key(file, &first, None, None, now))
+            .unwrap();
+        store
+            .update(|file| file.keys.retain(|r| r.id != "5e6f7a8b"))
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(v["written_by"], "orproxy 9.0");
+        let key = &v["keys"][0];
+        assert_eq!(key["owner"], serde_json::json!({"team": "infra"}));
+        assert_eq!(key["state"]["streak_started"], "2026-01-02T00:00:00Z");
+        assert_eq!(key["state"]["disabled"], false, "reactivated");
+        assert_eq!(key["generation"], 1);
+        assert_eq!(
+            key["info"]["rate_limit"],
+            serde_json::json!({"requests": 10})
+        );
+        assert_eq!(
+            key["info"]["free_model_daily_requests"]["window"],
+            "utc-day"
+        );
+        assert_eq!(v["accounts"]["user_1"]["tier"], "gold");
+        assert_eq!(v["keys"].as_array().unwrap().len(), 2);
+        assert_eq!(v["keys"][1]["label"], "new");
+    }
+
     #[test]
     fn unchanged_update_does_not_rewrite() {
         let dir = tempfile::tempdir().unwrap();

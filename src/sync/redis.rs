@@ -737,6 +737,7 @@ mod tests {
                 creator_user_id: Some(account.into()),
                 ..KeyInfo::default()
             }),
+            extra: Default::default(),
         };
         Pool::from_records(
             &[

@@ -1,0 +1,78 @@
+//! The store's truth survives what happens to it: fields a newer version
+//! wrote are kept.
+
+use crate::common::fake_openrouter::{FakeOpenRouter, Reply};
+use crate::common::{Env, Server, chat, key, key_id, reset_ms_in, wait_until};
+use serde_json::json;
+use std::time::Duration;
+
+/// For things that take a second or two.
+const T: Duration = Duration::from_secs(10);
+
+/// Whether the store file has key 1 parked (for every model, or for `:free`
+/// ones: a per-minute free-model limit may be either).
+fn key_1_parked_in_store(env: &Env) -> bool {
+    let state = &env.store_json()["keys"][0]["state"];
+    state["cooldown_until"].is_string() || state["free_cooldown_until"].is_string()
+}
+
+/// Key 1 answers a per-minute 429: the server parks it (a change it must
+/// save) and key 2 serves the request.
+fn park_key_1(fake: &FakeOpenRouter, server: &Server) {
+    fake.push(&key(1), Reply::rate_limit_per_min(reset_ms_in(3600)));
+    let r = chat(server, &json!({"model": "m:free"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-orproxy-key"), Some(key_id(&key(2)).as_str()));
+}
+
+#[test]
+fn fields_a_newer_version_wrote_survive_the_keys_commands_and_the_server() {
+    let env = Env::new();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let (id1, id2, id3) = (key_id(&key(1)), key_id(&key(2)), key_id(&key(3)));
+    env.write_store(&json!({
+        "version": 1,
+        "written_by": "orproxy 9.0",
+        "keys": [
+            {
+                "id": id1, "key": key(1), "added_at": "2026-01-01T00:00:00Z",
+                "owner": {"team": "infra"},
+                "state": {"disabled": true, "disabled_reason": "401", "streak_started": "2026-01-02T00:00:00Z"},
+                "info": {
+                    "creator_user_id": "user_1",
+                    "rate_limit": {"requests": 10, "interval": "10s"},
+                    "free_model_daily_requests": {"used": 1, "window": "utc-day"}
+                }
+            },
+            {"id": id2, "key": key(2), "added_at": "2026-01-01T00:00:00Z", "pinned": true}
+        ],
+        "accounts": {"user_1": {"day": today, "free_requests": 4, "tier": "gold"}}
+    }));
+    env.add_keys(&[key(3)]);
+    env.run(&["keys", "reactivate", &id1]).success();
+    env.run(&["keys", "remove", &id3]).success();
+    assert_eq!(env.list_json().len(), 2);
+
+    let fake = FakeOpenRouter::start();
+    let server = env.serve(&fake.base_url(), &[]);
+    park_key_1(&fake, &server);
+    wait_until("the cooldown in the store", T, || {
+        key_1_parked_in_store(&env)
+    });
+    drop(server);
+
+    let v = env.store_json();
+    assert_eq!(v["written_by"], "orproxy 9.0");
+    let k1 = &v["keys"][0];
+    assert_eq!(k1["owner"], json!({"team": "infra"}));
+    assert_eq!(k1["state"]["streak_started"], "2026-01-02T00:00:00Z");
+    assert_eq!(k1["state"]["disabled"], false, "reactivated");
+    assert_eq!(
+        k1["info"]["rate_limit"],
+        json!({"requests": 10, "interval": "10s"})
+    );
+    assert_eq!(k1["info"]["free_model_daily_requests"]["window"], "utc-day");
+    assert_eq!(v["keys"][1]["pinned"], true);
+    assert_eq!(v["accounts"]["user_1"]["tier"], "gold");
+    assert_eq!(v["keys"].as_array().unwrap().len(), 2);
+}
