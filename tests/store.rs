@@ -1,9 +1,10 @@
-//! The store's truth survives what happens to it: fields a newer version
-//! wrote are kept.
+//! The store's truth survives what happens to it: a store reached through a
+//! symbolic link stays a link; fields a newer version wrote are kept.
 
 use crate::common::fake_openrouter::{FakeOpenRouter, Reply};
 use crate::common::{Env, Server, chat, key, key_id, reset_ms_in, wait_until};
-use serde_json::json;
+use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 /// For things that take a second or two.
@@ -23,6 +24,45 @@ fn park_key_1(fake: &FakeOpenRouter, server: &Server) {
     let r = chat(server, &json!({"model": "m:free"}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-orproxy-key"), Some(key_id(&key(2)).as_str()));
+}
+
+#[test]
+fn a_store_reached_through_a_symbolic_link_is_written_through_it() {
+    let env = Env::new();
+    let real = env.dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = env.store.parent().unwrap();
+    std::fs::create_dir(data).unwrap();
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink("../real/keys.json", &env.store).unwrap();
+    let is_link = || {
+        std::fs::symlink_metadata(&env.store)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    };
+
+    env.add_keys(&[key(1), key(2)]);
+    assert!(is_link(), "keys add replaced the link");
+    let fake = FakeOpenRouter::start();
+    let server = env.serve(&fake.base_url(), &[]);
+    park_key_1(&fake, &server);
+    wait_until("the cooldown in the store", T, || {
+        key_1_parked_in_store(&env)
+    });
+    assert!(is_link(), "the server replaced the link");
+    let target: Value =
+        serde_json::from_slice(&std::fs::read(real.join("keys.json")).unwrap()).unwrap();
+    assert_eq!(target, env.store_json(), "the link leads to the real file");
+    assert_eq!(env.list_json()[0]["status"], "cooling");
+    // The lock is beside the real file; nothing but the link is beside it.
+    assert!(real.join("keys.json.lock").exists());
+    let beside_link: Vec<_> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside_link, ["keys.json"]);
 }
 
 #[test]

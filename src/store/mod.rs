@@ -6,6 +6,10 @@
 //! directory, are fsynced and renamed over the store: readers see the old or
 //! the new file, never half of one. The directory is created 0700 and the
 //! file is written 0600 whatever the umask.
+//!
+//! A store path that is a symbolic link is written through: the file it
+//! leads to is the one replaced (its temporary file and its `.lock` are
+//! beside it), and the link stays a link.
 
 pub(crate) mod location;
 
@@ -127,11 +131,14 @@ impl Backend {
 /// The suffix of the store's temporary files.
 const TEMP_SUFFIX: &str = ".tmp";
 
+/// The most symbolic links followed to reach the store file (the kernel's
+/// own limit).
+const MAX_LINKS: usize = 40;
+
 /// A handle on the store file at a path. Cheap; holds no open file.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
-    lock_path: PathBuf,
 }
 
 /// The identity of the store file's current contents, to notice changes
@@ -146,11 +153,7 @@ pub(crate) struct Stamp {
 impl FileStore {
     /// A store at `path`; nothing is touched until used.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        let path = path.into();
-        let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
-        lock_name.push(".lock");
-        let lock_path = path.with_file_name(lock_name);
-        Self { path, lock_path }
+        Self { path: path.into() }
     }
 
     /// The store file's path.
@@ -225,15 +228,16 @@ impl FileStore {
         change: impl FnOnce(&mut StoreFile) -> T,
     ) -> Result<T, StoreError> {
         self.ensure_dir()?;
-        let lock = self.lock()?;
-        self.sweep_orphans();
-        let before = match fs::read(&self.path) {
+        let target = self.target()?;
+        let lock = lock(&target)?;
+        sweep_orphans(&target);
+        let before = match fs::read(&target) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(source) => {
                 return Err(StoreError::Io {
                     action: "cannot read the key store",
-                    path: self.path.clone(),
+                    path: target,
                     source,
                 });
             }
@@ -247,7 +251,7 @@ impl FileStore {
         // Only a real change is written: a failed command, or one with
         // nothing to do, leaves the file byte for byte as it was.
         if before.is_none() || file != original {
-            self.write_atomically(&render(&file)?)?;
+            write_atomically(&target, &render(&file)?)?;
         }
         drop(lock);
         Ok(out)
@@ -279,80 +283,135 @@ impl FileStore {
         })
     }
 
-    /// Temporary files of this store are `.<store file name>.<random>.tmp`.
-    fn temp_prefix(&self) -> String {
-        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
-        format!(".{name}.")
+    fn dir(&self) -> Option<&Path> {
+        dir_of(&self.path)
     }
 
-    /// Remove temporary files left by a writer that was killed mid-write.
-    /// Called with the lock held: every writer creates its temporary file
-    /// under the lock, so any such file now is an orphan (and holds keys).
-    fn sweep_orphans(&self) {
-        let dir = self.dir().unwrap_or(Path::new("."));
-        let prefix = self.temp_prefix();
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
-                let _ = fs::remove_file(entry.path());
+    /// The file that holds the store: the path itself, or where its
+    /// symbolic links lead (which may not exist yet). This is the file a
+    /// write replaces, so a link to the store stays a link.
+    fn target(&self) -> Result<PathBuf, StoreError> {
+        let mut path = self.path.clone();
+        for _ in 0..MAX_LINKS {
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    let link = fs::read_link(&path).map_err(|source| StoreError::Io {
+                        action: "cannot read the symbolic link",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    // A relative link is relative to the link's directory.
+                    path = match dir_of(&path) {
+                        Some(dir) if link.is_relative() => dir.join(link),
+                        _ => link,
+                    };
+                }
+                Ok(_) => return Ok(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(path),
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        action: "cannot look up the key store",
+                        path,
+                        source,
+                    });
+                }
             }
         }
-    }
-
-    fn dir(&self) -> Option<&Path> {
-        self.path.parent().filter(|p| !p.as_os_str().is_empty())
-    }
-
-    /// Take the exclusive cross-process lock (blocking). Released on drop.
-    fn lock(&self) -> Result<File, StoreError> {
-        let io_err = |action, source| StoreError::Io {
-            action,
-            path: self.lock_path.clone(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&self.lock_path)
-            .map_err(|e| io_err("cannot open the store lock", e))?;
-        file.lock()
-            .map_err(|e| io_err("cannot lock the store", e))?;
-        Ok(file)
-    }
-
-    fn write_atomically(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        let dir = self.dir().unwrap_or(Path::new("."));
-        let io_err = |action, source| StoreError::Io {
-            action,
+        Err(StoreError::Io {
+            action: "cannot follow the symbolic links of the key store",
             path: self.path.clone(),
-            source,
-        };
-        // tempfile creates the file 0600 regardless of the umask.
-        let prefix = self.temp_prefix();
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&prefix)
-            .suffix(TEMP_SUFFIX)
-            .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)
-            .map_err(|e| io_err("cannot create a temporary file beside", e))?;
-        tmp.write_all(bytes)
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| io_err("cannot write the key store", e))?;
-        tmp.persist(&self.path)
-            .map_err(|e| io_err("cannot replace the key store", e.error))?;
-        // Make the rename itself durable.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+            source: io::Error::other(format!("more than {MAX_LINKS} symbolic links (a loop?)")),
+        })
     }
+}
+
+/// `path`'s directory, if it names one.
+fn dir_of(path: &Path) -> Option<&Path> {
+    path.parent().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// The lock file of the store held in `target`: `<target>.lock`, beside
+/// it, so that every path leading to one store shares one lock. It is only
+/// ever opened, never replaced, so it may itself be a link.
+fn lock_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    target.with_file_name(name)
+}
+
+/// Take the exclusive cross-process lock of the store in `target`
+/// (blocking). Released on drop.
+fn lock(target: &Path) -> Result<File, StoreError> {
+    let lock_path = lock_path(target);
+    let io_err = |action, source| StoreError::Io {
+        action,
+        path: lock_path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| io_err("cannot open the store lock", e))?;
+    file.lock()
+        .map_err(|e| io_err("cannot lock the store", e))?;
+    Ok(file)
+}
+
+/// Temporary files of the store in `target` are `.<its file name>.<random>.tmp`,
+/// beside it.
+fn temp_prefix(target: &Path) -> String {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{name}.")
+}
+
+/// Remove temporary files left by a writer that was killed mid-write.
+/// Called with the lock held: every writer creates its temporary file under
+/// the lock, so any such file now is an orphan (and holds keys).
+fn sweep_orphans(target: &Path) {
+    let dir = dir_of(target).unwrap_or(Path::new("."));
+    let prefix = temp_prefix(target);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Replace `target` with `bytes`: a temporary file beside it, fsynced,
+/// renamed over it, and the directory fsynced.
+fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = dir_of(target).unwrap_or(Path::new("."));
+    let io_err = |action, source| StoreError::Io {
+        action,
+        path: target.to_path_buf(),
+        source,
+    };
+    // tempfile creates the file 0600 regardless of the umask.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix(target))
+        .suffix(TEMP_SUFFIX)
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(|e| io_err("cannot create a temporary file beside", e))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| io_err("cannot write the key store", e))?;
+    tmp.persist(target)
+        .map_err(|e| io_err("cannot replace the key store", e.error))?;
+    // Make the rename itself durable.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// The store as written: pretty-printed JSON with a final newline.
@@ -439,6 +498,73 @@ mod tests {
         store.update(|_| ()).unwrap();
         assert!(!orphan.exists());
         assert!(other.exists());
+    }
+
+    #[test]
+    fn a_symlinked_store_is_written_through_and_stays_a_link() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let real_dir = dir.path().join("real");
+        fs::create_dir(&real_dir).unwrap();
+        let target = real_dir.join("keys.json");
+        let link = dir.path().join("keys.json");
+        symlink("real/keys.json", &link).unwrap();
+        let store = FileStore::new(&link);
+        // A link to nothing yet: the store is created where it leads.
+        store.update(|_| ()).unwrap();
+        store
+            .update(|file| file.extra.insert("n".into(), 1.into()))
+            .unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("real/keys.json"));
+        assert_eq!(store.load().unwrap().extra["n"], 1);
+        assert_eq!(FileStore::new(&target).load().unwrap().extra["n"], 1);
+        let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // The lock and the temporary files live beside the real file, so
+        // both paths to the store share one lock.
+        assert!(real_dir.join("keys.json.lock").exists());
+        assert!(!dir.path().join("keys.json.lock").exists());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "only the link and real/: {names:?}");
+    }
+
+    #[test]
+    fn a_chain_of_links_is_followed_and_a_loop_refused_by_name() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("keys.json");
+        symlink(&target, dir.path().join("one")).unwrap();
+        symlink("one", dir.path().join("two")).unwrap();
+        FileStore::new(dir.path().join("two"))
+            .update(|_| ())
+            .unwrap();
+        assert!(fs::symlink_metadata(&target).unwrap().is_file());
+        assert!(
+            fs::symlink_metadata(dir.path().join("two"))
+                .unwrap()
+                .is_symlink()
+        );
+
+        symlink("loop-b", dir.path().join("loop-a")).unwrap();
+        symlink("loop-a", dir.path().join("loop-b")).unwrap();
+        let looped = FileStore::new(dir.path().join("loop-a"));
+        let err = looped.update(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("symbolic links"), "{err}");
+        assert!(err.contains("loop-a"), "{err}");
+        assert!(
+            fs::symlink_metadata(dir.path().join("loop-a"))
+                .unwrap()
+                .is_symlink()
+        );
     }
 
     /// A store as a newer orproxy might write it: fields this version does
