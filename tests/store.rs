@@ -1,10 +1,12 @@
 //! The store's truth survives what happens to it: a store reached through a
-//! symbolic link stays a link; fields a newer version wrote are kept.
+//! symbolic link stays a link; fields a newer version wrote are kept; loose
+//! permissions are tightened or reported.
 
 use crate::common::fake_openrouter::{FakeOpenRouter, Reply};
 use crate::common::{Env, Server, chat, key, key_id, reset_ms_in, wait_until};
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 /// For things that take a second or two.
@@ -115,4 +117,55 @@ fn fields_a_newer_version_wrote_survive_the_keys_commands_and_the_server() {
     assert_eq!(v["keys"][1]["pinned"], true);
     assert_eq!(v["accounts"]["user_1"]["tier"], "gold");
     assert_eq!(v["keys"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn loose_permissions_on_the_store_and_the_logs_are_tightened_or_reported() {
+    let env = Env::new();
+    env.add_keys(&[key(1)]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let chmod = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    let data = env.store.parent().unwrap();
+    chmod(data, 0o755);
+    chmod(&env.store, 0o644);
+    let logs = env.dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    chmod(&logs, 0o755);
+    let today = chrono::Local::now().date_naive().format("%Y-%m-%d");
+    let errors = logs.join(format!("errors-{today}.log"));
+    std::fs::write(&errors, "").unwrap();
+    chmod(&errors, 0o644);
+
+    let fake = FakeOpenRouter::start();
+    let server = env.serve(&fake.base_url(), &["--log-dir", logs.to_str().unwrap()]);
+    let said = |what: &str| server.log().lines().any(|l| l.contains(what));
+    wait_until("the four permission warnings", T, || {
+        said("the key store")
+            && said("the store directory")
+            && said("the log file")
+            && said("the log directory")
+    });
+    let log = server.log();
+    for line in log.lines().filter(|l| l.contains("open to other users")) {
+        assert!(line.contains(" WARN "), "{line}");
+    }
+    assert!(log.contains("(mode 0644); it is 0600 now"), "{log}");
+    assert!(
+        log.contains(&format!("`chmod 700 {}`", data.display())),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("`chmod 700 {}`", logs.display())),
+        "{log}"
+    );
+    // Files orproxy owns are now private; directories are left as they were.
+    assert_eq!(mode(&env.store), 0o600);
+    assert_eq!(mode(&errors), 0o600);
+    assert_eq!((mode(data), mode(&logs)), (0o755, 0o755));
+    // The warnings are in the errors file too.
+    crate::common::wait_until("the warnings in the errors file", T, || {
+        std::fs::read_to_string(&errors).is_ok_and(|t| t.contains("open to other users"))
+    });
 }

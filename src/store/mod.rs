@@ -141,6 +141,49 @@ pub struct FileStore {
     path: PathBuf,
 }
 
+/// What was wrong with the permissions of an existing store, file or
+/// directory (see [`FileStore::tighten_permissions`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LoosePermissions {
+    /// The store file could be read or changed by other users; it is 0600 now.
+    #[error(
+        "the key store {path} was open to other users (mode {mode:04o}); it is 0600 now, \
+         but the keys in it may have been read"
+    )]
+    FileTightened {
+        /// The store file.
+        path: PathBuf,
+        /// Its mode before.
+        mode: u32,
+    },
+    /// The store file could be read or changed by other users, and could
+    /// not be made 0600.
+    #[error(
+        "the key store {path} is open to other users (mode {mode:04o}) and cannot be made 0600: {error}"
+    )]
+    FileLoose {
+        /// The store file.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Why chmod failed.
+        error: String,
+    },
+    /// A directory of the store that other users may enter, list or
+    /// change. orproxy does not change directories it did not create (it
+    /// may be shared on purpose).
+    #[error(
+        "the store directory {path} is open to other users (mode {mode:04o}); \
+         `chmod 700 {path}` makes it private"
+    )]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+}
+
 /// The identity of the store file's current contents, to notice changes
 /// without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,11 +366,52 @@ impl FileStore {
             source: io::Error::other(format!("more than {MAX_LINKS} symbolic links (a loop?)")),
         })
     }
+
+    /// Make an existing store file that other users may read or change
+    /// 0600, and report it, and report directories of the store (the
+    /// path's, and its link target's) that other users may use.
+    pub(crate) fn tighten_permissions(&self) -> Vec<LoosePermissions> {
+        let mut found = Vec::new();
+        let target = self.target().unwrap_or_else(|_| self.path.clone());
+        let mut dirs: Vec<&Path> = [self.dir(), dir_of(&target)]
+            .into_iter()
+            .flatten()
+            .collect();
+        dirs.dedup();
+        for dir in dirs {
+            if let Some(mode) = loose_mode(dir) {
+                found.push(LoosePermissions::Directory {
+                    path: dir.to_path_buf(),
+                    mode,
+                });
+            }
+        }
+        if let Some(mode) = loose_mode(&target) {
+            found.push(
+                match fs::set_permissions(&target, fs::Permissions::from_mode(0o600)) {
+                    Ok(()) => LoosePermissions::FileTightened { path: target, mode },
+                    Err(e) => LoosePermissions::FileLoose {
+                        path: target,
+                        mode,
+                        error: e.to_string(),
+                    },
+                },
+            );
+        }
+        found
+    }
 }
 
 /// `path`'s directory, if it names one.
 fn dir_of(path: &Path) -> Option<&Path> {
     path.parent().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// The permission bits of an existing `path` (links followed) when they
+/// let other users (group or others) in.
+fn loose_mode(path: &Path) -> Option<u32> {
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
 }
 
 /// The lock file of the store held in `target`: `<target>.lock`, beside
@@ -565,6 +649,36 @@ mod tests {
                 .unwrap()
                 .is_symlink()
         );
+    }
+
+    #[test]
+    fn a_store_open_to_others_is_made_private_and_its_directory_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir);
+        store.update(|_| ()).unwrap();
+        assert_eq!(store.tighten_permissions(), [], "created private");
+        let sub = dir.path().join("sub");
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        let found = store.tighten_permissions();
+        assert_eq!(
+            found,
+            [
+                LoosePermissions::Directory {
+                    path: sub.clone(),
+                    mode: 0o755
+                },
+                LoosePermissions::FileTightened {
+                    path: store.path().to_path_buf(),
+                    mode: 0o644
+                }
+            ]
+        );
+        assert!(found[0].to_string().contains("chmod 700"), "{}", found[0]);
+        let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let mode = fs::metadata(&sub).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "a directory is left as it is");
     }
 
     /// A store as a newer orproxy might write it: fields this version does

@@ -33,8 +33,13 @@ struct SyncState {
 }
 
 impl FileSync {
-    /// In step with `store`, which `live` was read from.
+    /// In step with `store`, which `live` was read from. An existing store
+    /// file open to other users is made 0600 and reported, and so is a
+    /// store directory open to them.
     pub(crate) fn new(store: FileStore, live: Arc<Live>) -> Self {
+        for loose in store.tighten_permissions() {
+            log::warn!("{loose}");
+        }
         let stamp = store.stamp();
         Self {
             store,
