@@ -33,6 +33,7 @@ fn records(n: usize) -> Vec<KeyRecord> {
                 generation: 0,
                 state: Default::default(),
                 info: None,
+                extra: Default::default(),
             })
         })
         .collect()

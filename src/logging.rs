@@ -66,6 +66,45 @@ pub(crate) enum LogError {
     Start(#[from] flexi_logger::FlexiLoggerError),
 }
 
+/// Loose permissions found on an existing log directory or log file at
+/// start (see [`tighten`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LoosePermissions {
+    /// A log file other users could read or change; it is 0600 now.
+    #[error("the log file {path} was open to other users (mode {mode:04o}); it is 0600 now")]
+    FileTightened {
+        /// The log file.
+        path: PathBuf,
+        /// Its mode before.
+        mode: u32,
+    },
+    /// A log file other users can read or change that could not be made 0600.
+    #[error(
+        "the log file {path} is open to other users (mode {mode:04o}) and cannot be made 0600: {error}"
+    )]
+    FileLoose {
+        /// The log file.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Why chmod failed.
+        error: String,
+    },
+    /// The log directory is open to other users. orproxy leaves a
+    /// directory it did not create as it is (it may be shared on purpose,
+    /// like /var/log), and says so.
+    #[error(
+        "the log directory {path} is open to other users (mode {mode:04o}); \
+         `chmod 700 {path}` makes it private"
+    )]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+}
+
 /// The date the daily files are named after. Injected so that tests can
 /// move through midnight.
 pub(crate) trait Clock: Send + Sync {
@@ -119,6 +158,7 @@ pub(crate) fn init_server(files: &LogFiles) -> Result<(), LogError> {
     })?;
     let clock: Arc<dyn Clock> = Arc::new(LocalClock);
     let removed = cleanup(&files.dir, clock.today(), files.retention_days);
+    let loose = tighten(&files.dir);
     let daily = |kind| {
         Arc::new(DailyFile::new(
             &files.dir,
@@ -163,6 +203,9 @@ pub(crate) fn init_server(files: &LogFiles) -> Result<(), LogError> {
     STARTED.store(true, Ordering::SeqCst);
     for path in removed {
         log::info!("removed the old log file {}", path.display());
+    }
+    for found in loose {
+        log::warn!("{found}");
     }
     Ok(())
 }
@@ -508,12 +551,63 @@ pub(crate) fn cleanup(dir: &Path, today: NaiveDate, retention_days: u32) -> Vec<
     removed
 }
 
+/// Open a log file for appending, created 0600; one that exists with
+/// looser permissions is made 0600.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(path)
+        .open(path)?;
+    if file
+        .metadata()
+        .is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+    {
+        // Best effort: `tighten` reported what it could not fix at start.
+        let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+    }
+    Ok(file)
+}
+
+/// Make the daily files in `dir` that other users may read or change 0600,
+/// and report them, and the directory itself when other users may use it.
+/// Other files are left alone.
+fn tighten(dir: &Path) -> Vec<LoosePermissions> {
+    let loose = |meta: &fs::Metadata| {
+        let mode = meta.permissions().mode() & 0o7777;
+        (mode & 0o077 != 0).then_some(mode)
+    };
+    let mut found = Vec::new();
+    if let Some(mode) = fs::metadata(dir).ok().as_ref().and_then(loose) {
+        found.push(LoosePermissions::Directory {
+            path: dir.to_path_buf(),
+            mode,
+        });
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    let mut files: Vec<(PathBuf, u32)> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().and_then(parse_daily_name).is_some())
+        // Regular files only: a link may lead outside the directory.
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| Some((e.path(), e.metadata().ok().as_ref().and_then(loose)?)))
+        .collect();
+    files.sort();
+    for (path, mode) in files {
+        found.push(
+            match fs::set_permissions(&path, fs::Permissions::from_mode(0o600)) {
+                Ok(()) => LoosePermissions::FileTightened { path, mode },
+                Err(e) => LoosePermissions::FileLoose {
+                    path,
+                    mode,
+                    error: e.to_string(),
+                },
+            },
+        );
+    }
+    found
 }
 
 /// Create `dir` (and parents) with mode 0700 when it does not exist yet.
@@ -704,6 +798,56 @@ mod tests {
             fs::read_to_string(logs.join("keys-2026-03-15.log")).unwrap(),
             "second\n"
         );
+    }
+
+    #[test]
+    fn loose_log_files_are_made_private_and_a_loose_directory_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        fs::create_dir(&logs).unwrap();
+        fs::set_permissions(&logs, fs::Permissions::from_mode(0o700)).unwrap();
+        let mode_of = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for (name, mode) in [
+            ("requests-2026-03-14.log", 0o644),
+            ("errors-2026-03-14.log", 0o600),
+            ("notes.log", 0o644), // not ours
+        ] {
+            fs::write(logs.join(name), "").unwrap();
+            fs::set_permissions(logs.join(name), fs::Permissions::from_mode(mode)).unwrap();
+        }
+        assert_eq!(
+            tighten(&logs),
+            [LoosePermissions::FileTightened {
+                path: logs.join("requests-2026-03-14.log"),
+                mode: 0o644
+            }]
+        );
+        assert_eq!(mode_of(&logs.join("requests-2026-03-14.log")), 0o600);
+        assert_eq!(mode_of(&logs.join("notes.log")), 0o644, "not ours");
+        assert_eq!(tighten(&logs), [], "nothing left to say");
+
+        fs::set_permissions(&logs, fs::Permissions::from_mode(0o755)).unwrap();
+        let found = tighten(&logs);
+        assert_eq!(
+            found,
+            [LoosePermissions::Directory {
+                path: logs.clone(),
+                mode: 0o755
+            }]
+        );
+        assert!(found[0].to_string().contains("chmod 700"), "{}", found[0]);
+        assert_eq!(mode_of(&logs), 0o755, "a directory is left as it is");
+
+        // A file that turns loose while the server runs is made private
+        // when it is next opened (at the day's first line).
+        let clock = Arc::new(FakeClock(Mutex::new(date("2026-03-15"))));
+        let today = logs.join("keys-2026-03-15.log");
+        fs::write(&today, "").unwrap();
+        fs::set_permissions(&today, fs::Permissions::from_mode(0o666)).unwrap();
+        DailyFile::new(&logs, "keys", 14, clock)
+            .write_line("x")
+            .unwrap();
+        assert_eq!(mode_of(&today), 0o600);
     }
 
     #[test]

@@ -1076,11 +1076,13 @@ fn sigkill_under_load_never_corrupts_the_store_or_loses_a_key() {
     let mut before = stored_keys(&env);
     assert_eq!(before.len(), KEYS);
     for round in 0..20 {
-        // Some keys cool, some serve: the state changes, and is written every second.
+        // Some keys cool, some serve: the state changes, and is written
+        // within a second. (A reset far enough ahead to still be ahead when
+        // a slow start reaches the request.)
         for n in 1..=2 {
             fake.push(
                 &key(n),
-                Reply::rate_limit_per_min(crate::common::reset_ms_in(1)),
+                Reply::rate_limit_per_min(crate::common::reset_ms_in(30)),
             );
         }
         let mut server = env.serve(&fake.base_url(), &["--max-wait", "0"]);

@@ -19,5 +19,6 @@ mod pty;
 mod secrets;
 mod serve;
 mod shared;
+mod store;
 mod stream;
 mod watch;

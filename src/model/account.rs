@@ -3,6 +3,7 @@
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// The state of an account that is persisted in the store (the per-minute
 /// window is too short-lived to be worth it).
@@ -15,4 +16,7 @@ pub struct AccountRecord {
     pub free_requests: u32,
     /// The daily cap, when known exactly.
     pub daily_limit: Option<u32>,
+    /// Fields this version does not know, kept on rewrite.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }

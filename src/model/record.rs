@@ -4,6 +4,7 @@ use super::{AccountRecord, KeyState};
 use crate::secret::ApiKey;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// The store format version this build reads and writes.
@@ -21,6 +22,10 @@ pub struct StoreFile {
     /// keys whose account is unknown: `key:<id>`) for the current UTC day.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub accounts: BTreeMap<String, AccountRecord>,
+    /// Fields this version does not know (a newer orproxy's), kept as they
+    /// were whenever the store is rewritten. Likewise at every level below.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 impl Default for StoreFile {
@@ -29,6 +34,7 @@ impl Default for StoreFile {
             version: STORE_VERSION,
             keys: Vec::new(),
             accounts: BTreeMap::new(),
+            extra: Map::new(),
         }
     }
 }
@@ -55,6 +61,9 @@ pub struct KeyRecord {
     /// What OpenRouter's `GET /key` said about the key when last checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<KeyInfo>,
+    /// Fields this version does not know, kept on rewrite.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 impl KeyRecord {
@@ -101,6 +110,10 @@ pub struct KeyInfo {
     pub creator_user_id: Option<String>,
     /// Free-model requests today, when OpenRouter reports them.
     pub free_model_daily_requests: Option<FreeModelDailyRequests>,
+    /// Fields this version does not know, kept on rewrite (a new check
+    /// replaces the whole info, these included).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// `free_model_daily_requests` from `GET /key`.
@@ -113,6 +126,9 @@ pub struct FreeModelDailyRequests {
     pub limit: Option<u64>,
     /// Requests left today.
     pub remaining: Option<u64>,
+    /// Fields this version does not know, kept on rewrite.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Pick an ID for `key` that no other key in `existing` uses: the 8-digit

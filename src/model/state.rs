@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// Runtime state of a key. Persisted inside each store record as `"state"`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +37,10 @@ pub struct KeyState {
     /// OpenRouter rejected the key (401): a disabled key re-checked on a
     /// slower schedule.
     pub rejected: bool,
+    /// Fields this version does not know (written by a newer orproxy),
+    /// kept as they were when the state is written back.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// What a key can do at a given instant. Computed, never stored.
@@ -238,6 +243,7 @@ mod tests {
             auto_recover: true,
             last_probe: Some(t0()),
             rejected: true,
+            extra: Default::default(),
         };
         s.reactivate();
         assert_eq!(

@@ -159,6 +159,7 @@ pub(crate) fn parse_key_info(body: &[u8], now: DateTime<Utc>) -> Option<KeyInfo>
             used: o.get("used").and_then(Value::as_u64),
             limit: o.get("limit").and_then(Value::as_u64),
             remaining: o.get("remaining").and_then(Value::as_u64),
+            ..FreeModelDailyRequests::default()
         });
     Some(KeyInfo {
         checked_at: Some(now),
@@ -170,6 +171,7 @@ pub(crate) fn parse_key_info(body: &[u8], now: DateTime<Utc>) -> Option<KeyInfo>
         usage: num("usage"),
         creator_user_id: text("creator_user_id"),
         free_model_daily_requests: free,
+        ..KeyInfo::default()
     })
 }
 

@@ -995,7 +995,8 @@ impl Pool {
     /// takes the file's order and becomes clean. Events come in file order
     /// (added, reactivated), then removals in the pool's former order.
     /// Account counts are merged both ways (see [`Pool::adopt_accounts`]);
-    /// the file keeps today's counts of the accounts of stored keys.
+    /// the file keeps today's counts of the accounts of stored keys. Fields
+    /// of states and accounts this version does not know are the file's.
     pub fn reconcile(&mut self, file: &mut StoreFile, now: DateTime<Utc>) -> Vec<Event> {
         let mut old: HashMap<String, PoolKey> = HashMap::with_capacity(self.keys.len());
         let mut removed = Vec::new();
@@ -1043,7 +1044,11 @@ impl Pool {
 
         for record in &mut file.keys {
             if let Some(key) = index.get(&record.id).and_then(|&idx| keys.get(idx)) {
+                // Fields of the state this version does not know stay as
+                // the file has them.
+                let extra = std::mem::take(&mut record.state.extra);
                 record.state = key.state.clone();
+                record.state.extra = extra;
             }
         }
 
@@ -1054,11 +1059,19 @@ impl Pool {
         self.accounts
             .retain(|account, _| live.contains(account.as_str()));
         let today = now.date_naive();
+        let mut stored = std::mem::take(&mut file.accounts);
         file.accounts = self
             .accounts
             .iter()
             .filter(|(_, usage)| usage.day == Some(today) && usage.day_count > 0)
-            .map(|(account, usage)| (account.clone(), usage.to_record()))
+            .map(|(account, usage)| {
+                let mut record = usage.to_record();
+                // Fields this version does not know stay as the file has them.
+                if let Some(old) = stored.get_mut(account) {
+                    record.extra = std::mem::take(&mut old.extra);
+                }
+                (account.clone(), record)
+            })
             .collect();
 
         if self

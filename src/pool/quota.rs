@@ -167,6 +167,7 @@ impl AccountUsage {
             day: self.day,
             free_requests: self.day_count,
             daily_limit: self.day_limit,
+            ..AccountRecord::default()
         }
     }
 
@@ -306,6 +307,7 @@ mod tests {
             day: Some(t(0, 0, 0).date_naive()),
             free_requests: 7,
             daily_limit: Some(50),
+            ..AccountRecord::default()
         };
         u.merge_record(&today, t(10, 0, 0));
         assert_eq!((u.day_count, u.day_limit), (7, Some(50)));
@@ -313,6 +315,7 @@ mod tests {
             day: Some(t(0, 0, 0).date_naive() - TimeDelta::days(1)),
             free_requests: 40,
             daily_limit: None,
+            ..AccountRecord::default()
         };
         u.merge_record(&old, t(10, 0, 0));
         assert_eq!(u.day_count, 7);

@@ -21,6 +21,7 @@ fn rec(id: &str) -> KeyRecord {
         generation: 0,
         state: KeyState::default(),
         info: None,
+        extra: Default::default(),
     }
 }
 
@@ -1268,6 +1269,7 @@ fn get_key_reports_seed_the_daily_count_and_remaining_zero_blocks() {
             used: Some(50),
             limit: Some(50),
             remaining: Some(0),
+            ..Default::default()
         });
     }
     let file = file_of(vec![record.clone()]);
@@ -1295,6 +1297,7 @@ fn reconcile_merges_account_counts_both_ways_and_keeps_only_today() {
             day: Some(now.date_naive()),
             free_requests: 9,
             daily_limit: Some(50),
+            ..Default::default()
         },
     );
     file.accounts.insert(
@@ -1303,6 +1306,7 @@ fn reconcile_merges_account_counts_both_ways_and_keeps_only_today() {
             day: Some(now.date_naive()),
             free_requests: 3,
             daily_limit: None,
+            ..Default::default()
         },
     );
     pool.reconcile(&mut file, now);

@@ -52,6 +52,7 @@ pub(crate) fn add_key(
         generation: 0,
         state: Default::default(),
         info,
+        extra: Default::default(),
     });
     Added::New(id)
 }

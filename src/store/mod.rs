@@ -6,6 +6,10 @@
 //! directory, are fsynced and renamed over the store: readers see the old or
 //! the new file, never half of one. The directory is created 0700 and the
 //! file is written 0600 whatever the umask.
+//!
+//! A store path that is a symbolic link is written through: the file it
+//! leads to is the one replaced (its temporary file and its `.lock` are
+//! beside it), and the link stays a link.
 
 pub(crate) mod location;
 
@@ -127,11 +131,57 @@ impl Backend {
 /// The suffix of the store's temporary files.
 const TEMP_SUFFIX: &str = ".tmp";
 
+/// The most symbolic links followed to reach the store file (the kernel's
+/// own limit).
+const MAX_LINKS: usize = 40;
+
 /// A handle on the store file at a path. Cheap; holds no open file.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
-    lock_path: PathBuf,
+}
+
+/// What was wrong with the permissions of an existing store, file or
+/// directory (see [`FileStore::tighten_permissions`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LoosePermissions {
+    /// The store file could be read or changed by other users; it is 0600 now.
+    #[error(
+        "the key store {path} was open to other users (mode {mode:04o}); it is 0600 now, \
+         but the keys in it may have been read"
+    )]
+    FileTightened {
+        /// The store file.
+        path: PathBuf,
+        /// Its mode before.
+        mode: u32,
+    },
+    /// The store file could be read or changed by other users, and could
+    /// not be made 0600.
+    #[error(
+        "the key store {path} is open to other users (mode {mode:04o}) and cannot be made 0600: {error}"
+    )]
+    FileLoose {
+        /// The store file.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Why chmod failed.
+        error: String,
+    },
+    /// A directory of the store that other users may enter, list or
+    /// change. orproxy does not change directories it did not create (it
+    /// may be shared on purpose).
+    #[error(
+        "the store directory {path} is open to other users (mode {mode:04o}); \
+         `chmod 700 {path}` makes it private"
+    )]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
 }
 
 /// The identity of the store file's current contents, to notice changes
@@ -146,11 +196,7 @@ pub(crate) struct Stamp {
 impl FileStore {
     /// A store at `path`; nothing is touched until used.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        let path = path.into();
-        let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
-        lock_name.push(".lock");
-        let lock_path = path.with_file_name(lock_name);
-        Self { path, lock_path }
+        Self { path: path.into() }
     }
 
     /// The store file's path.
@@ -225,15 +271,16 @@ impl FileStore {
         change: impl FnOnce(&mut StoreFile) -> T,
     ) -> Result<T, StoreError> {
         self.ensure_dir()?;
-        let lock = self.lock()?;
-        self.sweep_orphans();
-        let before = match fs::read(&self.path) {
+        let target = self.target()?;
+        let lock = lock(&target)?;
+        sweep_orphans(&target);
+        let before = match fs::read(&target) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(source) => {
                 return Err(StoreError::Io {
                     action: "cannot read the key store",
-                    path: self.path.clone(),
+                    path: target,
                     source,
                 });
             }
@@ -247,7 +294,7 @@ impl FileStore {
         // Only a real change is written: a failed command, or one with
         // nothing to do, leaves the file byte for byte as it was.
         if before.is_none() || file != original {
-            self.write_atomically(&render(&file)?)?;
+            write_atomically(&target, &render(&file)?)?;
         }
         drop(lock);
         Ok(out)
@@ -279,80 +326,176 @@ impl FileStore {
         })
     }
 
-    /// Temporary files of this store are `.<store file name>.<random>.tmp`.
-    fn temp_prefix(&self) -> String {
-        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
-        format!(".{name}.")
+    fn dir(&self) -> Option<&Path> {
+        dir_of(&self.path)
     }
 
-    /// Remove temporary files left by a writer that was killed mid-write.
-    /// Called with the lock held: every writer creates its temporary file
-    /// under the lock, so any such file now is an orphan (and holds keys).
-    fn sweep_orphans(&self) {
-        let dir = self.dir().unwrap_or(Path::new("."));
-        let prefix = self.temp_prefix();
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
-                let _ = fs::remove_file(entry.path());
+    /// The file that holds the store: the path itself, or where its
+    /// symbolic links lead (which may not exist yet). This is the file a
+    /// write replaces, so a link to the store stays a link.
+    fn target(&self) -> Result<PathBuf, StoreError> {
+        let mut path = self.path.clone();
+        for _ in 0..MAX_LINKS {
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    let link = fs::read_link(&path).map_err(|source| StoreError::Io {
+                        action: "cannot read the symbolic link",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    // A relative link is relative to the link's directory.
+                    path = match dir_of(&path) {
+                        Some(dir) if link.is_relative() => dir.join(link),
+                        _ => link,
+                    };
+                }
+                Ok(_) => return Ok(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(path),
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        action: "cannot look up the key store",
+                        path,
+                        source,
+                    });
+                }
             }
         }
-    }
-
-    fn dir(&self) -> Option<&Path> {
-        self.path.parent().filter(|p| !p.as_os_str().is_empty())
-    }
-
-    /// Take the exclusive cross-process lock (blocking). Released on drop.
-    fn lock(&self) -> Result<File, StoreError> {
-        let io_err = |action, source| StoreError::Io {
-            action,
-            path: self.lock_path.clone(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&self.lock_path)
-            .map_err(|e| io_err("cannot open the store lock", e))?;
-        file.lock()
-            .map_err(|e| io_err("cannot lock the store", e))?;
-        Ok(file)
-    }
-
-    fn write_atomically(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        let dir = self.dir().unwrap_or(Path::new("."));
-        let io_err = |action, source| StoreError::Io {
-            action,
+        Err(StoreError::Io {
+            action: "cannot follow the symbolic links of the key store",
             path: self.path.clone(),
-            source,
-        };
-        // tempfile creates the file 0600 regardless of the umask.
-        let prefix = self.temp_prefix();
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&prefix)
-            .suffix(TEMP_SUFFIX)
-            .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)
-            .map_err(|e| io_err("cannot create a temporary file beside", e))?;
-        tmp.write_all(bytes)
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| io_err("cannot write the key store", e))?;
-        tmp.persist(&self.path)
-            .map_err(|e| io_err("cannot replace the key store", e.error))?;
-        // Make the rename itself durable.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+            source: io::Error::other(format!("more than {MAX_LINKS} symbolic links (a loop?)")),
+        })
     }
+
+    /// Make an existing store file that other users may read or change
+    /// 0600, and report it, and report directories of the store (the
+    /// path's, and its link target's) that other users may use.
+    pub(crate) fn tighten_permissions(&self) -> Vec<LoosePermissions> {
+        let mut found = Vec::new();
+        let target = self.target().unwrap_or_else(|_| self.path.clone());
+        let mut dirs: Vec<&Path> = [self.dir(), dir_of(&target)]
+            .into_iter()
+            .flatten()
+            .collect();
+        dirs.dedup();
+        for dir in dirs {
+            if let Some(mode) = loose_mode(dir) {
+                found.push(LoosePermissions::Directory {
+                    path: dir.to_path_buf(),
+                    mode,
+                });
+            }
+        }
+        if let Some(mode) = loose_mode(&target) {
+            found.push(
+                match fs::set_permissions(&target, fs::Permissions::from_mode(0o600)) {
+                    Ok(()) => LoosePermissions::FileTightened { path: target, mode },
+                    Err(e) => LoosePermissions::FileLoose {
+                        path: target,
+                        mode,
+                        error: e.to_string(),
+                    },
+                },
+            );
+        }
+        found
+    }
+}
+
+/// `path`'s directory, if it names one.
+fn dir_of(path: &Path) -> Option<&Path> {
+    path.parent().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// The permission bits of an existing `path` (links followed) when they
+/// let other users (group or others) in.
+fn loose_mode(path: &Path) -> Option<u32> {
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// The lock file of the store held in `target`: `<target>.lock`, beside
+/// it, so that every path leading to one store shares one lock. It is only
+/// ever opened, never replaced, so it may itself be a link.
+fn lock_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    target.with_file_name(name)
+}
+
+/// Take the exclusive cross-process lock of the store in `target`
+/// (blocking). Released on drop.
+fn lock(target: &Path) -> Result<File, StoreError> {
+    let lock_path = lock_path(target);
+    let io_err = |action, source| StoreError::Io {
+        action,
+        path: lock_path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| io_err("cannot open the store lock", e))?;
+    file.lock()
+        .map_err(|e| io_err("cannot lock the store", e))?;
+    Ok(file)
+}
+
+/// Temporary files of the store in `target` are `.<its file name>.<random>.tmp`,
+/// beside it.
+fn temp_prefix(target: &Path) -> String {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{name}.")
+}
+
+/// Remove temporary files left by a writer that was killed mid-write.
+/// Called with the lock held: every writer creates its temporary file under
+/// the lock, so any such file now is an orphan (and holds keys).
+fn sweep_orphans(target: &Path) {
+    let dir = dir_of(target).unwrap_or(Path::new("."));
+    let prefix = temp_prefix(target);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Replace `target` with `bytes`: a temporary file beside it, fsynced,
+/// renamed over it, and the directory fsynced.
+fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = dir_of(target).unwrap_or(Path::new("."));
+    let io_err = |action, source| StoreError::Io {
+        action,
+        path: target.to_path_buf(),
+        source,
+    };
+    // tempfile creates the file 0600 regardless of the umask.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix(target))
+        .suffix(TEMP_SUFFIX)
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(|e| io_err("cannot create a temporary file beside", e))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| io_err("cannot write the key store", e))?;
+    tmp.persist(target)
+        .map_err(|e| io_err("cannot replace the key store", e.error))?;
+    // Make the rename itself durable.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// The store as written: pretty-printed JSON with a final newline.
@@ -439,6 +582,166 @@ mod tests {
         store.update(|_| ()).unwrap();
         assert!(!orphan.exists());
         assert!(other.exists());
+    }
+
+    #[test]
+    fn a_symlinked_store_is_written_through_and_stays_a_link() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let real_dir = dir.path().join("real");
+        fs::create_dir(&real_dir).unwrap();
+        let target = real_dir.join("keys.json");
+        let link = dir.path().join("keys.json");
+        symlink("real/keys.json", &link).unwrap();
+        let store = FileStore::new(&link);
+        // A link to nothing yet: the store is created where it leads.
+        store.update(|_| ()).unwrap();
+        store
+            .update(|file| file.extra.insert("n".into(), 1.into()))
+            .unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("real/keys.json"));
+        assert_eq!(store.load().unwrap().extra["n"], 1);
+        assert_eq!(FileStore::new(&target).load().unwrap().extra["n"], 1);
+        let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // The lock and the temporary files live beside the real file, so
+        // both paths to the store share one lock.
+        assert!(real_dir.join("keys.json.lock").exists());
+        assert!(!dir.path().join("keys.json.lock").exists());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "only the link and real/: {names:?}");
+    }
+
+    #[test]
+    fn a_chain_of_links_is_followed_and_a_loop_refused_by_name() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("keys.json");
+        symlink(&target, dir.path().join("one")).unwrap();
+        symlink("one", dir.path().join("two")).unwrap();
+        FileStore::new(dir.path().join("two"))
+            .update(|_| ())
+            .unwrap();
+        assert!(fs::symlink_metadata(&target).unwrap().is_file());
+        assert!(
+            fs::symlink_metadata(dir.path().join("two"))
+                .unwrap()
+                .is_symlink()
+        );
+
+        symlink("loop-b", dir.path().join("loop-a")).unwrap();
+        symlink("loop-a", dir.path().join("loop-b")).unwrap();
+        let looped = FileStore::new(dir.path().join("loop-a"));
+        let err = looped.update(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("symbolic links"), "{err}");
+        assert!(err.contains("loop-a"), "{err}");
+        assert!(
+            fs::symlink_metadata(dir.path().join("loop-a"))
+                .unwrap()
+                .is_symlink()
+        );
+    }
+
+    #[test]
+    fn a_store_open_to_others_is_made_private_and_its_directory_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir);
+        store.update(|_| ()).unwrap();
+        assert_eq!(store.tighten_permissions(), [], "created private");
+        let sub = dir.path().join("sub");
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        let found = store.tighten_permissions();
+        assert_eq!(
+            found,
+            [
+                LoosePermissions::Directory {
+                    path: sub.clone(),
+                    mode: 0o755
+                },
+                LoosePermissions::FileTightened {
+                    path: store.path().to_path_buf(),
+                    mode: 0o644
+                }
+            ]
+        );
+        assert!(found[0].to_string().contains("chmod 700"), "{}", found[0]);
+        let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let mode = fs::metadata(&sub).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "a directory is left as it is");
+    }
+
+    /// A store as a newer orproxy might write it: fields this version does
+    /// not know at every level.
+    const NEWER: &str = r#"{
+      "version": 1,
+      "written_by": "orproxy 9.0",
+      "keys": [
+        {
+          "id": "1a2b3c4d",
+          "key": "sk-or-v1-aaaaaaaaaaaaaaaa",
+          "added_at": "2026-01-01T00:00:00Z",
+          "owner": {"team": "infra"},
+          "state": {"disabled": true, "streak_started": "2026-01-02T00:00:00Z"},
+          "info": {
+            "creator_user_id": "user_1",
+            "rate_limit": {"requests": 10},
+            "free_model_daily_requests": {"used": 1, "window": "utc-day"}
+          }
+        },
+        {"id": "5e6f7a8b", "key": "sk-or-v1-bbbbbbbbbbbbbbbb", "added_at": "2026-01-01T00:00:00Z"}
+      ],
+      "accounts": {"user_1": {"day": "2026-01-02", "free_requests": 4, "tier": "gold"}}
+    }"#;
+
+    #[test]
+    fn fields_of_a_newer_version_survive_the_keys_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir);
+        fs::create_dir_all(dir.path().join("sub")).unwrap();
+        fs::write(store.path(), NEWER).unwrap();
+        let now = chrono::Utc::now();
+        // keys add (a new key), keys reactivate, keys remove.
+        let added = crate::secret::ApiKey::parse("sk-or-v1-cccccccccccccccc").unwrap();
+        store
+            .update(|file| edit::add_key(file, &added, Some("new"), None, now))
+            .unwrap();
+        let first = crate::secret::ApiKey::parse("sk-or-v1-aaaaaaaaaaaaaaaa").unwrap();
+        store
+            .update(|file| edit::add_key(file, &first, None, None, now))
+            .unwrap();
+        store
+            .update(|file| file.keys.retain(|r| r.id != "5e6f7a8b"))
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(v["written_by"], "orproxy 9.0");
+        let key = &v["keys"][0];
+        assert_eq!(key["owner"], serde_json::json!({"team": "infra"}));
+        assert_eq!(key["state"]["streak_started"], "2026-01-02T00:00:00Z");
+        assert_eq!(key["state"]["disabled"], false, "reactivated");
+        assert_eq!(key["generation"], 1);
+        assert_eq!(
+            key["info"]["rate_limit"],
+            serde_json::json!({"requests": 10})
+        );
+        assert_eq!(
+            key["info"]["free_model_daily_requests"]["window"],
+            "utc-day"
+        );
+        assert_eq!(v["accounts"]["user_1"]["tier"], "gold");
+        assert_eq!(v["keys"].as_array().unwrap().len(), 2);
+        assert_eq!(v["keys"][1]["label"], "new");
     }
 
     #[test]

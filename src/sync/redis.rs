@@ -38,6 +38,10 @@ const MAX_QUEUED: usize = 100_000;
 /// How long a request waits for a free-model reservation before it falls
 /// back to this instance's own counts.
 const RESERVE_WAIT: Duration = Duration::from_secs(1);
+/// How long a stopping server keeps trying to send its last changes.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// The first pause between two of those tries; it doubles.
+const SHUTDOWN_PAUSE: Duration = Duration::from_millis(250);
 /// Reconnection backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -353,15 +357,31 @@ impl RedisSync {
     }
 
     /// Send everything queued and stop the threads (blocking; at shutdown).
+    /// While Redis cannot take them, the changes are tried again (each try
+    /// reconnects) for up to `wait`.
     fn stop(&self, wait: Duration) {
-        let (ack, done) = mpsc::channel();
-        if self.send(Cmd::Flush(ack)) {
-            match done.recv_timeout(wait) {
-                Ok(true) => {}
-                _ => log::warn!(
-                    "could not send the last changes to the shared key store before stopping"
-                ),
+        let deadline = Instant::now() + wait;
+        let mut pause = SHUTDOWN_PAUSE;
+        let sent = loop {
+            let (ack, done) = mpsc::channel();
+            if !self.send(Cmd::Flush(ack)) {
+                break false;
             }
+            match done.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(true) => break true,
+                Ok(false) if Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                _ => break false,
+            }
+        };
+        if !sent {
+            log::error!(
+                "stopping without sending {} queued changes to the shared key store {}: they are lost",
+                lock(&self.queue).len(),
+                self.store.shown()
+            );
         }
         self.stop.store(true, Ordering::Relaxed);
         self.send(Cmd::Stop);
@@ -414,7 +434,7 @@ impl StoreSync for RedisSync {
 
     /// Send what is queued and stop the threads.
     fn shutdown(&self) {
-        self.stop(Duration::from_secs(3));
+        self.stop(SHUTDOWN_WAIT);
     }
 }
 
@@ -741,6 +761,7 @@ mod tests {
                 creator_user_id: Some(account.into()),
                 ..KeyInfo::default()
             }),
+            extra: Default::default(),
         };
         Pool::from_records(
             &[

@@ -205,6 +205,9 @@ macro_rules! state_fields {
                         })?
                     },
                 )*
+                // Redis keeps fields it does not know in the hash itself
+                // (only changed fields are ever written).
+                extra: serde_json::Map::new(),
             })
         }
     };
@@ -290,6 +293,7 @@ pub(crate) fn record_from(
         generation,
         state: state_from(id, map)?,
         info,
+        extra: serde_json::Map::new(),
     })
 }
 
@@ -337,6 +341,7 @@ pub(crate) fn account_from(
         day,
         free_requests,
         daily_limit,
+        extra: serde_json::Map::new(),
     })
 }
 
@@ -510,6 +515,7 @@ mod tests {
             auto_recover: true,
             last_probe: Some(t0() - TimeDelta::minutes(1)),
             rejected: true,
+            extra: Default::default(),
         }
     }
 
@@ -538,7 +544,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_round_trips_with_label_and_info() {
+    fn a_record_round_trips_with_label_and_info_and_its_unknown_fields() {
         let record = KeyRecord {
             id: "abcd1234".into(),
             key: ApiKey::parse("sk-or-v1-0123456789abcdef").unwrap(),
@@ -549,8 +555,13 @@ mod tests {
             info: Some(KeyInfo {
                 creator_user_id: Some("user_1".into()),
                 is_free_tier: Some(true),
+                // A newer version's field: the info goes as JSON, whole.
+                extra: [("rate_limit".to_owned(), serde_json::json!({"requests": 10}))]
+                    .into_iter()
+                    .collect(),
                 ..KeyInfo::default()
             }),
+            extra: Default::default(),
         };
         let map = as_map(&record_fields(&record).unwrap());
         assert_eq!(record_from("abcd1234", &map).unwrap(), record);
@@ -581,6 +592,7 @@ mod tests {
             day: Some(t0().date_naive()),
             free_requests: 7,
             daily_limit: Some(50),
+            ..AccountRecord::default()
         };
         assert_eq!(
             account_from("acct", &as_map(&account_fields(&a))).unwrap(),

@@ -104,6 +104,7 @@ fn record(id: &str, account: &str, state: KeyState) -> KeyRecord {
             creator_user_id: Some(account.to_owned()),
             ..KeyInfo::default()
         }),
+        extra: Default::default(),
     }
 }
 
