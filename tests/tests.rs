@@ -10,6 +10,7 @@ mod admin;
 mod clients;
 mod faults;
 mod generate;
+mod injection;
 mod keys;
 mod lifecycle;
 mod logs;
