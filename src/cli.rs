@@ -120,6 +120,16 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) idle_timeout: u64,
 
+    /// Seconds a client has to send a whole request body, however steadily it sends (besides 30 s
+    /// of silence at most)
+    #[arg(
+        long,
+        env = "ORPROXY_BODY_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 60
+    )]
+    pub(crate) body_timeout: u64,
+
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM
     #[arg(
         long,

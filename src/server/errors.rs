@@ -32,7 +32,7 @@ pub(crate) enum Kind {
     NotFound,
     /// 405: the route exists, not for this method.
     MethodNotAllowed,
-    /// 408: the client stopped sending its body.
+    /// 408: the client stopped sending its body, or took too long in all.
     RequestTimeout,
     /// 413: the body is over `--max-body`.
     TooLarge,
@@ -233,6 +233,18 @@ impl ApiError {
             format!(
                 "The client sent nothing of its request body for {} s",
                 idle.as_secs()
+            ),
+        )
+    }
+
+    /// 408: the client sent its body steadily but took longer than
+    /// `--body-timeout` in all.
+    pub(crate) fn body_too_slow(total: Duration) -> Self {
+        Self::new(
+            Kind::RequestTimeout,
+            format!(
+                "The client took more than {} s to send its request body (--body-timeout)",
+                total.as_secs()
             ),
         )
     }
