@@ -28,6 +28,8 @@ const SDK_RETRY_LIMIT: u64 = 120;
 pub(crate) enum Kind {
     /// 400: the body or path is not what the endpoint takes.
     BadRequest,
+    /// 400: the client asked to switch protocols (`Upgrade`).
+    UpgradeRefused,
     /// 404: no such route.
     NotFound,
     /// 405: the route exists, not for this method.
@@ -81,6 +83,7 @@ impl Kind {
         const CLIENT: &str = "invalid_request_error";
         match self {
             BadRequest => (StatusCode::BAD_REQUEST, CLIENT, "invalid_request"),
+            UpgradeRefused => (StatusCode::BAD_REQUEST, CLIENT, "upgrade_not_supported"),
             NotFound => (StatusCode::NOT_FOUND, CLIENT, "unknown_url"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, CLIENT, "method_not_allowed"),
             RequestTimeout => (StatusCode::REQUEST_TIMEOUT, CLIENT, "request_timeout"),
@@ -197,6 +200,18 @@ impl ApiError {
     /// 400: the body is not what the endpoint takes.
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(Kind::BadRequest, message)
+    }
+
+    /// 400: the client asked to switch to `protocol` (`Upgrade:`, e.g.
+    /// `websocket` or `h2c`).
+    pub(crate) fn upgrade_refused(protocol: &str) -> Self {
+        Self::new(
+            Kind::UpgradeRefused,
+            format!(
+                "orproxy speaks HTTP/1.1 only and does not switch protocols (Upgrade: {protocol}); \
+                 send the request without Upgrade (with curl, without --http2)"
+            ),
+        )
     }
 
     /// 404: no such route.

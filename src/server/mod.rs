@@ -6,6 +6,7 @@ pub(crate) mod auth;
 mod body;
 pub(crate) mod disconnect;
 pub(crate) mod errors;
+mod gate;
 mod health;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
@@ -89,8 +90,9 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
             .service(web::scope("/api/v1").default_service(web::to(proxy::handle)))
             .default_service(web::to(not_found))
             // The last wrap is the outermost: every request is logged,
-            // including the ones the token check turns away.
+            // including the ones the gate and the token check turn away.
             .wrap(from_fn(auth::clients))
+            .wrap(from_fn(gate::gate))
             .wrap(from_fn(request_log::middleware))
             .wrap(from_fn(disconnect::track))
     })

@@ -1,0 +1,127 @@
+//! HTTP at the edges: HTTP/1.0 clients, `Upgrade` requests, keep-alive.
+
+use crate::common::fake_openrouter::{CHAT_OK_CONTENT, Reply};
+use crate::common::{Server, chat, data_events, setup};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Well under the 30 s a silent client is given: an answer within it came
+/// "at once", not from a timeout.
+const T: Duration = Duration::from_secs(10);
+
+/// Write `bytes` on a fresh connection and read until orproxy closes it;
+/// the head and the body, split at the blank line.
+fn exchange(server: &Server, bytes: &[u8]) -> (String, String) {
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .expect("orproxy answers and closes the connection");
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_owned(), body.to_owned())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn post_10(body: &serde_json::Value, extra: &str) -> Vec<u8> {
+    let body = body.to_string();
+    format!(
+        "POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n{extra}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn an_http_1_0_client_gets_a_stream_without_chunks_ended_by_the_close() {
+    let (_env, fake, server) = setup(1, &[]);
+    for extra in ["", "Connection: keep-alive\r\n"] {
+        fake.push(&crate::common::key(1), Reply::sse_chat(&["Hello", "there"]));
+        let request = post_10(
+            &json!({"model": "m", "stream": true, "messages": []}),
+            extra,
+        );
+        let (head, body) = exchange(&server, &request);
+        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+        assert_eq!(header(&head, "transfer-encoding"), None, "{head}");
+        assert_eq!(header(&head, "content-length"), None, "{head}");
+        assert_ne!(header(&head, "connection"), Some("keep-alive"), "{head}");
+        // The events as the upstream sent them: no chunk sizes between them.
+        assert!(!body.contains("\r\n"), "chunk framing in {body:?}");
+        let events = data_events(&body);
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{body}");
+        let words: String = events[..events.len() - 1]
+            .iter()
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(words, "Hellothere", "{body}");
+    }
+    // A JSON answer keeps its length (and HTTP/1.0 keep-alive, when asked).
+    fake.set_fallback(Reply::chat_ok());
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(&post_10(
+        &json!({"model": "m", "messages": []}),
+        "Connection: keep-alive\r\n",
+    ))
+    .unwrap();
+    let mut got = vec![0u8; 64 * 1024];
+    let mut n = 0;
+    while !String::from_utf8_lossy(&got[..n]).contains(CHAT_OK_CONTENT) {
+        let read = s.read(&mut got[n..]).unwrap();
+        assert!(
+            read > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(&got[..n])
+        );
+        n += read;
+    }
+    let text = String::from_utf8_lossy(&got[..n]);
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    assert!(header(&text, "content-length").is_some(), "{text}");
+}
+
+#[test]
+fn upgrade_requests_get_a_400_at_once_and_are_never_forwarded() {
+    let (_env, fake, server) = setup(1, &[]);
+    for request in [
+        &b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"[..],
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\
+          Upgrade: websocket\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n",
+    ] {
+        let (head, body) = exchange(&server, request);
+        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "upgrade_not_supported", "{v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("HTTP/1.1"),
+            "{v}"
+        );
+    }
+    assert_eq!(fake.request_count(), 0, "nothing was forwarded");
+    fake.set_fallback(Reply::chat_ok());
+    assert_eq!(
+        chat(&server, &json!({"model": "m", "messages": []})).status,
+        200
+    );
+}
