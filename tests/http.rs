@@ -125,3 +125,56 @@ fn upgrade_requests_get_a_400_at_once_and_are_never_forwarded() {
         200
     );
 }
+
+#[test]
+fn idle_connections_close_after_the_keep_alive_the_readme_states() {
+    // What the README promises is what `serve` is configured with...
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(
+            "Client connections are kept alive for 75 s between requests (`--keep-alive`)"
+        ),
+        "README's keep-alive sentence changed"
+    );
+    assert!(
+        readme.contains("| `--keep-alive` | `ORPROXY_KEEP_ALIVE` | `75` |"),
+        "README's --keep-alive row changed"
+    );
+    let env = crate::common::Env::new();
+    let help = env.run(&["serve", "--help"]).success().stdout;
+    let flag = help
+        .split("--keep-alive")
+        .nth(1)
+        .and_then(|rest| rest.split("\n      --").next())
+        .unwrap_or_default();
+    assert!(flag.contains("[default: 75]"), "{help}");
+
+    // ... and the setting is what closes an idle connection: with 1 s, a
+    // connection left idle after a request is closed by orproxy (under the
+    // default, it would stay open far longer than this test reads).
+    let (_env, _fake, server) = setup(1, &["--keep-alive", "1"]);
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "the idle connection was not closed: {e} after {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+    assert_ne!(
+        header(&text, "connection"),
+        Some("close"),
+        "kept alive at first: {text}"
+    );
+}

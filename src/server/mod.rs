@@ -100,10 +100,11 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
     .shutdown_timeout(config.shutdown_grace.as_secs())
     // SIGINT and SIGTERM both stop gracefully (actix's own SIGINT is forced).
     .disable_signals()
-    // Idle kept-alive connections close after 75 s. actix times out only the
-    // head of a connection's first request (`client_request_timeout`); later
-    // heads are bounded by the watchdog in `disconnect`.
-    .keep_alive(KeepAlive::Timeout(Duration::from_secs(75)))
+    // Idle kept-alive connections close after --keep-alive (75 s). actix
+    // times out only the head of a connection's first request
+    // (`client_request_timeout`); later heads are bounded by the watchdog in
+    // `disconnect`.
+    .keep_alive(KeepAlive::Timeout(config.keep_alive))
     .client_request_timeout(CLIENT_TIMEOUT);
     if let Some(workers) = config.workers {
         server = server.workers(workers);
