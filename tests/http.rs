@@ -1,7 +1,10 @@
-//! HTTP at the edges: HTTP/1.0 clients, `Upgrade` requests, keep-alive.
+//! HTTP at the edges: HTTP/1.0 clients, `Upgrade` requests, keep-alive, and
+//! a server out of descriptors.
 
-use crate::common::fake_openrouter::{CHAT_OK_CONTENT, Reply};
-use crate::common::{Server, chat, data_events, setup};
+use crate::common::fake_openrouter::{CHAT_OK_CONTENT, FakeOpenRouter, Reply};
+use crate::common::{
+    BIN, Env, Server, chat, clean_env, data_events, key, raw_chat_request, setup, wait_until,
+};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -177,4 +180,160 @@ fn idle_connections_close_after_the_keep_alive_the_readme_states() {
         Some("close"),
         "kept alive at first: {text}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Out of descriptors
+// ---------------------------------------------------------------------------
+
+/// The open-files limit orproxy runs under in these tests (soft and hard:
+/// it cannot raise it).
+const NOFILE: usize = 256;
+
+/// `orproxy serve --workers 1` under `ulimit -n NOFILE`.
+fn serve_limited(env: &Env, fake: &FakeOpenRouter) -> Server {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {NOFILE} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .arg("--store")
+        .arg(&env.store_arg)
+        .args(["serve", "--port", "0", "--workers", "1"])
+        .args(["--upstream", &fake.base_url()]);
+    clean_env(&mut cmd, env.dir.path());
+    let server = env.serve_cmd(cmd);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        line.split_whitespace().skip(3).take(2).collect::<Vec<_>>(),
+        [NOFILE.to_string(), NOFILE.to_string()],
+        "{line}"
+    );
+    server
+}
+
+/// Whether orproxy has answered on `s` or closed it (without reading it).
+fn answered(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let done = !matches!(s.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    s.set_nonblocking(false).unwrap();
+    done
+}
+
+/// `GET /health` on a fresh connection, within [`T`].
+fn health(server: &Server) -> String {
+    let (head, _) = exchange(
+        server,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    head
+}
+
+#[track_caller]
+fn assert_never_out_of_descriptors(server: &Server) {
+    let log = server.log();
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(
+        log.contains("near what the open-files limit (256) allows"),
+        "{log}"
+    );
+}
+
+#[test]
+fn out_of_descriptors_idle_connections_make_room_and_health_answers() {
+    let _ = rlimit::increase_nofile_limit(8 * NOFILE as u64);
+    let env = Env::new();
+    let fake = FakeOpenRouter::start();
+    env.add_keys(&[key(1)]);
+    let server = serve_limited(&env, &fake);
+    fake.set_fallback(Reply::chat_ok());
+    // Three times as many idle connections as the limit has descriptors:
+    // orproxy accepts them all, closing the longest idle to make room (each
+    // costs it at least two descriptors, so at most half can stay).
+    let idle: Vec<TcpStream> = (0..3 * NOFILE)
+        .map(|_| TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    wait_until("orproxy to take every connection in", T, || {
+        idle.iter().filter(|s| answered(s)).count() >= idle.len() - NOFILE / 2
+    });
+    assert!(health(&server).starts_with("HTTP/1.1 200"));
+    let r = chat(&server, &json!({"model": "m", "messages": []}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(idle);
+    assert_eq!(
+        chat(&server, &json!({"model": "m", "messages": []})).status,
+        200
+    );
+    assert_never_out_of_descriptors(&server);
+}
+
+#[test]
+fn out_of_descriptors_busy_connections_shed_new_requests_with_a_503() {
+    let _ = rlimit::increase_nofile_limit(8 * NOFILE as u64);
+    let env = Env::new();
+    let fake = FakeOpenRouter::start();
+    env.add_keys(&[key(1)]);
+    let server = serve_limited(&env, &fake);
+    // As many requests as the limit has descriptors, each held by an
+    // upstream that never answers: some go upstream (each then holds three
+    // descriptors), the others are answered at once.
+    fake.set_fallback(Reply::HangBeforeHeaders);
+    let body = json!({"model": "m", "stream": true, "messages": []});
+    let busy: Vec<TcpStream> = (0..NOFILE)
+        .map(|_| raw_chat_request(&server, &body))
+        .collect();
+    wait_until("every request upstream or answered", T, || {
+        busy.iter().filter(|s| answered(s)).count() + fake.request_count() >= busy.len()
+    });
+    let upstream = fake.request_count();
+    assert!(
+        upstream > 0 && upstream < NOFILE / 3,
+        "{upstream} went upstream"
+    );
+    // Those answered got an OpenAI-shaped 503 with Retry-After (or, for a
+    // connection whose request had not arrived yet, were closed to make room).
+    let mut shed = 0;
+    for mut s in busy.iter().filter(|s| answered(s)) {
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        if !got.is_empty() {
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+            shed += 1;
+        }
+    }
+    assert!(shed > 0);
+    // /health still answers, and a new request gets a 503 at once.
+    assert!(health(&server).starts_with("HTTP/1.1 200"));
+    fake.set_fallback(Reply::chat_ok());
+    let post = json!({"model": "m", "messages": []}).to_string();
+    let (head, body) = exchange(
+        &server,
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{post}",
+            post.len()
+        )
+        .as_bytes(),
+    );
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(header(&head, "retry-after").is_some(), "{head}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "server_overloaded", "{v}");
+    assert_eq!(v["error"]["type"], "server_error", "{v}");
+    assert_eq!(
+        fake.request_count(),
+        upstream,
+        "the shed request never went upstream"
+    );
+    // The clients leave: service resumes.
+    drop(busy);
+    wait_until("service to resume", T, || {
+        chat(&server, &json!({"model": "m", "messages": []})).status == 200
+    });
+    assert_never_out_of_descriptors(&server);
 }

@@ -23,6 +23,9 @@ use std::time::Duration;
 /// at once beyond it, so orproxy says `x-should-retry: false` instead.
 const SDK_RETRY_LIMIT: u64 = 120;
 
+/// `Retry-After` of a request shed because descriptors run short.
+const OVERLOAD_RETRY_SECS: u64 = 2;
+
 /// Every kind of error orproxy answers by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -70,6 +73,8 @@ pub(crate) enum Kind {
     AmbiguousKeyId,
     /// 503: the shared store cannot be reached.
     StoreUnavailable,
+    /// 503: too many connections for the open-files limit.
+    Overloaded,
     /// 500: the store cannot be read or written.
     StoreFailed,
     /// 500: something inside orproxy failed.
@@ -130,6 +135,11 @@ impl Kind {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
                 "store_unavailable",
+            ),
+            Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "server_overloaded",
             ),
             StoreFailed => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -444,6 +454,19 @@ impl ApiError {
     /// 503: the shared store cannot be reached.
     pub(crate) fn store_unavailable(message: String) -> Self {
         Self::new(Kind::StoreUnavailable, message)
+    }
+
+    /// 503: the worker holds as many busy connections as the open-files
+    /// limit (`nofile`) leaves room for; retry in a moment.
+    pub(crate) fn overloaded(nofile: u64) -> Self {
+        Self::new(
+            Kind::Overloaded,
+            format!(
+                "orproxy is serving as many connections as its open-files limit ({nofile}) allows; \
+                 try again in a moment"
+            ),
+        )
+        .retry_after(OVERLOAD_RETRY_SECS)
     }
 
     /// 500: the store cannot be read or written.

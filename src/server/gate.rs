@@ -1,16 +1,19 @@
 //! What every request meets first, before its token is checked or its body
 //! read: a request to switch protocols (`Upgrade`: WebSocket, h2c) gets a
-//! 400 at once and its connection is closed; and an HTTP/1.0 client gets
+//! 400 at once and its connection is closed; a request other than `/health`
+//! on a worker past its descriptor budget gets a 503 with `Retry-After` and
+//! its connection is closed ([`super::load`]); and an HTTP/1.0 client gets
 //! streamed responses close-delimited (HTTP/1.0 has no chunked encoding;
 //! actix would send it chunks).
 
 use super::errors::ApiError;
+use super::load::{self, Budget};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{ConnectionType, Version};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpResponse, ResponseError};
+use actix_web::{Error, HttpResponse, ResponseError, web};
 
 /// The protocol a request asks to switch to: its `Upgrade` header, or
 /// `Connection: upgrade` without one. `None` for an ordinary request.
@@ -26,6 +29,13 @@ pub(crate) fn upgrade_asked(headers: &HeaderMap) -> Option<String> {
         })
     });
     connection_upgrade.then(|| "(none named)".to_owned())
+}
+
+/// The 503 for a request on a worker past its budget; never for `/health`.
+fn shed(req: &ServiceRequest) -> Option<ApiError> {
+    let budget = *req.app_data::<web::Data<Budget>>()?.get_ref();
+    let over = load::overloaded(budget);
+    (over && req.path() != "/health").then(|| ApiError::overloaded(budget.nofile))
 }
 
 /// Make `res` readable by an HTTP/1.0 client: a body of unknown length is
@@ -44,9 +54,14 @@ pub(crate) async fn gate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    if let Some(protocol) = upgrade_asked(req.headers()) {
-        let mut res = ApiError::upgrade_refused(&protocol).error_response();
-        // Whatever follows the head is not HTTP/1.1 any more.
+    // Whatever follows an upgrade's head is not HTTP/1.1 any more; a shed
+    // request's connection is one fewer.
+    let refused = match upgrade_asked(req.headers()) {
+        Some(protocol) => Some(ApiError::upgrade_refused(&protocol)),
+        None => shed(&req),
+    };
+    if let Some(err) = refused {
+        let mut res = err.error_response();
         res.head_mut().set_connection_type(ConnectionType::Close);
         return Ok(req.into_response(res).map_into_right_body());
     }
