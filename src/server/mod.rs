@@ -156,9 +156,12 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
     Ok(())
 }
 
-/// actix's default number of workers: one per CPU.
+/// actix's default number of workers: one per CPU, at most 512 (actix
+/// refuses more).
 fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .min(512)
 }
 
 /// The startup lines: where orproxy listens, its store, upstream, keys,
