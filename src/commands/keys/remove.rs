@@ -13,7 +13,7 @@ pub(super) fn run(store: &Backend, args: &RemoveArgs) -> anyhow::Result<ExitCode
     for record in removed {
         crate::out!(
             "removed {} {}",
-            record.id,
+            crate::escape::visible(&record.id),
             crate::escape::visible(&record.key.masked())
         )?;
     }
