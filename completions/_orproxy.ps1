@@ -45,6 +45,8 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Seconds to establish a connection (and TLS) to the upstream')
             [CompletionResult]::new('--headers-timeout', '--headers-timeout', [CompletionResultType]::ParameterName, 'Seconds to wait for the upstream''s response headers (LLMs can take minutes)')
             [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit')
+            [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'Seconds an idle client connection is kept open between two requests')
+            [CompletionResult]::new('--body-timeout', '--body-timeout', [CompletionResultType]::ParameterName, 'Seconds a client has to send a whole request body, however steadily it sends (besides 30 s of silence at most)')
             [CompletionResult]::new('--shutdown-grace', '--shutdown-grace', [CompletionResultType]::ParameterName, 'Seconds in-flight requests get to finish after SIGINT/SIGTERM')
             [CompletionResult]::new('--reprobe-interval', '--reprobe-interval', [CompletionResultType]::ParameterName, 'Seconds between background GET /key re-checks of a key disabled by failures (0: never)')
             [CompletionResult]::new('--referer', '--referer', [CompletionResultType]::ParameterName, 'HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own')

@@ -41,6 +41,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --connect-timeout 'Seconds to establish a connection (and TLS) to the upstream'
             cand --headers-timeout 'Seconds to wait for the upstream''s response headers (LLMs can take minutes)'
             cand --idle-timeout 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit'
+            cand --keep-alive 'Seconds an idle client connection is kept open between two requests'
+            cand --body-timeout 'Seconds a client has to send a whole request body, however steadily it sends (besides 30 s of silence at most)'
             cand --shutdown-grace 'Seconds in-flight requests get to finish after SIGINT/SIGTERM'
             cand --reprobe-interval 'Seconds between background GET /key re-checks of a key disabled by failures (0: never)'
             cand --referer 'HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own'

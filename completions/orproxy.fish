@@ -43,6 +43,8 @@ complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l max-body -d 'L
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l connect-timeout -d 'Seconds to establish a connection (and TLS) to the upstream' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l headers-timeout -d 'Seconds to wait for the upstream\'s response headers (LLMs can take minutes)' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l idle-timeout -d 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l keep-alive -d 'Seconds an idle client connection is kept open between two requests' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l body-timeout -d 'Seconds a client has to send a whole request body, however steadily it sends (besides 30 s of silence at most)' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l shutdown-grace -d 'Seconds in-flight requests get to finish after SIGINT/SIGTERM' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l reprobe-interval -d 'Seconds between background GET /key re-checks of a key disabled by failures (0: never)' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l referer -d 'HTTP-Referer sent to OpenRouter for app attribution, unless the client sent its own' -r

@@ -41,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Add, list, reactivate and remove OpenRouter API keys
     Keys(KeysArgs),
     /// Write shell completions and man pages
@@ -119,6 +119,25 @@ pub(crate) struct ServeArgs {
         default_value_t = 120
     )]
     pub(crate) idle_timeout: u64,
+
+    /// Seconds an idle client connection is kept open between two requests
+    #[arg(
+        long,
+        env = "ORPROXY_KEEP_ALIVE",
+        value_name = "SECONDS",
+        default_value_t = 75
+    )]
+    pub(crate) keep_alive: u64,
+
+    /// Seconds a client has to send a whole request body, however steadily it sends (besides 30 s
+    /// of silence at most)
+    #[arg(
+        long,
+        env = "ORPROXY_BODY_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 60
+    )]
+    pub(crate) body_timeout: u64,
 
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM
     #[arg(

@@ -120,6 +120,10 @@ pub(crate) struct ServeConfig {
     pub(crate) headers_timeout: std::time::Duration,
     /// Longest silence between upstream body chunks.
     pub(crate) idle_timeout: std::time::Duration,
+    /// How long an idle client connection is kept open.
+    pub(crate) keep_alive: std::time::Duration,
+    /// Longest a client may take to send a request body.
+    pub(crate) body_timeout: std::time::Duration,
     /// Grace period for in-flight requests at shutdown.
     pub(crate) shutdown_grace: std::time::Duration,
     /// Interval of background re-checks of keys disabled by failures
@@ -256,6 +260,8 @@ impl ServeConfig {
             connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
             headers_timeout: Duration::from_secs(args.headers_timeout.max(1)),
             idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+            keep_alive: Duration::from_secs(args.keep_alive.max(1)),
+            body_timeout: Duration::from_secs(args.body_timeout.max(1)),
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             reprobe_interval: (args.reprobe_interval > 0)
                 .then(|| Duration::from_secs(args.reprobe_interval)),

@@ -5,6 +5,7 @@ pub mod cli;
 mod clock;
 mod commands;
 mod config;
+mod escape;
 mod human;
 mod logging;
 mod model;
@@ -18,6 +19,12 @@ mod sync;
 
 pub use output::{OutputError, StdoutClosed};
 pub use secret::redact;
+
+/// Text from outside made safe to print (see `escape::visible`), for the
+/// binary's last error line.
+pub fn visible(text: &str) -> String {
+    escape::visible(text).into_owned()
+}
 
 /// What the benchmarks, the fuzz targets and the integration tests drive
 /// directly: the pure parts (classifier, pool, store format, relay end

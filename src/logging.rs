@@ -14,8 +14,13 @@
 //! the files are written by [`DailyFile`], a small [`LogWriter`]. The file
 //! writes do not depend on `RUST_LOG`: quietening the console never loses a
 //! warning or a key event from the files. Every line, everywhere, passes
-//! through [`redact`], so no `sk-or-…` key is ever written in full.
+//! through [`redact`], so no `sk-or-…` key is ever written in full, and
+//! through [`crate::escape`], so no text from outside (a model name, an
+//! upstream message, a path) reaches the console or a file with a control
+//! character, a terminal escape sequence or a line break of its own; a
+//! message is also cut at [`MAX_MESSAGE`] characters.
 
+use crate::escape;
 use crate::secret::{may_hold_key, redact, redacted};
 use chrono::{DateTime, Local, NaiveDate, TimeDelta};
 use flexi_logger::writers::LogWriter;
@@ -36,6 +41,9 @@ pub(crate) const REQUESTS_TARGET: &str = "{requests}";
 pub(crate) const KEYS_TARGET: &str = "orproxy::keys";
 /// The kinds of daily files, which are also their name prefixes.
 pub(crate) const KINDS: [&str; 3] = ["requests", "errors", "keys"];
+/// The longest message a console or file line holds, in characters: one
+/// event adds at most a few KiB to the logs, whatever text it quotes.
+pub(crate) const MAX_MESSAGE: usize = 4000;
 /// The console's level when `RUST_LOG` is not set.
 const DEFAULT_SPEC: &str = "info, actix_server=warn";
 
@@ -269,7 +277,7 @@ pub(crate) fn install_panic_hook() {
             log::error!(target: "orproxy::panic", "{message}");
             flush();
         } else {
-            eprintln!("orproxy: {message}");
+            eprintln!("orproxy: {}", escape::field(&message, MAX_MESSAGE));
         }
     }));
 }
@@ -331,7 +339,7 @@ impl LogWriter for Router {
                 &formatted
             }
         };
-        let message = redacted(raw);
+        let message = line_text(raw);
         let time = rfc3339_now();
         let short = short_target(record.target());
         let urgent = record.level() <= Level::Warn;
@@ -366,6 +374,21 @@ impl LogWriter for Router {
     }
 }
 
+/// A message as it goes into a line: keys masked, outside text escaped
+/// (one line, nothing a terminal acts on), at most [`MAX_MESSAGE`]
+/// characters.
+fn line_text(raw: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let mut text = redacted(raw);
+    if let Cow::Owned(escaped) = escape::visible(&text) {
+        text = Cow::Owned(escaped);
+    }
+    if let Cow::Owned(clipped) = escape::clip(&text, MAX_MESSAGE) {
+        text = Cow::Owned(clipped);
+    }
+    text
+}
+
 /// `orproxy::server::state` → `server::state`, `orproxy::keys` → `keys`.
 fn short_target(target: &str) -> &str {
     target.strip_prefix("orproxy::").unwrap_or(target)
@@ -377,7 +400,8 @@ struct RequestsWriter(Arc<DailyFile>);
 impl LogWriter for RequestsWriter {
     fn write(&self, _now: &mut DeferredNow, record: &Record<'_>) -> io::Result<()> {
         let _guard = WriterGuard::enter();
-        self.0.write_line(&redact(&record.args().to_string()))
+        self.0
+            .write_line(&escape::json_visible(&redact(&record.args().to_string())))
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -390,7 +414,8 @@ impl LogWriter for RequestsWriter {
 }
 
 /// Write one line to the request log (`requests-YYYY-MM-DD.log`), masked
-/// like every other line. The same as `log::info!(target: REQUESTS_TARGET,
+/// like every other line and with the characters JSON leaves raw escaped
+/// ([`escape::json_visible`]). The same as `log::info!(target: REQUESTS_TARGET,
 /// ...)`, which the server's own lines skip: that path formats and copies
 /// each line twice more.
 pub(crate) fn request_line(line: &[u8]) {
@@ -399,13 +424,14 @@ pub(crate) fn request_line(line: &[u8]) {
         return;
     };
     let _guard = WriterGuard::enter();
-    let _ = if may_hold_key(line) {
+    let _ = if may_hold_key(line) || line.iter().any(|&b| b >= 0x7f) {
+        let text = String::from_utf8_lossy(line);
         buffers
             .requests
-            .write_line(&redacted(&String::from_utf8_lossy(line)))
+            .write_line(&escape::json_visible(&redacted(&text)))
     } else {
-        // Nothing to mask: the bytes go in as they are (serde_json wrote
-        // them, so they are UTF-8).
+        // Printable ASCII with nothing to mask (serde_json escaped the C0
+        // controls): the bytes go in as they are.
         buffers.requests.write_bytes_line(line)
     };
 }
@@ -857,6 +883,30 @@ mod tests {
         assert!(cleanup(dir.path(), date("2026-01-01"), 0).is_empty());
         let removed = cleanup(dir.path(), date("2026-01-01"), 1);
         assert_eq!(removed, [dir.path().join("keys-2000-01-01.log")]);
+    }
+
+    #[test]
+    fn a_line_is_masked_escaped_and_capped() {
+        let key = format!("sk-or-v1-{}", "ab".repeat(32));
+        let raw = format!("model=x\u{1b}[2J\r\nFORGED {key}");
+        let text = line_text(&raw);
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(
+            text.starts_with("model=x\\x1b[2J\\r\\nFORGED sk-or-v1-…"),
+            "{text}"
+        );
+        assert!(!text.contains(&key));
+        assert!(matches!(
+            line_text("plain"),
+            std::borrow::Cow::Borrowed("plain")
+        ));
+        let raw = "\u{202e}".repeat(MAX_MESSAGE);
+        let long = line_text(&raw);
+        assert_eq!(
+            long.chars().count(),
+            MAX_MESSAGE + 1,
+            "cut at MAX_MESSAGE, then …"
+        );
     }
 
     #[test]

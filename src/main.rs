@@ -25,7 +25,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {}", orproxy::redact(&format!("{err:#}")));
+            // The chain may quote a store file, an upstream or Redis:
+            // masked, and nothing a terminal would act on.
+            eprintln!(
+                "error: {}",
+                orproxy::visible(&orproxy::redact(&format!("{err:#}")))
+            );
             ExitCode::FAILURE
         }
     }

@@ -876,6 +876,51 @@ fn slowloris_clients_are_timed_out_while_others_are_served() {
 }
 
 #[test]
+fn a_body_trickled_steadily_is_cut_off_at_the_body_timeout() {
+    let (_env, fake, server) = setup(1, &["--body-timeout", "2"]);
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+    )
+    .unwrap();
+    // A byte every 100 ms: never 30 s of silence, so only the total
+    // deadline can end it. Stop writing once the answer starts.
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < give_up,
+            "a steady trickle was never cut off"
+        );
+        let mut buf = [0u8; 4096];
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+        if got.is_empty() {
+            let _ = c.write_all(b" ");
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    let v: serde_json::Value = serde_json::from_str(raw_body(&text)).unwrap();
+    assert_eq!(v["error"]["code"], "request_timeout", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--body-timeout"), "{message}");
+    assert_eq!(fake.request_count(), 0, "nothing reached the upstream");
+    assert_serving(&server, &fake);
+}
+
+#[test]
 fn thousands_of_idle_connections_neither_block_service_nor_stay_open() {
     const IDLE: usize = 2000;
     // Each idle connection is one descriptor here (orproxy raises its own limit).

@@ -10,6 +10,8 @@ mod admin;
 mod clients;
 mod faults;
 mod generate;
+mod http;
+mod injection;
 mod keys;
 mod lifecycle;
 mod logs;

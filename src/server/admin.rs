@@ -140,8 +140,12 @@ async fn list(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(views))
 }
 
-async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<AddBody, ApiError> {
-    let buf = super::body::read(req.headers(), payload, MAX_BODY).await?;
+async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    total: std::time::Duration,
+) -> Result<AddBody, ApiError> {
+    let buf = super::body::read(req.headers(), payload, MAX_BODY, total).await?;
     // serde_json quotes mistyped values: redact, in case one is a key.
     serde_json::from_slice(&buf).map_err(|e| {
         ApiError::bad_request(format!(
@@ -156,7 +160,7 @@ async fn add(
     payload: web::Payload,
     shared: web::Data<Shared>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&req, payload).await?;
+    let body = read_body(&req, payload, shared.config.body_timeout).await?;
     let key = ApiKey::parse(body.key.trim())
         .map_err(|e| ApiError::bad_request(format!("The key was refused: {e}")))?;
     let mut warnings = Vec::new();

@@ -14,8 +14,13 @@
 //! small watchdog per connection notices bytes arriving while no request is
 //! in flight, and hangs up if no request has started [`CLIENT_TIMEOUT`]
 //! later. It ends with the connection.
+//!
+//! Each connection is also counted by its worker ([`super::load`]), which
+//! may close it through the same duplicate when it has been idle the longest
+//! and descriptors run short.
 
 use super::CLIENT_TIMEOUT;
+use super::load::{self, Budget, Counted, Evictable};
 use actix_web::HttpRequest;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
@@ -28,6 +33,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::io::Interest;
 use tokio::sync::oneshot;
 
@@ -38,20 +44,51 @@ struct ClientSocket {
     stream: Rc<tokio::net::TcpStream>,
     activity: Rc<Activity>,
     _alive: oneshot::Sender<()>,
+    _counted: Counted,
 }
 
-/// What the connection's requests are doing, for the watchdog.
-#[derive(Default)]
+/// What the connection's requests are doing, for the watchdog and the
+/// worker's count.
 struct Activity {
     /// Requests whose head was complete (counted when they reach the app).
     started: Cell<u64>,
     /// Requests whose response has not finished yet.
     in_flight: Cell<u32>,
+    /// When the last request finished (or the connection was accepted).
+    idle_since: Cell<Instant>,
 }
 
-/// `HttpServer::on_connect` hook: remember a duplicate of the socket and
-/// start the connection's head watchdog.
-pub(crate) fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
+/// What the worker may close to make room: the connection's duplicate and
+/// what its requests are doing.
+struct Closable {
+    stream: Rc<tokio::net::TcpStream>,
+    activity: Rc<Activity>,
+}
+
+impl Evictable for Closable {
+    /// Idle: no request in flight, and none arriving (bytes waiting to be
+    /// read are the head of one; such a connection is not closed, its
+    /// request gets an answer).
+    fn idle_since(&self) -> Option<Instant> {
+        if self.activity.in_flight.get() > 0 {
+            return None;
+        }
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        match socket2::SockRef::from(&*self.stream).peek(&mut byte) {
+            Ok(n) if n > 0 => None,
+            _ => Some(self.activity.idle_since.get()),
+        }
+    }
+
+    fn evict(&self) {
+        hang_up(&self.stream);
+    }
+}
+
+/// `HttpServer::on_connect` hook: count the connection on its worker
+/// (which may close idle ones to make room), remember a duplicate of the
+/// socket and start the connection's head watchdog.
+pub(crate) fn on_connect(conn: &dyn Any, ext: &mut Extensions, budget: Budget) {
     let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
         return;
     };
@@ -62,15 +99,27 @@ pub(crate) fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
         .and_then(to_tokio)
         .map(Rc::new)
     else {
+        // No descriptor for the duplicate: counted all the same.
+        ext.insert(load::connected(budget, None));
         return;
     };
-    let activity = Rc::new(Activity::default());
+    let activity = Rc::new(Activity {
+        started: Cell::new(0),
+        in_flight: Cell::new(0),
+        idle_since: Cell::new(Instant::now()),
+    });
+    let closable = Rc::new(Closable {
+        stream: stream.clone(),
+        activity: activity.clone(),
+    });
+    let counted = load::connected(budget, Some(closable));
     let (alive, gone) = oneshot::channel();
     actix_web::rt::spawn(head_watchdog(stream.clone(), activity.clone(), gone));
     ext.insert(ClientSocket {
         stream,
         activity,
         _alive: alive,
+        _counted: counted,
     });
 }
 
@@ -121,7 +170,8 @@ async fn head_watchdog(
 }
 
 /// Middleware: count each request as in flight until its response body has
-/// been sent (or dropped), for the head watchdog.
+/// been sent (or dropped), for the head watchdog and the worker's load
+/// ([`load::busy`]).
 pub(crate) async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -132,10 +182,12 @@ pub(crate) async fn track(
         a.in_flight.set(a.in_flight.get().saturating_add(1));
         InFlight(a)
     });
+    let busy = load::busy();
     let res = next.call(req).await?;
     Ok(res.map_body(move |_, body| InFlightBody {
         body: body.boxed(),
         _guard: guard,
+        _busy: busy,
     }))
 }
 
@@ -144,9 +196,11 @@ struct InFlight(Rc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
-            .in_flight
-            .set(self.0.in_flight.get().saturating_sub(1));
+        let left = self.0.in_flight.get().saturating_sub(1);
+        self.0.in_flight.set(left);
+        if left == 0 {
+            self.0.idle_since.set(Instant::now());
+        }
     }
 }
 
@@ -154,6 +208,7 @@ impl Drop for InFlight {
 struct InFlightBody {
     body: BoxBody,
     _guard: Option<InFlight>,
+    _busy: load::Busy,
 }
 
 impl MessageBody for InFlightBody {

@@ -23,16 +23,21 @@ use std::time::Duration;
 /// at once beyond it, so orproxy says `x-should-retry: false` instead.
 const SDK_RETRY_LIMIT: u64 = 120;
 
+/// `Retry-After` of a request shed because descriptors run short.
+const OVERLOAD_RETRY_SECS: u64 = 2;
+
 /// Every kind of error orproxy answers by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// 400: the body or path is not what the endpoint takes.
     BadRequest,
+    /// 400: the client asked to switch protocols (`Upgrade`).
+    UpgradeRefused,
     /// 404: no such route.
     NotFound,
     /// 405: the route exists, not for this method.
     MethodNotAllowed,
-    /// 408: the client stopped sending its body.
+    /// 408: the client stopped sending its body, or took too long in all.
     RequestTimeout,
     /// 413: the body is over `--max-body`.
     TooLarge,
@@ -68,6 +73,8 @@ pub(crate) enum Kind {
     AmbiguousKeyId,
     /// 503: the shared store cannot be reached.
     StoreUnavailable,
+    /// 503: too many connections for the open-files limit.
+    Overloaded,
     /// 500: the store cannot be read or written.
     StoreFailed,
     /// 500: something inside orproxy failed.
@@ -81,6 +88,7 @@ impl Kind {
         const CLIENT: &str = "invalid_request_error";
         match self {
             BadRequest => (StatusCode::BAD_REQUEST, CLIENT, "invalid_request"),
+            UpgradeRefused => (StatusCode::BAD_REQUEST, CLIENT, "upgrade_not_supported"),
             NotFound => (StatusCode::NOT_FOUND, CLIENT, "unknown_url"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, CLIENT, "method_not_allowed"),
             RequestTimeout => (StatusCode::REQUEST_TIMEOUT, CLIENT, "request_timeout"),
@@ -127,6 +135,11 @@ impl Kind {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
                 "store_unavailable",
+            ),
+            Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "server_overloaded",
             ),
             StoreFailed => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -199,6 +212,18 @@ impl ApiError {
         Self::new(Kind::BadRequest, message)
     }
 
+    /// 400: the client asked to switch to `protocol` (`Upgrade:`, e.g.
+    /// `websocket` or `h2c`).
+    pub(crate) fn upgrade_refused(protocol: &str) -> Self {
+        Self::new(
+            Kind::UpgradeRefused,
+            format!(
+                "orproxy speaks HTTP/1.1 only and does not switch protocols (Upgrade: {protocol}); \
+                 send the request without Upgrade (with curl, without --http2)"
+            ),
+        )
+    }
+
     /// 404: no such route.
     pub(crate) fn not_found(path: &str) -> Self {
         Self::new(
@@ -233,6 +258,18 @@ impl ApiError {
             format!(
                 "The client sent nothing of its request body for {} s",
                 idle.as_secs()
+            ),
+        )
+    }
+
+    /// 408: the client sent its body steadily but took longer than
+    /// `--body-timeout` in all.
+    pub(crate) fn body_too_slow(total: Duration) -> Self {
+        Self::new(
+            Kind::RequestTimeout,
+            format!(
+                "The client took more than {} s to send its request body (--body-timeout)",
+                total.as_secs()
             ),
         )
     }
@@ -417,6 +454,19 @@ impl ApiError {
     /// 503: the shared store cannot be reached.
     pub(crate) fn store_unavailable(message: String) -> Self {
         Self::new(Kind::StoreUnavailable, message)
+    }
+
+    /// 503: the worker holds as many busy connections as the open-files
+    /// limit (`nofile`) leaves room for; retry in a moment.
+    pub(crate) fn overloaded(nofile: u64) -> Self {
+        Self::new(
+            Kind::Overloaded,
+            format!(
+                "orproxy is serving as many connections as its open-files limit ({nofile}) allows; \
+                 try again in a moment"
+            ),
+        )
+        .retry_after(OVERLOAD_RETRY_SECS)
     }
 
     /// 500: the store cannot be read or written.

@@ -6,7 +6,9 @@ pub(crate) mod auth;
 mod body;
 pub(crate) mod disconnect;
 pub(crate) mod errors;
+mod gate;
 mod health;
+mod load;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub(crate) mod relay;
@@ -54,9 +56,16 @@ pub(crate) fn run(config: ServeConfig, store: Backend, file: StoreFile) -> Resul
 async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), ServeError> {
     // Each client connection holds two descriptors (see `disconnect`), and a
     // proxy holds an upstream one per request: use the hard limit.
-    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
-        log::warn!("cannot raise the open-files limit: {e}");
-    }
+    // Each worker then keeps its connections within its share (see `load`).
+    let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            log::warn!("cannot raise the open-files limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let workers = config.workers.unwrap_or_else(default_workers);
+    let budget = load::Budget::new(nofile, workers);
     let addr = format!("{}:{}", config.host, config.port);
     let data = shared.clone();
     let (connect_timeout, headers_timeout) = (config.connect_timeout, config.headers_timeout);
@@ -69,12 +78,14 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
         shared.live().clone(),
         shared.sync().clone(),
     )));
-    let mut server = HttpServer::new(move || {
+    let gate_budget = web::Data::new(budget);
+    let server = HttpServer::new(move || {
         use actix_web::middleware::from_fn;
         App::new()
             .app_data(data.clone())
             .app_data(access.clone())
             .app_data(scrape.clone())
+            .app_data(gate_budget.clone())
             .app_data(web::Data::new(proxy::UpstreamClient::new(
                 connect_timeout,
                 headers_timeout,
@@ -89,23 +100,25 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
             .service(web::scope("/api/v1").default_service(web::to(proxy::handle)))
             .default_service(web::to(not_found))
             // The last wrap is the outermost: every request is logged,
-            // including the ones the token check turns away.
+            // including the ones the gate and the token check turn away.
             .wrap(from_fn(auth::clients))
+            .wrap(from_fn(gate::gate))
             .wrap(from_fn(request_log::middleware))
             .wrap(from_fn(disconnect::track))
     })
-    .on_connect(disconnect::on_connect)
+    .on_connect(move |conn, ext| disconnect::on_connect(conn, ext, budget))
+    .workers(workers)
+    // Never EMFILE on accept: a worker full of busy connections waits.
+    .max_connections(budget.max)
     .shutdown_timeout(config.shutdown_grace.as_secs())
     // SIGINT and SIGTERM both stop gracefully (actix's own SIGINT is forced).
     .disable_signals()
-    // Idle kept-alive connections close after 75 s. actix times out only the
-    // head of a connection's first request (`client_request_timeout`); later
-    // heads are bounded by the watchdog in `disconnect`.
-    .keep_alive(KeepAlive::Timeout(Duration::from_secs(75)))
+    // Idle kept-alive connections close after --keep-alive (75 s). actix
+    // times out only the head of a connection's first request
+    // (`client_request_timeout`); later heads are bounded by the watchdog in
+    // `disconnect`.
+    .keep_alive(KeepAlive::Timeout(config.keep_alive))
     .client_request_timeout(CLIENT_TIMEOUT);
-    if let Some(workers) = config.workers {
-        server = server.workers(workers);
-    }
     let server = server.bind(&addr).map_err(|source| ServeError::Bind {
         addr: addr.clone(),
         source,
@@ -141,6 +154,14 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
     log::info!("orproxy stopped");
     crate::logging::flush();
     Ok(())
+}
+
+/// actix's default number of workers: one per CPU, at most 512 (actix
+/// refuses more).
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .min(512)
 }
 
 /// The startup lines: where orproxy listens, its store, upstream, keys,

@@ -17,7 +17,6 @@ use crate::openrouter::usage::{SseScan, Usage};
 use crate::secret::redact;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, web};
@@ -36,8 +35,14 @@ pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id"
 /// Largest body kept for `--log-bodies`, and largest non-streamed body
 /// searched for usage.
 const MAX_LOGGED_BODY: usize = 1024 * 1024;
-/// Longest error message copied into the record.
+/// Longest error message copied into the record (characters).
 const MAX_ERROR: usize = 500;
+/// Longest model name kept in the record.
+const MAX_MODEL: usize = 200;
+/// Longest path kept in the record.
+const MAX_PATH: usize = 1000;
+/// Longest method kept in the record (actix takes any token).
+const MAX_METHOD: usize = 20;
 
 /// One upstream attempt, as the proxy reports it and the log keeps it.
 #[derive(Debug, Serialize)]
@@ -126,8 +131,16 @@ impl RequestCtx {
         self.0.try_borrow().is_ok_and(|r| r.log_bodies)
     }
 
-    /// The proxy is done with the request: what it learned.
-    pub(crate) fn proxied(&self, trace: Trace) {
+    /// The proxy is done with the request: what it learned. What came from
+    /// outside is capped here, so that a request adds a few KiB to the logs
+    /// at most, however large its body.
+    pub(crate) fn proxied(&self, mut trace: Trace) {
+        trace.model = trace
+            .model
+            .map(|m| crate::escape::clip(&m, MAX_MODEL).into_owned());
+        for attempt in &mut trace.attempts {
+            attempt.error = attempt.error.as_deref().map(clip);
+        }
         self.with(|r| r.trace = trace);
     }
 
@@ -136,7 +149,7 @@ impl RequestCtx {
         self.with(|r| {
             r.end = match end {
                 End::Complete => None,
-                End::UpstreamFailed(e) => Some(format!("upstream failed: {e}")),
+                End::UpstreamFailed(e) => Some(clip(&format!("upstream failed: {e}"))),
                 End::ClientGone => Some("client gone".to_owned()),
             };
         });
@@ -188,7 +201,7 @@ struct Line<'a> {
 struct Record {
     id: String,
     time: String,
-    method: Method,
+    method: String,
     path: String,
     route: &'static str,
     client: Option<String>,
@@ -299,7 +312,7 @@ impl Record {
         let line = Line {
             time: &self.time,
             id: &self.id,
-            method: self.method.as_str(),
+            method: &self.method,
             path: &self.path,
             client: self.client.as_deref(),
             model: self.trace.model.as_deref(),
@@ -427,12 +440,9 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A message for the record: masked, at most [`MAX_ERROR`] characters.
 fn clip(text: &str) -> String {
-    let text = redact(text);
-    match text.char_indices().nth(MAX_ERROR) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
+    crate::escape::clip(&redact(text), MAX_ERROR).into_owned()
 }
 
 /// A body as it goes into the log: JSON when it is JSON, else text.
@@ -475,12 +485,12 @@ pub(crate) async fn middleware(
     let record = Record {
         id,
         time: crate::logging::rfc3339_now(),
-        method: req.method().clone(),
+        method: crate::escape::clip(req.method().as_str(), MAX_METHOD).into_owned(),
         route: super::routes::label(&path),
         proxied: super::routes::proxied_tail(&path).is_some(),
         quiet: path == "/health" || path == "/metrics",
         client: req.peer_addr().map(|a| a.ip().to_string()),
-        path,
+        path: crate::escape::clip(&path, MAX_PATH).into_owned(),
         log_bodies,
         started: Some(Instant::now()),
         ..Record::default()

@@ -1,7 +1,9 @@
 //! `orproxy keys add`: from the hidden prompt, stdin or `--key`, each key
 //! checked with OpenRouter (unless `--no-verify`) and stored under one lock.
+//! What OpenRouter says (labels, accounts, messages) is printed escaped.
 
 use crate::cli::AddArgs;
+use crate::escape::visible;
 use crate::model::KeyInfo;
 use crate::openrouter::keyinfo::{self, KeyCheck};
 use crate::secret::ApiKey;
@@ -120,35 +122,35 @@ impl<'a> Adder<'a> {
                     continue;
                 }
             };
+            // Control characters are refused, but a bidi mark is not.
+            let masked = visible(&key.masked()).into_owned();
             if !key.looks_like_openrouter() {
                 eprintln!(
-                    "warning: {} ({}) does not start with \"sk-or-\", so it may not be an OpenRouter key; adding it anyway",
+                    "warning: {} ({masked}) does not start with \"sk-or-\", so it may not be an OpenRouter key; adding it anyway",
                     candidate.origin,
-                    key.masked()
                 );
             }
             match self.verify(&key) {
                 Some(KeyCheck::Known(info)) => {
                     crate::out!(
-                        "{}: OpenRouter says {}",
-                        key.masked(),
-                        keyinfo::describe(&info)
+                        "{masked}: OpenRouter says {}",
+                        visible(&keyinfo::describe(&info))
                     )?;
                     ready.push((key, Some(info)));
                 }
                 None => ready.push((key, None)),
                 Some(KeyCheck::Rejected(e)) => {
                     eprintln!(
-                        "error: {} ({}) not added: {e}",
+                        "error: {} ({masked}) not added: {}",
                         candidate.origin,
-                        key.masked()
+                        visible(&e.to_string())
                     );
                     self.refused += 1;
                 }
                 Some(KeyCheck::Unknown(e)) => {
                     eprintln!(
-                        "warning: {} could not be verified ({e}); adding it unverified",
-                        key.masked()
+                        "warning: {masked} could not be verified ({}); adding it unverified",
+                        visible(&e.to_string())
                     );
                     ready.push((key, None));
                 }
@@ -164,7 +166,7 @@ impl<'a> Adder<'a> {
                 .iter()
                 .map(|(key, info)| {
                     (
-                        key.masked(),
+                        visible(&key.masked()).into_owned(),
                         edit::add_key(file, key, label, info.clone(), now),
                     )
                 })

@@ -2,6 +2,7 @@
 //! quota spent), record what it says, and show it.
 
 use crate::cli::CheckArgs;
+use crate::escape::{json_visible, visible};
 use crate::model::KeyInfo;
 use crate::openrouter::keyinfo::{self, KeyCheck};
 use crate::secret::ApiKey;
@@ -75,7 +76,7 @@ pub(super) fn run(store: &Backend, args: &CheckArgs) -> anyhow::Result<ExitCode>
         }
     })?;
     if args.json {
-        crate::out!("{}", serde_json::to_string_pretty(&checked)?)?;
+        crate::out!("{}", json_visible(&serde_json::to_string_pretty(&checked)?))?;
     } else {
         crate::out!("{}", table(&checked))?;
     }
@@ -86,7 +87,8 @@ pub(super) fn run(store: &Backend, args: &CheckArgs) -> anyhow::Result<ExitCode>
     })
 }
 
-/// The `keys check` table.
+/// The `keys check` table. OpenRouter's messages, labels and accounts are
+/// escaped, like every cell.
 fn table(checked: &[Checked]) -> Table {
     let mut table = Table::new();
     table.load_preset(presets::UTF8_FULL_CONDENSED);
@@ -125,7 +127,7 @@ fn table(checked: &[Checked]) -> Table {
             (Some(e), _) => e.clone(),
             (None, r) => r.to_owned(),
         };
-        table.add_row(vec![
+        let row = [
             c.id.clone(),
             c.masked.clone(),
             result,
@@ -134,7 +136,8 @@ fn table(checked: &[Checked]) -> Table {
             limit,
             free,
             info.creator_user_id.unwrap_or_default(),
-        ]);
+        ];
+        table.add_row(row.iter().map(|cell| visible(cell).into_owned()));
     }
     table
 }

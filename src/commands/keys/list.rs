@@ -15,7 +15,10 @@ pub(super) fn run(store: &Backend, args: &ListArgs) -> anyhow::Result<ExitCode> 
     let now = Utc::now();
     if args.json {
         let views: Vec<KeyView> = file.keys.iter().map(|r| KeyView::of(r, now)).collect();
-        crate::out!("{}", serde_json::to_string_pretty(&views)?)?;
+        crate::out!(
+            "{}",
+            crate::escape::json_visible(&serde_json::to_string_pretty(&views)?)
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if file.keys.is_empty() {

@@ -53,10 +53,15 @@ pub(super) fn run(args: &MigrateArgs, prefix: Option<&str>) -> anyhow::Result<Ex
         (copied, kept)
     })?;
     for id in &copied {
-        crate::out!("copied {id}")?;
+        // IDs as the source store holds them: escaped, like all stored text.
+        crate::out!("copied {}", crate::escape::visible(id))?;
     }
     for id in &kept {
-        crate::out!("kept {id}: already in {}", to.describe())?;
+        crate::out!(
+            "kept {}: already in {}",
+            crate::escape::visible(id),
+            to.describe()
+        )?;
     }
     crate::out!(
         "{} of {} keys copied from {} to {}",

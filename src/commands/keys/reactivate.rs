@@ -19,7 +19,7 @@ pub(super) fn run(store: &Backend, args: &ReactivateArgs) -> anyhow::Result<Exit
         crate::out!("No keys to reactivate.")?;
     }
     for id in done {
-        crate::out!("reactivated {id}")?;
+        crate::out!("reactivated {}", crate::escape::visible(&id))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,11 @@ pub(super) fn run(store: &Backend, args: &RemoveArgs) -> anyhow::Result<ExitCode
         Ok::<_, edit::IdError>(edit::remove(file, &indices))
     })??;
     for record in removed {
-        crate::out!("removed {} {}", record.id, record.key.masked())?;
+        crate::out!(
+            "removed {} {}",
+            crate::escape::visible(&record.id),
+            crate::escape::visible(&record.key.masked())
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

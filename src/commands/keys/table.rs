@@ -1,6 +1,9 @@
 //! The `keys list` table, shared by `keys list` and `keys list --watch`:
-//! one row per key, its status coloured on a terminal.
+//! one row per key, its status coloured on a terminal. Labels, reasons
+//! (OpenRouter's messages) and accounts come from outside: every cell is
+//! escaped ([`crate::escape::visible`]).
 
+use crate::escape::visible;
 use crate::human;
 use crate::model::{Status, StoreFile};
 use chrono::Utc;
@@ -46,16 +49,16 @@ pub(super) fn table(file: &StoreFile, now: chrono::DateTime<Utc>, color: bool, t
             ),
         };
         let mut row = vec![
-            Cell::new(&record.id),
-            Cell::new(record.label.as_deref().unwrap_or("")),
-            Cell::new(record.key.masked()),
+            Cell::new(visible(&record.id)),
+            Cell::new(visible(record.label.as_deref().unwrap_or(""))),
+            Cell::new(visible(&record.key.masked())),
         ];
         if with_account {
-            row.push(Cell::new(record.account().unwrap_or("")));
+            row.push(Cell::new(visible(record.account().unwrap_or(""))));
         }
         row.extend([
             Cell::new(status.name()).fg(status_color),
-            Cell::new(detail),
+            Cell::new(visible(&detail)),
             Cell::new(record.state.consecutive_failures),
             Cell::new(human::ago(record.state.last_used, now)),
             Cell::new(record.state.requests_total),

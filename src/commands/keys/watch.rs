@@ -51,7 +51,10 @@ fn frame(store: &Backend, color: bool, tty: bool) -> String {
             store.describe()
         ),
         Ok(file) => super::table::table(&file, Utc::now(), color, tty).to_string(),
-        Err(e) => format!("error: {}", crate::secret::redact(&e.to_string())),
+        Err(e) => format!(
+            "error: {}",
+            crate::escape::visible(&crate::secret::redact(&e.to_string()))
+        ),
     };
     format!("{header}\n\n{body}")
 }

@@ -79,7 +79,9 @@ pub(crate) async fn handle(
             endpoint.methods.hint(),
         ));
     }
-    let body = super::body::read(req.headers(), payload, shared.config.max_body).await?;
+    let config = &shared.config;
+    let body =
+        super::body::read(req.headers(), payload, config.max_body, config.body_timeout).await?;
     let (model, stream) = if endpoint.peeked {
         peek(&body)?
     } else {
