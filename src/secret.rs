@@ -175,6 +175,16 @@ impl ApiKey {
     /// form, or None when it holds none. An occurrence may also be
     /// JSON-escaped, any of its characters written `\u00XX`.
     pub(crate) fn masked_in(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        self.replaced_in(bytes, &self.masked())
+    }
+
+    /// [`ApiKey::masked_in`] with an ASCII-only masked form (`...` for the
+    /// ellipsis), for header values.
+    pub(crate) fn masked_ascii_in(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        self.replaced_in(bytes, &self.masked().replace('…', "..."))
+    }
+
+    fn replaced_in(&self, bytes: &[u8], masked: &str) -> Option<Vec<u8>> {
         let key = self.0.as_bytes();
         // Most header values are shorter than a key: nothing to search.
         if key.is_empty() || bytes.len() < key.len() {
@@ -186,7 +196,6 @@ impl ApiKey {
         if !escapes && memchr::memmem::find(bytes, key).is_none() {
             return None;
         }
-        let masked = self.masked();
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
         let mut found = false;

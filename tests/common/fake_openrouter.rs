@@ -74,6 +74,10 @@ pub enum Reply {
     ResetBeforeHeaders,
     /// Write these bytes (not HTTP), then close.
     Garbage(Vec<u8>),
+    /// Write these bytes verbatim (one or more whole HTTP answers, say an
+    /// interim `103` then the final one), then keep the connection for the
+    /// next request, as HTTP/1.1 keep-alive does.
+    Wire(Vec<u8>),
     /// Wait (watching for the peer closing), then behave as the inner reply.
     DelayThen(Duration, Box<Reply>),
 }
@@ -1491,6 +1495,12 @@ async fn serve(
         Reply::Garbage(bytes) => {
             let _ = wr.write_all(&bytes).await;
             After::Close
+        }
+        Reply::Wire(bytes) => {
+            if wr.write_all(&bytes).await.is_err() {
+                return After::Close;
+            }
+            next
         }
     }
 }

@@ -471,13 +471,13 @@ fn dropped_response_header(name: &HeaderName) -> bool {
 fn mask_key(key: &ApiKey, headers: &mut HeaderMap, prefix: &mut [Bytes], whole: bool) {
     let holding: Vec<HeaderName> = headers
         .iter()
-        .filter(|(_, v)| key.masked_in(v.as_bytes()).is_some())
+        .filter(|(_, v)| key.masked_ascii_in(v.as_bytes()).is_some())
         .map(|(n, _)| n.clone())
         .collect();
     for name in holding {
         let values: Vec<HeaderValue> = headers
             .get_all(&name)
-            .filter_map(|v| match key.masked_in(v.as_bytes()) {
+            .filter_map(|v| match key.masked_ascii_in(v.as_bytes()) {
                 Some(masked) => HeaderValue::from_bytes(&masked).ok(),
                 None => Some(v.clone()),
             })

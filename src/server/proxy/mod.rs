@@ -36,8 +36,9 @@ struct Peek<'a> {
 
 /// `model` and `stream` of a body that must be a JSON object.
 fn peek(body: &Bytes) -> Result<(Option<String>, bool), ApiError> {
-    // serde would read a struct from an array too (`["m", true]`).
-    if !body.trim_ascii_start().starts_with(b"{")
+    // serde would read a struct from an array too (`["m", true]`): the
+    // body must open an object (0x7b is the opening brace).
+    if !body.trim_ascii_start().starts_with(&[0x7b])
         && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
     {
         return Err(ApiError::bad_request(
