@@ -29,6 +29,7 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)')
             [CompletionResult]::new('keys', 'keys', [CompletionResultType]::ParameterValue, 'Add, list, reactivate and remove OpenRouter API keys')
+            [CompletionResult]::new('usage', 'usage', [CompletionResultType]::ParameterValue, 'Show the requests, errors, tokens and cost of each day, from the store')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and man pages')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -178,6 +179,18 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
         'orproxy;keys;help;help' {
             break
         }
+        'orproxy;usage' {
+            [CompletionResult]::new('--by', '--by', [CompletionResultType]::ParameterName, 'One row per day and key, account or model')
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'The first day shown: a UTC date (YYYY-MM-DD), or the last N days, today included (7d) [default: every day kept]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
+            [CompletionResult]::new('--redis-prefix', '--redis-prefix', [CompletionResultType]::ParameterName, 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array of rows instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'orproxy;generate' {
             [CompletionResult]::new('--out-dir', '--out-dir', [CompletionResultType]::ParameterName, 'Directory that receives completions/ and man/')
             [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]')
@@ -191,6 +204,7 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
         'orproxy;help' {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)')
             [CompletionResult]::new('keys', 'keys', [CompletionResultType]::ParameterValue, 'Add, list, reactivate and remove OpenRouter API keys')
+            [CompletionResult]::new('usage', 'usage', [CompletionResultType]::ParameterValue, 'Show the requests, errors, tokens and cost of each day, from the store')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and man pages')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -223,6 +237,9 @@ Register-ArgumentCompleter -Native -CommandName 'orproxy' -ScriptBlock {
             break
         }
         'orproxy;help;keys;migrate' {
+            break
+        }
+        'orproxy;help;usage' {
             break
         }
         'orproxy;help;generate' {

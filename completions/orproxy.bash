@@ -28,6 +28,9 @@ _orproxy() {
             orproxy,serve)
                 cmd="orproxy__subcmd__serve"
                 ;;
+            orproxy,usage)
+                cmd="orproxy__subcmd__usage"
+                ;;
             orproxy__subcmd__help,generate)
                 cmd="orproxy__subcmd__help__subcmd__generate"
                 ;;
@@ -39,6 +42,9 @@ _orproxy() {
                 ;;
             orproxy__subcmd__help,serve)
                 cmd="orproxy__subcmd__help__subcmd__serve"
+                ;;
+            orproxy__subcmd__help,usage)
+                cmd="orproxy__subcmd__help__subcmd__usage"
                 ;;
             orproxy__subcmd__help__subcmd__keys,add)
                 cmd="orproxy__subcmd__help__subcmd__keys__subcmd__add"
@@ -107,7 +113,7 @@ _orproxy() {
 
     case "${cmd}" in
         orproxy)
-            opts="-h -V --store --redis-prefix --help --version serve keys generate help"
+            opts="-h -V --store --redis-prefix --help --version serve keys usage generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -155,7 +161,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__help)
-            opts="serve keys generate help"
+            opts="serve keys usage generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -295,6 +301,20 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        orproxy__subcmd__help__subcmd__usage)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -686,6 +706,36 @@ _orproxy() {
                     return 0
                     ;;
                 --log-retention-days)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        orproxy__subcmd__usage)
+            opts="-h -V --by --since --json --store --redis-prefix --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --by)
+                    COMPREPLY=($(compgen -W "key account model" -- "${cur}"))
+                    return 0
+                    ;;
+                --since)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

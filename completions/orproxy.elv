@@ -26,6 +26,7 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --version 'Print version'
             cand serve 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)'
             cand keys 'Add, list, reactivate and remove OpenRouter API keys'
+            cand usage 'Show the requests, errors, tokens and cost of each day, from the store'
             cand generate 'Write shell completions and man pages'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -158,6 +159,17 @@ set edit:completion:arg-completer[orproxy] = {|@words|
         }
         &'orproxy;keys;help;help'= {
         }
+        &'orproxy;usage'= {
+            cand --by 'One row per day and key, account or model'
+            cand --since 'The first day shown: a UTC date (YYYY-MM-DD), or the last N days, today included (7d) [default: every day kept]'
+            cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
+            cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
+            cand --json 'Print a JSON array of rows instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'orproxy;generate'= {
             cand --out-dir 'Directory that receives completions/ and man/'
             cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
@@ -170,6 +182,7 @@ set edit:completion:arg-completer[orproxy] = {|@words|
         &'orproxy;help'= {
             cand serve 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)'
             cand keys 'Add, list, reactivate and remove OpenRouter API keys'
+            cand usage 'Show the requests, errors, tokens and cost of each day, from the store'
             cand generate 'Write shell completions and man pages'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -194,6 +207,8 @@ set edit:completion:arg-completer[orproxy] = {|@words|
         &'orproxy;help;keys;check'= {
         }
         &'orproxy;help;keys;migrate'= {
+        }
+        &'orproxy;help;usage'= {
         }
         &'orproxy;help;generate'= {
         }

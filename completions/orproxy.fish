@@ -30,6 +30,7 @@ complete -c orproxy -n "__fish_orproxy_needs_command" -s h -l help -d 'Print hel
 complete -c orproxy -n "__fish_orproxy_needs_command" -s V -l version -d 'Print version'
 complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "serve" -d 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)'
 complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "keys" -d 'Add, list, reactivate and remove OpenRouter API keys'
+complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "usage" -d 'Show the requests, errors, tokens and cost of each day, from the store'
 complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "generate" -d 'Write shell completions and man pages'
 complete -c orproxy -n "__fish_orproxy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l host -d 'Address to listen on' -r
@@ -112,15 +113,25 @@ complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_su
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "check" -d 'Ask OpenRouter about keys (GET /key, which costs no quota) and record what it says'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "migrate" -d 'Copy every key, with its state and the accounts\' counts, from one store to another'
 complete -c orproxy -n "__fish_orproxy_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand usage" -l by -d 'One row per day and key, account or model' -r -f -a "key\t'Each key, by its ID'
+account\t'Each OpenRouter account (key:ID for a key whose account is unknown)'
+model\t'Each model, as the requests named it'"
+complete -c orproxy -n "__fish_orproxy_using_subcommand usage" -l since -d 'The first day shown: a UTC date (YYYY-MM-DD), or the last N days, today included (7d) [default: every day kept]' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand usage" -l store -d 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand usage" -l redis-prefix -d 'The prefix of orproxy\'s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand usage" -l json -d 'Print a JSON array of rows instead of a table'
+complete -c orproxy -n "__fish_orproxy_using_subcommand usage" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c orproxy -n "__fish_orproxy_using_subcommand usage" -s V -l version -d 'Print version'
 complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -l out-dir -d 'Directory that receives completions/ and man/' -r -F
 complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -l store -d 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -l redis-prefix -d 'The prefix of orproxy\'s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c orproxy -n "__fish_orproxy_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys generate help" -f -a "serve" -d 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)'
-complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys generate help" -f -a "keys" -d 'Add, list, reactivate and remove OpenRouter API keys'
-complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys generate help" -f -a "generate" -d 'Write shell completions and man pages'
-complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys usage generate help" -f -a "serve" -d 'Run the OpenAI-compatible proxy (http://127.0.0.1:3000/v1 by default)'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys usage generate help" -f -a "keys" -d 'Add, list, reactivate and remove OpenRouter API keys'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys usage generate help" -f -a "usage" -d 'Show the requests, errors, tokens and cost of each day, from the store'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys usage generate help" -f -a "generate" -d 'Write shell completions and man pages'
+complete -c orproxy -n "__fish_orproxy_using_subcommand help; and not __fish_seen_subcommand_from serve keys usage generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "add" -d 'Add keys: from --key, a hidden prompt on a terminal, or one per line on stdin'
 complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "list" -d 'Show every key with its status, cooldown and failures'
 complete -c orproxy -n "__fish_orproxy_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "reactivate" -d 'Put disabled or cooling keys back into rotation'

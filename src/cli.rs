@@ -1,6 +1,6 @@
 //! Command-line definitions (clap only: no logic here).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// The default OpenRouter API base.
@@ -44,6 +44,12 @@ pub(crate) enum Command {
     Serve(Box<ServeArgs>),
     /// Add, list, reactivate and remove OpenRouter API keys
     Keys(KeysArgs),
+    /// Show the requests, errors, tokens and cost of each day, from the store
+    ///
+    /// Every request that reached OpenRouter through `orproxy serve` is counted on its UTC day,
+    /// with the tokens and the cost OpenRouter reported in its answer; the store keeps 100 days.
+    /// A running server adds its counts to the store every few seconds.
+    Usage(UsageArgs),
     /// Write shell completions and man pages
     Generate(GenerateArgs),
 }
@@ -332,6 +338,34 @@ pub(crate) struct RemoveArgs {
     /// Key IDs (or unique prefixes of them)
     #[arg(value_name = "ID", required = true)]
     pub(crate) ids: Vec<String>,
+}
+
+/// `orproxy usage`
+#[derive(Debug, Args)]
+pub(crate) struct UsageArgs {
+    /// One row per day and key, account or model
+    #[arg(long, value_enum, value_name = "GROUP")]
+    pub(crate) by: Option<UsageGroup>,
+
+    /// The first day shown: a UTC date (YYYY-MM-DD), or the last N days, today included (7d)
+    /// [default: every day kept]
+    #[arg(long, value_name = "DATE|Nd")]
+    pub(crate) since: Option<crate::model::Since>,
+
+    /// Print a JSON array of rows instead of a table
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// What `orproxy usage --by` groups on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum UsageGroup {
+    /// Each key, by its ID
+    Key,
+    /// Each OpenRouter account (key:ID for a key whose account is unknown)
+    Account,
+    /// Each model, as the requests named it
+    Model,
 }
 
 /// `orproxy generate`

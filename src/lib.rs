@@ -32,7 +32,8 @@ pub fn visible(text: &str) -> String {
 #[doc(hidden)]
 pub mod internals {
     pub use crate::model::{
-        AccountRecord, FreeModelDailyRequests, KeyInfo, KeyRecord, KeyState, StoreFile,
+        AccountRecord, FreeModelDailyRequests, KeyInfo, KeyRecord, KeyState, StoreFile, UsageBook,
+        UsageDay, UsageTotals,
     };
     pub use crate::openrouter::classify::{
         Answer, FirstEvent, LimitPeriod, Verdict, classify, error_in_body, sse_first_data,
@@ -52,6 +53,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     let store = || config::store_location(cli.store.as_deref(), cli.redis_prefix.as_deref());
     match &cli.command {
         cli::Command::Keys(args) => commands::keys::run(args, store, cli.redis_prefix.as_deref()),
+        cli::Command::Usage(args) => {
+            let store = store::Backend::open(&store()?)?;
+            commands::usage::run(&store, args)
+        }
         cli::Command::Serve(args) => {
             commands::serve::run(store()?, args)?;
             Ok(ExitCode::SUCCESS)

@@ -24,4 +24,5 @@ mod serve;
 mod shared;
 mod store;
 mod stream;
+mod usage;
 mod watch;

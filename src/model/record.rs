@@ -1,6 +1,6 @@
 //! The key store's on-disk format: `{"version": 1, "keys": [...]}`.
 
-use super::{AccountRecord, KeyState};
+use super::{AccountRecord, KeyState, UsageBook};
 use crate::secret::ApiKey;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,9 @@ pub struct StoreFile {
     /// keys whose account is unknown: `key:<id>`) for the current UTC day.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub accounts: BTreeMap<String, AccountRecord>,
+    /// Requests, tokens and cost per UTC day, key, account and model.
+    #[serde(default, skip_serializing_if = "UsageBook::is_empty")]
+    pub usage: UsageBook,
     /// Fields this version does not know (a newer orproxy's), kept as they
     /// were whenever the store is rewritten. Likewise at every level below.
     #[serde(flatten)]
@@ -34,6 +37,7 @@ impl Default for StoreFile {
             version: STORE_VERSION,
             keys: Vec::new(),
             accounts: BTreeMap::new(),
+            usage: UsageBook::default(),
             extra: Map::new(),
         }
     }

@@ -4,7 +4,8 @@
 //! finished when the response body has been sent (or dropped). Then it
 //! becomes one JSON line in `requests-YYYY-MM-DD.log`, one readable console
 //! line, and metrics ([`Record::observe`], the one place a request's
-//! metrics are recorded).
+//! metrics are recorded), and what the request spent, for the usage ledger
+//! ([`Record::spent`]).
 //!
 //! The response body is wrapped ([`LoggedBody`]) to measure time to first
 //! byte, bytes and token usage as the bytes pass: nothing is buffered beyond
@@ -13,8 +14,10 @@
 use super::metrics::{StreamGuard, metrics};
 use super::relay::End;
 use super::shared::Shared;
+use crate::model::{NO_MODEL, UsageTotals};
 use crate::openrouter::usage::{SseScan, Usage};
 use crate::secret::redact;
+use crate::sync::usage::Tally;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -27,6 +30,7 @@ use std::cell::RefCell;
 use std::future::{Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -218,6 +222,8 @@ struct Record {
     sse: Option<SseScan>,
     whole: Option<Bytes>,
     usage: Option<Usage>,
+    /// Where an inference request's usage goes (none for other paths).
+    ledger: Option<Arc<Tally>>,
     finished: bool,
 }
 
@@ -296,6 +302,7 @@ impl Record {
             self.usage = scan.take_usage();
         }
         let (error, response_body) = self.read_whole();
+        self.spent();
         if self.quiet {
             return;
         }
@@ -334,6 +341,46 @@ impl Record {
             crate::logging::request_line(&json);
         }
         self.console(total, ttfb, end.as_deref(), error.as_deref());
+    }
+
+    /// What the request spent, to the usage ledger: each
+    /// attempt OpenRouter answered is a request of its key (an error unless
+    /// it succeeded and, for the last, its answer reached the client whole),
+    /// and the last one answered gets the tokens and cost of the usage the
+    /// answer reported.
+    fn spent(&self) {
+        let Some(ledger) = &self.ledger else {
+            return;
+        };
+        let answered = |a: &AttemptRecord| a.key.is_some() && a.status.is_some();
+        let Some(last) = self.trace.attempts.iter().rposition(answered) else {
+            return;
+        };
+        let counts = self.usage.as_ref().and_then(Usage::counts);
+        let broke = self.status >= 400
+            || self.body_failed
+            || self
+                .end
+                .as_deref()
+                .is_some_and(|e| e.starts_with("upstream"));
+        let spent = self.trace.attempts.iter().enumerate().filter_map(|(i, a)| {
+            let key = a.key.as_deref().filter(|_| answered(a))?;
+            let mut totals = UsageTotals {
+                requests: 1,
+                errors: u64::from(a.outcome != "ok" || (i == last && broke)),
+                ..UsageTotals::default()
+            };
+            if let Some(c) = counts.filter(|_| i == last) {
+                totals.prompt_tokens = c.prompt;
+                totals.completion_tokens = c.completion;
+                totals.cached_tokens = c.cached;
+                totals.reasoning_tokens = c.reasoning;
+                totals.cost = c.cost.unwrap_or(0.0);
+            }
+            Some((key, totals))
+        });
+        let model = self.trace.model.as_deref().unwrap_or(NO_MODEL);
+        ledger.add(chrono::Utc::now().date_naive(), model, spent);
     }
 
     /// The readable line on the console (built only when it will be shown).
@@ -478,20 +525,25 @@ pub(crate) async fn middleware(
         .and_then(valid_request_id)
         .unwrap_or_else(new_request_id);
     let path = req.path().to_owned();
-    let log_bodies = req
-        .app_data::<web::Data<Shared>>()
-        .is_some_and(|s| s.config.log_bodies);
+    let shared = req.app_data::<web::Data<Shared>>();
+    let log_bodies = shared.is_some_and(|s| s.config.log_bodies);
+    let endpoint = super::routes::proxied_tail(&path).map(crate::openrouter::endpoints::lookup);
+    // Inference endpoints (those whose body names a model) are metered.
+    let ledger = shared
+        .filter(|_| endpoint.is_some_and(|e| e.peeked))
+        .map(|s| s.usage().clone());
     let id_header = HeaderValue::from_str(&id).ok();
     let record = Record {
         id,
         time: crate::logging::rfc3339_now(),
         method: crate::escape::clip(req.method().as_str(), MAX_METHOD).into_owned(),
         route: super::routes::label(&path),
-        proxied: super::routes::proxied_tail(&path).is_some(),
+        proxied: endpoint.is_some(),
         quiet: path == "/health" || path == "/metrics",
         client: req.peer_addr().map(|a| a.ip().to_string()),
         path: crate::escape::clip(&path, MAX_PATH).into_owned(),
         log_bodies,
+        ledger,
         started: Some(Instant::now()),
         ..Record::default()
     };

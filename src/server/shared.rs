@@ -8,6 +8,7 @@ use crate::model::StoreFile;
 use crate::pool::{CapKind, Choice, Counts, Event, Outcome, Pool, Probe, Settings};
 use crate::secret::ApiKey;
 use crate::store::Backend;
+use crate::sync::usage::Tally;
 use crate::sync::{Change, Live, StoreSync};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use tokio::sync::Notify;
 pub(crate) struct Shared {
     live: Arc<Live>,
     sync: Arc<dyn StoreSync>,
+    /// The requests' usage totals on their way to the store.
+    usage: Arc<Tally>,
     /// The key store, for administrative changes.
     pub(crate) store: Backend,
     /// Checked settings.
@@ -35,10 +38,12 @@ impl Shared {
         );
         pool.adopt_accounts(&file, Utc::now());
         let live = Arc::new(Live::new(pool, log_events));
-        let sync = crate::sync::start(&store, live.clone(), file);
+        let usage = Arc::new(Tally::default());
+        let sync = crate::sync::start(&store, live.clone(), file, usage.clone());
         Self {
             live,
             sync,
+            usage,
             store,
             config,
         }
@@ -52,6 +57,11 @@ impl Shared {
     /// How the pool is kept in step with the store.
     pub(crate) fn sync(&self) -> &Arc<dyn StoreSync> {
         &self.sync
+    }
+
+    /// Where each finished request adds what it spent.
+    pub(crate) fn usage(&self) -> &Arc<Tally> {
+        &self.usage
     }
 
     /// The store's kind (`file` or `redis`) and whether it worked the last

@@ -16,7 +16,8 @@ pub(crate) mod location;
 pub(crate) mod edit;
 pub(crate) mod redis;
 
-use crate::model::{STORE_VERSION, StoreFile};
+use crate::model::{STORE_VERSION, StoreFile, UsageBook};
+use chrono::NaiveDate;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -112,6 +113,25 @@ impl Backend {
         match self {
             Backend::File(store) => store.load(),
             Backend::Redis(store) => store.load(),
+        }
+    }
+
+    /// The usage totals from day `since` on, `today` being the current UTC
+    /// day (days no longer kept are left out).
+    pub(crate) fn usage(
+        &self,
+        since: NaiveDate,
+        today: NaiveDate,
+    ) -> Result<UsageBook, StoreError> {
+        let since = since.max(crate::model::first_kept_day(today));
+        match self {
+            Backend::File(store) => {
+                let mut book = store.load()?.usage;
+                book.days.retain(|day, _| *day >= since);
+                Ok(book)
+            }
+            // Tomorrow too: another instance's clock may be a little ahead.
+            Backend::Redis(store) => store.usage(since, today.succ_opt().unwrap_or(today)),
         }
     }
 

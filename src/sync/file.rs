@@ -2,7 +2,9 @@
 //! when either changed (`orproxy keys` commands change the file while the
 //! server runs), under the file's lock. Cooldowns, disables and the CLI's
 //! changes go through within a second; counters alone every few seconds,
-//! since a large store costs real CPU to rewrite.
+//! since a large store costs real CPU to rewrite. The requests' usage
+//! totals go with the counters: added to the file's `usage` section every
+//! few seconds.
 //!
 //! A write that fails (disk full, read-only, any I/O error) is reported
 //! once and leaves the pool's state pending: it is tried again after 1 s,
@@ -10,6 +12,7 @@
 //! changes meanwhile), until it lands, with or without requests. A stopping
 //! server tries its last write for up to [`SHUTDOWN_WAIT`].
 
+use super::usage::{self, Tally};
 use super::{Answer, Change, Live, StoreSync};
 use crate::pool::Pool;
 use crate::pool::quota::Reservation;
@@ -34,6 +37,7 @@ const SHUTDOWN_PAUSE: Duration = Duration::from_millis(250);
 pub(crate) struct FileSync {
     store: FileStore,
     live: Arc<Live>,
+    usage: Arc<Tally>,
     state: Mutex<SyncState>,
 }
 
@@ -91,7 +95,7 @@ impl FileSync {
     /// In step with `store`, which `live` was read from. An existing store
     /// file open to other users is made 0600 and reported, and so is a
     /// store directory open to them.
-    pub(crate) fn new(store: FileStore, live: Arc<Live>) -> Self {
+    pub(crate) fn new(store: FileStore, live: Arc<Live>, usage: Arc<Tally>) -> Self {
         for loose in store.tighten_permissions() {
             log::warn!("{loose}");
         }
@@ -99,6 +103,7 @@ impl FileSync {
         Self {
             store,
             live,
+            usage,
             state: Mutex::new(SyncState {
                 written: Instant::now(),
                 stamp,
@@ -120,14 +125,21 @@ impl FileSync {
             let pool = self.live.pool();
             (pool.is_urgent(), pool.is_dirty())
         };
+        let dirty = dirty || !self.usage.is_empty();
         if !force && !self.state().due(stamp, urgent, dirty, Instant::now()) {
             return Ok(());
         }
         let now = Utc::now();
         let mut events = Vec::new();
-        let result = self
-            .store
-            .update(|file| events = self.live.pool().reconcile(file, now));
+        let sums = self.usage.take();
+        let result = self.store.update(|file| {
+            events = self.live.pool().reconcile(file, now);
+            usage::add_to_file(file, &sums, now.date_naive());
+        });
+        if result.is_err() {
+            // Not written: they go with the next try.
+            self.usage.restore(sums);
+        }
         let mut state = self.state();
         let result = match result {
             Ok(()) => {
@@ -246,7 +258,11 @@ mod tests {
         let store = FileStore::new(path);
         let file = store.load().unwrap();
         let pool = Pool::from_records(&file.keys, Settings::default());
-        FileSync::new(store, Arc::new(Live::new(pool, no_events)))
+        FileSync::new(
+            store,
+            Arc::new(Live::new(pool, no_events)),
+            Arc::new(Tally::default()),
+        )
     }
 
     fn stored(path: &std::path::Path) -> Value {
@@ -418,6 +434,46 @@ mod tests {
             "{pauses:?}"
         );
         assert!(!sync.reachable());
+    }
+
+    #[test]
+    fn usage_lands_in_the_file_with_the_counters_and_waits_while_it_cannot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        one_key(&path);
+        let sync = sync_of(&path);
+        let id = sync.live.pool().keys().next().unwrap().id.clone();
+        let today = Utc::now().date_naive();
+        let spent = |cost| crate::model::UsageTotals {
+            requests: 1,
+            prompt_tokens: 10,
+            cost,
+            ..Default::default()
+        };
+        sync.usage.add(today, "m:free", [(id.as_str(), spent(0.5))]);
+        sync.sync();
+        assert_eq!(
+            stored(&path).get("usage"),
+            None,
+            "not before the counters are due"
+        );
+        sync.state().written = Instant::now() - COUNTERS_EVERY;
+        let blocker = Blocker::block(&path);
+        sync.sync();
+        assert!(!sync.reachable());
+        sync.usage
+            .add(today, "m:free", [(id.as_str(), spent(0.25))]);
+        blocker.unblock();
+        sync.state().retry.as_mut().unwrap().at = Instant::now();
+        sync.sync();
+        assert!(sync.reachable());
+        let day = &stored(&path)["usage"]["days"][today.to_string()];
+        let want = json!({"requests": 2, "errors": 0, "prompt_tokens": 20, "completion_tokens": 0,
+            "cached_tokens": 0, "reasoning_tokens": 0, "cost": 0.75});
+        assert_eq!(day["keys"][&id], want);
+        assert_eq!(day["accounts"][format!("key:{id}")], want);
+        assert_eq!(day["models"]["m:free"], want);
+        assert!(sync.usage.is_empty());
     }
 
     /// A store as a newer orproxy might write it: fields this version does

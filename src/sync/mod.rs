@@ -4,11 +4,14 @@
 //! [`file::FileSync`] merges with the JSON file once a second,
 //! [`redis::RedisSync`] shares every change with the other instances on
 //! one Redis. The server holds a `Box<dyn StoreSync>` and never asks which.
+//! Both also carry the requests' usage totals ([`usage::Tally`]) to the
+//! store every few seconds.
 //! A new store backend is a module here, one in `store/`, and one arm in
 //! [`start`].
 
 mod file;
 mod redis;
+pub(crate) mod usage;
 
 use crate::model::StoreFile;
 use crate::pool::quota::Reservation;
@@ -156,11 +159,21 @@ pub(crate) trait StoreSync: Send + Sync {
     fn shutdown(&self);
 }
 
-/// Start keeping `live` and `store` in step; `file` is the store as read
-/// at start.
-pub(crate) fn start(store: &Backend, live: Arc<Live>, file: StoreFile) -> Arc<dyn StoreSync> {
+/// Start keeping `live` and `store` in step, and adding the requests'
+/// `usage` to the store; `file` is the store as read at start.
+pub(crate) fn start(
+    store: &Backend,
+    live: Arc<Live>,
+    file: StoreFile,
+    usage: Arc<usage::Tally>,
+) -> Arc<dyn StoreSync> {
     match store {
-        Backend::File(store) => Arc::new(file::FileSync::new(store.clone(), live)),
-        Backend::Redis(store) => Arc::new(redis::RedisSync::start(live, (**store).clone(), file)),
+        Backend::File(store) => Arc::new(file::FileSync::new(store.clone(), live, usage)),
+        Backend::Redis(store) => Arc::new(redis::RedisSync::start(
+            live,
+            (**store).clone(),
+            file,
+            usage,
+        )),
     }
 }

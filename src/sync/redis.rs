@@ -8,6 +8,8 @@
 //! key parked by one instance is parked for all within milliseconds.
 //! `:free` model requests reserve a slot in the account's shared per-minute
 //! and per-day counts before they are sent (one round trip, only for them).
+//! The requests' usage totals go with the counters: added to Redis's daily
+//! usage hashes every second.
 //!
 //! When Redis is unreachable the server keeps serving with what it knows,
 //! queues its changes, logs the outage once and reconnects with backoff.
@@ -15,8 +17,9 @@
 //! Redis came back empty (restarted without persistence), the first
 //! instance to reconnect writes back the keys and states it holds.
 
+use super::usage::Tally;
 use super::{Answer, Change, Live, StoreSync};
-use crate::model::StoreFile;
+use crate::model::{StoreFile, UsageBook, quota_account};
 use crate::pool::quota::Reservation;
 use crate::pool::{CapKind, Outcome, Pool, Probe};
 use crate::store::redis::RedisStore;
@@ -77,6 +80,8 @@ pub(crate) struct RedisSync {
     /// Changes waiting for the writer. Counters are only summed here (no
     /// wake-up per request); urgent changes also wake the writer.
     queue: Arc<Mutex<Queue>>,
+    /// Usage totals waiting for the writer.
+    usage: Arc<Tally>,
     up: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -250,8 +255,14 @@ impl Queue {
 
 impl RedisSync {
     /// Start the writer and subscriber threads for `live`, whose pool was
-    /// built from `file` (the store as read at start).
-    pub(crate) fn start(live: Arc<Live>, store: RedisStore, file: StoreFile) -> RedisSync {
+    /// built from `file` (the store as read at start), and for the requests'
+    /// `usage`.
+    pub(crate) fn start(
+        live: Arc<Live>,
+        store: RedisStore,
+        file: StoreFile,
+        usage: Arc<Tally>,
+    ) -> RedisSync {
         let (tx, rx) = mpsc::channel();
         let up = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
@@ -259,6 +270,7 @@ impl RedisSync {
         let queue = Arc::new(Mutex::new(Queue::default()));
         let writer = {
             let queue = queue.clone();
+            let usage = usage.clone();
             let live = live.clone();
             let store = store.clone();
             let up = up.clone();
@@ -273,6 +285,7 @@ impl RedisSync {
                         up,
                         con: None,
                         queue,
+                        usage,
                         last_file: file,
                         backoff: BACKOFF_MIN,
                         retry_at: Instant::now(),
@@ -301,6 +314,7 @@ impl RedisSync {
             live: live.clone(),
             tx: Mutex::new(tx),
             queue,
+            usage,
             up,
             stop,
             threads: Mutex::new(threads),
@@ -378,8 +392,13 @@ impl RedisSync {
         };
         if !sent {
             log::error!(
-                "stopping without sending {} queued changes to the shared key store {}: they are lost",
+                "stopping without sending {} queued changes{} to the shared key store {}: they are lost",
                 lock(&self.queue).len(),
+                if self.usage.is_empty() {
+                    ""
+                } else {
+                    " and the latest usage totals"
+                },
                 self.store.shown()
             );
         }
@@ -449,6 +468,7 @@ struct Writer {
     up: Arc<AtomicBool>,
     con: Option<Connection>,
     queue: Arc<Mutex<Queue>>,
+    usage: Arc<Tally>,
     /// The store as last read: what is written back if Redis loses it.
     last_file: StoreFile,
     backoff: Duration,
@@ -503,7 +523,7 @@ impl Writer {
                 let _ = reply.send(None);
             }
             for ack in flushes {
-                let _ = ack.send(ok && lock(&self.queue).len() == 0);
+                let _ = ack.send(ok && lock(&self.queue).len() == 0 && self.usage.is_empty());
             }
             if stop {
                 return;
@@ -585,12 +605,43 @@ impl Writer {
                 }
             }
         }
+        if flush_counts {
+            self.send_usage()?;
+        }
         if reload {
+            let Some(con) = self.con.as_mut() else {
+                return Err("not connected".into());
+            };
             let (file, versions) = self.store.load_versioned(con).map_err(|e| e.to_string())?;
             self.live.adopt_store(&file, &versions);
             self.last_file = file;
         }
         Ok(())
+    }
+
+    /// Add the usage totals summed since the last time to Redis's (put back
+    /// when Redis does not take them).
+    fn send_usage(&mut self) -> Result<(), String> {
+        let sums = self.usage.take();
+        if sums.is_empty() {
+            return Ok(());
+        }
+        let mut book = UsageBook::default();
+        {
+            let pool = self.live.pool();
+            sums.add_to(&mut book, |id| match pool.get(id) {
+                Some(key) => key.quota.clone(),
+                None => quota_account(None, id),
+            });
+        }
+        let result = match self.con.as_mut() {
+            Some(con) => self.store.add_usage(con, &book).map_err(|e| e.to_string()),
+            None => Err("not connected".into()),
+        };
+        if result.is_err() {
+            self.usage.restore(sums);
+        }
+        result
     }
 
     /// Connect, load the script, and write our state back if Redis lost the

@@ -14,6 +14,7 @@
 //!   (`day`, `free_requests`, `daily_limit`); `P:acctmin:NAME` sorted set of
 //!   the last minute's free-model requests (member unique, score ms).
 //! - `P:models` hash: model → until (ms) of a shared-capacity back-off.
+//! - `P:usage:YYYY-MM-DD` hash: the day's usage totals (see [`super::usage`]).
 //! - `P:events` channel: what changed, as JSON (see [`Message`]).
 
 use crate::model::AccountRecord;
@@ -75,6 +76,11 @@ impl Names {
     /// `P:events`.
     pub(crate) fn channel(&self) -> String {
         format!("{}:events", self.prefix)
+    }
+
+    /// `P:usage:YYYY-MM-DD` (see [`super::usage`]).
+    pub(crate) fn usage(&self, day: NaiveDate) -> String {
+        format!("{}:usage:{day}", self.prefix)
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub(crate) mod layout;
 pub(crate) mod script;
+pub(crate) mod usage;
 
 use super::StoreError;
 use super::location::RedisUrl;
