@@ -1,7 +1,7 @@
 //! Usage and cost (issue 14): what the fake OpenRouter reported in its
-//! answers adds up in `orproxy usage` (by day, key, account and model),
-//! for streamed and whole answers, after a restart, and across two
-//! instances sharing Redis.
+//! answers adds up in `orproxy usage` (by day, key, account and model)
+//! and in `/metrics`, for streamed and whole answers, after a restart, and
+//! across two instances sharing Redis.
 
 use crate::common::fake_openrouter::{
     FakeOpenRouter, Reply, SseStep, sse_done, sse_event, sse_processing_comment,
@@ -197,6 +197,20 @@ fn wait_for_total(env: &Env, want: Spent) {
     }
 }
 
+/// A `/metrics` sample's value (0 when absent).
+fn metric(server: &Server, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let text = request("GET", &server.url("/metrics"), &[], None).text();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map_or(0.0, |s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
 #[test]
 fn usage_adds_up_what_openrouter_reported_streamed_or_not_and_survives_a_restart() {
     let env = Env::new();
@@ -319,6 +333,23 @@ fn usage_adds_up_what_openrouter_reported_streamed_or_not_and_survives_a_restart
     ] {
         assert!(table.contains(text), "{text} in\n{table}");
     }
+
+    // /metrics counts the same tokens and cost.
+    for (kind, n) in [
+        ("prompt", total.prompt),
+        ("completion", total.completion),
+        ("cached", total.cached),
+        ("reasoning", total.reasoning),
+    ] {
+        #[allow(clippy::cast_precision_loss)]
+        let n = n as f64;
+        assert_eq!(
+            metric(&server, "orproxy_tokens_total", Some(("kind", kind))),
+            n,
+            "{kind}"
+        );
+    }
+    assert_eq!(metric(&server, "orproxy_cost_total", None), total.cost);
 
     // A restart keeps the totals; what a server spends right before it
     // stops is written as it stops.

@@ -7,6 +7,7 @@
 //! key: keys are labelled by their ID.
 
 use crate::model::Status;
+use crate::openrouter::counts::TokenCounts;
 use crate::pool::Event;
 use crate::sync::{Live, StoreSync};
 use actix_web::{HttpResponse, web};
@@ -45,6 +46,11 @@ struct EventLabels {
     event: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    kind: &'static str,
+}
+
 /// Every counter, gauge and histogram orproxy keeps.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -57,6 +63,8 @@ pub(crate) struct Metrics {
     active_streams: Gauge,
     upstream_latency: Histogram,
     overhead: Histogram,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -77,6 +85,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     active_streams: Gauge::default(),
     upstream_latency: Histogram::new(LATENCY_BUCKETS),
     overhead: Histogram::new(OVERHEAD_BUCKETS),
+    tokens: Family::default(),
+    cost: Counter::default(),
 });
 
 /// The process-wide metrics.
@@ -112,6 +122,23 @@ impl Metrics {
     /// A request waited this long for a free key.
     pub(crate) fn key_wait(&self, took: Duration) {
         self.key_waits.observe(took.as_secs_f64());
+    }
+
+    /// The tokens and cost an answer's usage reported.
+    pub(crate) fn spent(&self, counts: &TokenCounts) {
+        for (kind, n) in [
+            ("prompt", counts.prompt),
+            ("completion", counts.completion),
+            ("cached", counts.cached),
+            ("reasoning", counts.reasoning),
+        ] {
+            if n > 0 {
+                self.tokens.get_or_create(&TokenLabels { kind }).inc_by(n);
+            }
+        }
+        if let Some(cost) = counts.cost.filter(|c| *c > 0.0) {
+            self.cost.inc_by(cost);
+        }
     }
 
     /// A streamed response started; the guard ends it when dropped.
@@ -207,6 +234,17 @@ pub(crate) fn registry(live: Arc<Live>, sync: Arc<dyn StoreSync>) -> Registry {
         "overhead_seconds",
         "Time orproxy spent on a request before its response started, excluding upstream attempts, waits for a key and back-off",
         m.overhead.clone(),
+    );
+    r.register(
+        "tokens",
+        "Tokens OpenRouter reported in the answers' usage, by kind: prompt (cached ones \
+         included), completion (reasoning included), cached, reasoning",
+        m.tokens.clone(),
+    );
+    r.register(
+        "cost",
+        "Credits (US dollars) OpenRouter reported as the answers' cost",
+        m.cost.clone(),
     );
     r.register_collector(Box::new(KeyCollector { live, sync }));
     r

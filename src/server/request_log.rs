@@ -4,8 +4,8 @@
 //! finished when the response body has been sent (or dropped). Then it
 //! becomes one JSON line in `requests-YYYY-MM-DD.log`, one readable console
 //! line, and metrics ([`Record::observe`], the one place a request's
-//! metrics are recorded), and what the request spent, for the usage ledger
-//! ([`Record::spent`]).
+//! metrics are recorded, but for the tokens and cost only known at the end:
+//! [`Record::spent`], which also hands them to the usage ledger).
 //!
 //! The response body is wrapped ([`LoggedBody`]) to measure time to first
 //! byte, bytes and token usage as the bytes pass: nothing is buffered beyond
@@ -343,7 +343,7 @@ impl Record {
         self.console(total, ttfb, end.as_deref(), error.as_deref());
     }
 
-    /// What the request spent, to the usage ledger: each
+    /// What the request spent, to the usage ledger and the metrics: each
     /// attempt OpenRouter answered is a request of its key (an error unless
     /// it succeeded and, for the last, its answer reached the client whole),
     /// and the last one answered gets the tokens and cost of the usage the
@@ -357,6 +357,9 @@ impl Record {
             return;
         };
         let counts = self.usage.as_ref().and_then(Usage::counts);
+        if let Some(counts) = &counts {
+            metrics().spent(counts);
+        }
         let broke = self.status >= 400
             || self.body_failed
             || self
