@@ -1,7 +1,7 @@
 //! Usage and cost (issue 14): what the fake OpenRouter reported in its
-//! answers adds up in `orproxy usage` (by day, key, account and model)
-//! and in `/metrics`, for streamed and whole answers, after a restart, and
-//! across two instances sharing Redis.
+//! answers adds up in `orproxy usage` (by day, key, account and model),
+//! in `GET /admin/usage` and in `/metrics`, for streamed and whole answers,
+//! after a restart, and across two instances sharing Redis.
 
 use crate::common::fake_openrouter::{
     FakeOpenRouter, Reply, SseStep, sse_done, sse_event, sse_processing_comment,
@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+const ADMIN: &str = "admin-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// What `orproxy usage --json` reports for one day, key, account or model.
@@ -144,7 +145,9 @@ fn chat(server: &Server, model: &str, stream: bool) -> Resp {
 }
 
 fn serve(env: &Env, fake: &FakeOpenRouter) -> Server {
-    env.serve(&fake.base_url(), &[])
+    let mut cmd = env.cmd(&["serve", "--port", "0", "--upstream", &fake.base_url()]);
+    cmd.env("ORPROXY_ADMIN_TOKEN", ADMIN);
+    env.serve_cmd(cmd)
 }
 
 /// `orproxy usage --json ARGS...`.
@@ -195,6 +198,15 @@ fn wait_for_total(env: &Env, want: Spent) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn admin_usage(server: &Server, query: &str) -> Resp {
+    request(
+        "GET",
+        &server.url(&format!("/admin/usage{query}")),
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+        None,
+    )
 }
 
 /// A `/metrics` sample's value (0 when absent).
@@ -334,6 +346,26 @@ fn usage_adds_up_what_openrouter_reported_streamed_or_not_and_survives_a_restart
         assert!(table.contains(text), "{text} in\n{table}");
     }
 
+    // The admin API answers what the CLI prints.
+    for query in [
+        "",
+        "?by=key",
+        "?by=model&since=1d",
+        "?by=account&since=2020-01-01",
+    ] {
+        let mut args: Vec<&str> = Vec::new();
+        for (name, value) in query
+            .trim_start_matches('?')
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+        {
+            args.extend([if name == "by" { "--by" } else { "--since" }, value]);
+        }
+        let resp = admin_usage(&server, query);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.json(), Value::from(usage_json(&env, &args)), "{query}");
+    }
+
     // /metrics counts the same tokens and cost.
     for (kind, n) in [
         ("prompt", total.prompt),
@@ -401,6 +433,11 @@ fn two_instances_on_redis_add_up_their_usage() {
     assert_eq!(
         by(&usage_json(&env, &["--by", "key"]), "key"),
         BTreeMap::from([(id, both)])
+    );
+    // Either instance's admin API answers the shared totals.
+    assert_eq!(
+        admin_usage(&b, "?by=model").json(),
+        Value::from(usage_json(&env, &["--by", "model"]))
     );
     // What an instance spends right before it stops reaches Redis as it stops.
     fake.push(&key(1), streamed(usage(1, 1, 0, 0, 0.25)));
@@ -487,6 +524,34 @@ fn since_and_by_choose_the_rows_and_old_days_are_dropped() {
     }
 
     let server = serve(&env, &fake);
+    assert_eq!(
+        admin_usage(&server, "?since=7d&by=model").json(),
+        Value::from(usage_json(&env, &["--since", "7d", "--by", "model"]))
+    );
+    for (query, mention) in [
+        ("?since=0d", "0d"),
+        ("?by=provider", "provider"),
+        ("?limit=3", "limit"),
+    ] {
+        let v = admin_usage(&server, query).assert_openai_error(400);
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(mention),
+            "{v}"
+        );
+    }
+    let v = request(
+        "POST",
+        &server.url("/admin/usage"),
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+        None,
+    )
+    .assert_openai_error(405);
+    assert!(v["error"]["message"].as_str().unwrap().contains("GET"));
+    assert_eq!(
+        request("GET", &server.url("/admin/usage"), &[], None).status,
+        401
+    );
+
     // Once the server writes usage, days no longer kept leave the file; what
     // this version does not know stays.
     fake.push(&key(1), answer(usage(1, 1, 0, 0, 0.25)));

@@ -182,6 +182,18 @@ pub(crate) enum UsageBy {
     Model,
 }
 
+impl UsageBy {
+    /// `key`, `account` or `model`.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "key" => Some(UsageBy::Key),
+            "account" => Some(UsageBy::Account),
+            "model" => Some(UsageBy::Model),
+            _ => None,
+        }
+    }
+}
+
 /// The first day to show: a date, or the last N days (today included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Since {

@@ -4,6 +4,8 @@
 //! - `POST /admin/keys` `{"key", "label"?, "verify"?}`: add a key (201) or
 //!   reactivate a stored one (200).
 //! - `POST /admin/keys/{id}/reactivate`, `DELETE /admin/keys/{id}`.
+//! - `GET /admin/usage?by=key|account|model&since=DATE|Nd`: the rows
+//!   `orproxy usage --json` prints.
 //!
 //! Changes go through the same locked store as the CLI (`Store::update` and
 //! [`crate::store::edit`]), on a blocking thread, and the pool is synchronised
@@ -14,6 +16,7 @@ use super::errors::ApiError;
 use super::shared::Shared;
 use crate::model::KeyView;
 use crate::model::StoreFile;
+use crate::model::{Since, UsageBy, first_kept_day};
 use crate::openrouter::keyinfo::{self, KeyCheck};
 use crate::secret::{ApiKey, redact};
 use crate::store::StoreError;
@@ -54,6 +57,11 @@ pub(crate) fn scope() -> actix_web::Scope<
             web::resource("/keys/{id}")
                 .route(web::delete().to(remove))
                 .default_service(web::to(|req: HttpRequest| not_allowed(req, "DELETE"))),
+        )
+        .service(
+            web::resource("/usage")
+                .route(web::get().to(usage))
+                .default_service(web::to(|req: HttpRequest| not_allowed(req, "GET"))),
         )
         .default_service(web::to(|req: HttpRequest| async move {
             Err::<HttpResponse, _>(ApiError::admin_not_found(req.path()))
@@ -138,6 +146,51 @@ async fn list(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
     let views: Vec<KeyView> = file.keys.iter().map(|r| KeyView::of(r, now)).collect();
     Ok(HttpResponse::Ok().json(views))
+}
+
+/// `by` and `since` of a `GET /admin/usage` query, as `orproxy usage` takes
+/// them.
+fn usage_query(query: &str) -> Result<(Option<UsageBy>, Option<Since>), ApiError> {
+    let (mut by, mut since) = (None, None);
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "by" => {
+                by = Some(UsageBy::parse(&value).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "by={value:?} is not one of key, account or model"
+                    ))
+                })?);
+            }
+            "since" => {
+                since = Some(
+                    value
+                        .parse::<Since>()
+                        .map_err(|e| ApiError::bad_request(format!("since: {e}")))?,
+                );
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "Unknown query parameter {other:?}: /admin/usage takes by and since"
+                )));
+            }
+        }
+    }
+    Ok((by, since))
+}
+
+async fn usage(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
+    let (by, since) = usage_query(req.query_string())?;
+    let today = Utc::now().date_naive();
+    let since = since.map_or_else(|| first_kept_day(today), |s| s.first_day(today));
+    let s: Arc<Shared> = shared.into_inner();
+    let book = web::block(move || {
+        s.sync().sync();
+        s.store.usage(since, today)
+    })
+    .await
+    .map_err(|_| ApiError::internal("reading the usage"))?
+    .map_err(|e| store_error(&e))?;
+    Ok(HttpResponse::Ok().json(book.rows(by, since)))
 }
 
 async fn read_body(

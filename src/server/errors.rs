@@ -238,7 +238,7 @@ impl ApiError {
             Kind::NotFound,
             format!(
                 "Unknown admin path {path}: the admin API is /admin/keys, \
-                 /admin/keys/{{id}}/reactivate and /admin/keys/{{id}}"
+                 /admin/keys/{{id}}/reactivate, /admin/keys/{{id}} and /admin/usage"
             ),
         )
     }

@@ -31,7 +31,7 @@ pub(crate) struct LocalRoute {
 }
 
 /// The routes orproxy answers itself.
-pub(crate) const LOCAL: [LocalRoute; 5] = [
+pub(crate) const LOCAL: [LocalRoute; 6] = [
     LocalRoute {
         pattern: "/health",
         access: Access::Open,
@@ -50,6 +50,10 @@ pub(crate) const LOCAL: [LocalRoute; 5] = [
     },
     LocalRoute {
         pattern: "/admin/keys/{id}",
+        access: Access::Admin,
+    },
+    LocalRoute {
+        pattern: "/admin/usage",
         access: Access::Admin,
     },
 ];
@@ -139,6 +143,7 @@ mod tests {
             "/admin/keys/{id}/reactivate"
         );
         assert_eq!(label("/admin/keys/1a2b"), "/admin/keys/{id}");
+        assert_eq!(label("/admin/usage"), "/admin/usage");
         assert_eq!(label("/admin/keys/"), "/admin/other");
         assert_eq!(label("/admin/nothing"), "/admin/other");
         assert_eq!(label("/health"), "/health");
@@ -175,6 +180,7 @@ mod tests {
         assert_eq!(access("/health"), Access::Open);
         assert_eq!(access("/metrics"), Access::ClientOrAdmin);
         assert_eq!(access("/admin/keys/1a2b"), Access::Admin);
+        assert_eq!(access("/admin/usage"), Access::Admin);
         assert_eq!(access("/admin"), Access::Admin);
         assert_eq!(access("/admin/x/y"), Access::Admin);
         assert_eq!(access("/v1/chat/completions"), Access::Client);
