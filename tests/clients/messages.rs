@@ -8,7 +8,7 @@
 //! Code does when `ANTHROPIC_API_KEY` is set.
 
 use super::{MODEL, Ran, Sdk, T, check_py};
-use crate::common::fake_openrouter::{CHAT_OK_CONTENT, Dialect, Failure, Recorded, Reply};
+use crate::common::fake_openrouter::{CHAT_OK_CONTENT, Dialect, Failure, Recorded, Reply, SseEnd};
 use crate::common::{Server, key, reset_ms_in, setup};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -225,4 +225,168 @@ fn a_client_token_as_bearer_is_accepted_and_replaced() {
     let got = fake.wait_requests(1, T);
     assert_forwarded(&got[0], 1);
     assert!(!format!("{:?}", got[0].headers).contains("tok-messages"));
+}
+
+// ---------------------------------------------------------------------------------------
+// What issue 15 asks of orproxy: these fail until orproxy knows the Messages dialect
+// ---------------------------------------------------------------------------------------
+
+const RATE_LIMITED: &str = "Rate limit exceeded: free-models-per-min. ";
+const PARTIAL: [&str; 2] = ["Partial ", "answer"];
+
+/// Key 1 sends `message_start`, then `event: error` (`rate_limit_error`): nothing the
+/// client could use was sent, so orproxy retries on key 2, the SDK sees only key 2's
+/// stream, and key 1 cools like after its HTTP twin, a 429.
+fn retries_an_error_after_message_start(scenario: &str) {
+    let Some(python) = python() else { return };
+    let (env, fake, server) = setup(2, &[]);
+    fake.push(
+        &key(1),
+        Reply::sse_error_after_preamble_in(D, Failure::RateLimit, RATE_LIMITED),
+    );
+    fake.push(&key(2), Reply::sse_in(D, &WORDS));
+    let ran = check(&python, scenario, &server);
+    assert_eq!(ran.code, Some(0), "the SDK saw key 1's failure:\n{ran}");
+    assert_eq!(ran.value("content"), STREAM_CONTENT);
+    let got = fake.requests();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_forwarded(&got[1], 2);
+    crate::common::wait_until("key 1 cooling", T, || {
+        env.list_json()
+            .iter()
+            .any(|k| k["id"] == crate::common::key_id(&key(1)) && k["status"] == "cooling")
+    });
+}
+
+#[test]
+fn create_stream_retries_an_error_after_message_start() {
+    retries_an_error_after_message_start("messages-create-stream");
+}
+
+#[test]
+fn the_stream_helper_retries_an_error_after_message_start() {
+    retries_an_error_after_message_start("messages-stream");
+}
+
+/// Key 1's stream breaks after `Partial answer`: the SDK raises its APIStatusError for
+/// orproxy's `event: error`, never a JSON decode error or a quiet, truncated end; no
+/// retry once content was sent.
+fn raises_an_api_error(scenario: &str, breaking: Reply) {
+    let Some(python) = python() else { return };
+    let (_env, fake, server) = setup(1, &[]);
+    fake.push(&key(1), breaking);
+    let ran = check(&python, scenario, &server);
+    assert_eq!(ran.code, Some(0), "{ran}");
+    assert_eq!(ran.value("error-class"), "APIStatusError", "{ran}");
+    assert!(!ran.value("type").is_empty(), "{ran}");
+    assert_eq!(fake.request_count(), 1, "no retry once content was sent");
+}
+
+#[test]
+fn create_stream_raises_an_api_error_when_the_connection_breaks() {
+    raises_an_api_error(
+        "messages-create-stream-error",
+        Reply::sse_cut_after_in(D, &PARTIAL).with_end(SseEnd::Reset),
+    );
+}
+
+#[test]
+fn the_stream_helper_raises_an_api_error_when_the_connection_breaks() {
+    raises_an_api_error(
+        "messages-stream-error",
+        Reply::sse_cut_after_in(D, &PARTIAL).with_end(SseEnd::Reset),
+    );
+}
+
+#[test]
+fn create_stream_raises_an_api_error_when_cut_inside_an_event() {
+    raises_an_api_error(
+        "messages-create-stream-error",
+        Reply::sse_cut_inside_in(D, &PARTIAL),
+    );
+}
+
+#[test]
+fn the_stream_helper_raises_an_api_error_when_cut_inside_an_event() {
+    raises_an_api_error(
+        "messages-stream-error",
+        Reply::sse_cut_inside_in(D, &PARTIAL),
+    );
+}
+
+#[test]
+fn create_stream_raises_an_api_error_when_cut_at_an_event_boundary() {
+    raises_an_api_error(
+        "messages-create-stream-error",
+        Reply::sse_cut_after_in(D, &PARTIAL),
+    );
+}
+
+#[test]
+fn create_stream_raises_an_api_error_without_message_stop() {
+    raises_an_api_error(
+        "messages-create-stream-error",
+        Reply::sse_unclosed_in(D, &PARTIAL),
+    );
+}
+
+#[test]
+fn the_stream_helper_raises_an_api_error_without_message_stop() {
+    raises_an_api_error("messages-stream-error", Reply::sse_unclosed_in(D, &PARTIAL));
+}
+
+/// The credential Claude Code sends (`x-api-key`, no Authorization) never reaches
+/// OpenRouter: the upstream gets only the pool key, as a Bearer.
+#[test]
+fn the_clients_x_api_key_never_reaches_the_upstream() {
+    let Some(python) = python() else { return };
+    let (_env, fake, server) = setup(1, &[]);
+    fake.push(&key(1), Reply::ok_in(D));
+    let ran = check_as(&python, "messages-create", &server, "x-api-key", None).success();
+    assert_eq!(ran.value("content"), CHAT_OK_CONTENT);
+    let got = fake.wait_requests(1, T);
+    assert_eq!(
+        got[0].header_all("x-api-key"),
+        Vec::<&str>::new(),
+        "the client's x-api-key was forwarded"
+    );
+    assert_forwarded(&got[0], 1);
+}
+
+/// With client tokens, a client token sent as `x-api-key` is accepted like a Bearer one.
+#[test]
+fn a_client_token_as_x_api_key_is_accepted() {
+    let Some(python) = python() else { return };
+    let (_env, fake, server) = setup(1, &["--client-token", "tok-messages"]);
+    fake.push(&key(1), Reply::ok_in(D));
+    let ran = check_as(
+        &python,
+        "messages-create",
+        &server,
+        "x-api-key",
+        Some("tok-messages"),
+    );
+    assert_eq!(ran.code, Some(0), "{ran}");
+    assert_eq!(ran.value("content"), CHAT_OK_CONTENT);
+    let got = fake.wait_requests(1, T);
+    assert!(!format!("{:?}", got[0].headers).contains("tok-messages"));
+    assert_forwarded(&got[0], 1);
+}
+
+/// orproxy's own errors on `/v1/messages` are Anthropic-shaped: a wrong client token
+/// gets a 401 the SDK reads as `authentication_error`.
+#[test]
+fn a_wrong_client_token_gets_an_anthropic_shaped_401() {
+    let Some(python) = python() else { return };
+    let (_env, fake, server) = setup(1, &["--client-token", "tok-messages"]);
+    let ran = check_as(
+        &python,
+        "messages-rejected",
+        &server,
+        "api-key",
+        Some("wrong"),
+    );
+    assert_eq!(ran.code, Some(0), "{ran}");
+    assert_eq!(ran.value("status"), "401");
+    assert_eq!(fake.request_count(), 0, "nothing reached the upstream");
 }

@@ -4,7 +4,7 @@
 
 use super::{MODEL, Ran, Sdk, T, check_py};
 use crate::common::fake_openrouter::{
-    CHAT_OK_CONTENT, Dialect, FAKE_COST, Failure, Recorded, Reply,
+    CHAT_OK_CONTENT, Dialect, FAKE_COST, Failure, Recorded, Reply, SseEnd,
 };
 use crate::common::{Server, key, reset_ms_in, setup};
 use std::path::{Path, PathBuf};
@@ -168,4 +168,134 @@ fn create_stream_relays_the_upstreams_response_failed() {
 #[test]
 fn the_stream_helper_relays_the_upstreams_response_failed() {
     relays_the_upstreams_failure("responses-stream-error");
+}
+
+// ---------------------------------------------------------------------------------------
+// What issue 15 asks of orproxy: these fail until orproxy knows the Responses dialect
+// ---------------------------------------------------------------------------------------
+
+/// Key 1's stream fails (a rate limit) before any content: nothing the client could use
+/// was sent, so orproxy retries on key 2, the SDK sees only key 2's stream, and key 1
+/// cools like after its HTTP twin, a 429.
+fn retries_before_content(scenario: &str, failing: Reply) {
+    let Some(python) = python() else { return };
+    let (env, fake, server) = setup(2, &[]);
+    fake.push(&key(1), failing);
+    fake.push(&key(2), Reply::sse_in(D, &WORDS));
+    let ran = check(&python, scenario, &server);
+    assert_eq!(ran.code, Some(0), "the SDK saw key 1's failure:\n{ran}");
+    assert_eq!(ran.value("content"), "Streamed through orproxy");
+    let got = fake.requests();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_forwarded(&got[1], 2);
+    crate::common::wait_until("key 1 cooling", T, || {
+        env.list_json()
+            .iter()
+            .any(|k| k["id"] == crate::common::key_id(&key(1)) && k["status"] == "cooling")
+    });
+}
+
+const RATE_LIMITED: &str = "Rate limit exceeded: free-models-per-min. ";
+
+#[test]
+fn create_stream_retries_response_failed_after_the_preamble() {
+    retries_before_content(
+        "responses-create-stream",
+        Reply::sse_error_after_preamble_in(D, Failure::RateLimit, RATE_LIMITED),
+    );
+}
+
+#[test]
+fn the_stream_helper_retries_response_failed_after_the_preamble() {
+    retries_before_content(
+        "responses-stream",
+        Reply::sse_error_after_preamble_in(D, Failure::RateLimit, RATE_LIMITED),
+    );
+}
+
+#[test]
+fn create_stream_retries_an_error_event_after_the_preamble() {
+    retries_before_content(
+        "responses-create-stream",
+        Reply::sse_error_event_after_preamble_in(D, Failure::RateLimit, RATE_LIMITED),
+    );
+}
+
+#[test]
+fn create_stream_retries_an_error_event_that_comes_first() {
+    retries_before_content(
+        "responses-create-stream",
+        Reply::sse_first_event_error_in(D, Failure::RateLimit, RATE_LIMITED),
+    );
+}
+
+/// Key 1's stream breaks after `Partial answer`: the SDK's last event is orproxy's
+/// `response.failed` (with the ID of `response.created`), never a JSON decode error, a
+/// chat-shaped error chunk or a quiet end; no retry once content was sent.
+fn ends_in_response_failed(scenario: &str, breaking: Reply) {
+    let Some(python) = python() else { return };
+    let (_env, fake, server) = setup(1, &[]);
+    fake.push(&key(1), breaking);
+    let ran = check(&python, scenario, &server);
+    assert_eq!(ran.code, Some(0), "{ran}");
+    assert_eq!(ran.value("event"), "response.failed", "{ran}");
+    assert_eq!(fake.request_count(), 1, "no retry once content was sent");
+}
+
+const PARTIAL: [&str; 2] = ["Partial ", "answer"];
+
+#[test]
+fn create_stream_ends_in_response_failed_when_the_connection_breaks() {
+    ends_in_response_failed(
+        "responses-create-stream-error",
+        Reply::sse_cut_after_in(D, &PARTIAL).with_end(SseEnd::Reset),
+    );
+}
+
+#[test]
+fn the_stream_helper_ends_in_response_failed_when_the_connection_breaks() {
+    ends_in_response_failed(
+        "responses-stream-error",
+        Reply::sse_cut_after_in(D, &PARTIAL).with_end(SseEnd::Reset),
+    );
+}
+
+#[test]
+fn create_stream_ends_in_response_failed_when_cut_inside_an_event() {
+    ends_in_response_failed(
+        "responses-create-stream-error",
+        Reply::sse_cut_inside_in(D, &PARTIAL),
+    );
+}
+
+#[test]
+fn the_stream_helper_ends_in_response_failed_when_cut_inside_an_event() {
+    ends_in_response_failed(
+        "responses-stream-error",
+        Reply::sse_cut_inside_in(D, &PARTIAL),
+    );
+}
+
+#[test]
+fn create_stream_ends_in_response_failed_when_cut_at_an_event_boundary() {
+    ends_in_response_failed(
+        "responses-create-stream-error",
+        Reply::sse_cut_after_in(D, &PARTIAL),
+    );
+}
+
+#[test]
+fn create_stream_ends_in_response_failed_without_response_completed() {
+    ends_in_response_failed(
+        "responses-create-stream-error",
+        Reply::sse_unclosed_in(D, &PARTIAL),
+    );
+}
+
+#[test]
+fn the_stream_helper_ends_in_response_failed_without_response_completed() {
+    ends_in_response_failed(
+        "responses-stream-error",
+        Reply::sse_unclosed_in(D, &PARTIAL),
+    );
 }
