@@ -24,6 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+mod cli;
 mod messages;
 mod responses;
 
@@ -68,6 +69,7 @@ fn clean_client_env(cmd: &mut Command) {
         if upper.starts_with("OPENAI_")
             || upper.starts_with("ANTHROPIC_")
             || upper.starts_with("CLAUDE_")
+            || upper.starts_with("CODEX_")
             || upper.starts_with("AIDER_")
             || ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NODE_OPTIONS"].contains(&upper.as_str())
         {
