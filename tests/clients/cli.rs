@@ -13,7 +13,7 @@
 //! `POST /v1/responses`, Claude Code `POST /v1/messages?beta=true`.
 
 use super::{MODEL, Ran, T, clean_client_env, run, tool};
-use crate::common::fake_openrouter::{Dialect, Recorded, Reply};
+use crate::common::fake_openrouter::{Dialect, Failure, Recorded, Reply};
 use crate::common::{Server, key, reset_ms_in, setup};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,7 +76,8 @@ fn run_codex(codex: &Path, server: &Server) -> Ran {
 
 /// `claude -p "Say hello"` with `ANTHROPIC_BASE_URL` = orproxy's root and the credential
 /// in `credential` (`ANTHROPIC_API_KEY`: sent as `x-api-key`; `ANTHROPIC_AUTH_TOKEN`:
-/// sent as Bearer), in a fresh home.
+/// sent as Bearer), in a fresh home. Claude Code's own retries and its non-streaming
+/// fallback are off, so that what it reports is what orproxy sent.
 fn run_claude(claude: &Path, server: &Server, credential: (&str, &str)) -> Ran {
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("home");
@@ -92,6 +93,8 @@ fn run_claude(claude: &Path, server: &Server, credential: (&str, &str)) -> Ran {
         .env("ANTHROPIC_BASE_URL", &server.base)
         .env(credential.0, credential.1)
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("CLAUDE_CODE_MAX_RETRIES", "0")
+        .env("CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK", "1")
         .env("DISABLE_AUTOUPDATER", "1")
         .env("NO_COLOR", "1")
         .env("TERM", "dumb");
@@ -226,6 +229,81 @@ fn claude_print_with_a_client_token_as_auth_token() {
     let (_env, fake, server) = setup(1, &["--client-token", "tok-claude"]);
     fake.push(&key(1), Reply::sse_in(Dialect::Messages, &WORDS));
     let ran = run_claude(&claude, &server, ("ANTHROPIC_AUTH_TOKEN", "tok-claude"));
+    assert_eq!(ran.code, Some(0), "claude failed:\n{ran}");
+    assert_eq!(ran.stdout.trim(), ANSWER, "{ran}");
+    let got = fake.wait_requests(1, T);
+    assert_claude_sent(&got[0], 1);
+    assert!(!format!("{:?}", got[0].headers).contains("tok-claude"));
+}
+
+// ---------------------------------------------------------------------------------------
+// What issue 15 asks of orproxy: these fail until it is done
+// ---------------------------------------------------------------------------------------
+
+const RATE_LIMITED: &str = "Rate limit exceeded: free-models-per-min. ";
+
+/// Key 1's stream fails with `response.failed` right after `response.created`: orproxy
+/// retries on key 2 and codex (its own retries off) shows key 2's answer.
+#[test]
+fn codex_exec_gets_an_answer_when_response_failed_follows_the_preamble() {
+    let Some(codex) = codex() else { return };
+    let (_env, fake, server) = setup(2, &[]);
+    fake.push(
+        &key(1),
+        Reply::sse_error_after_preamble_in(Dialect::Responses, Failure::RateLimit, RATE_LIMITED),
+    );
+    fake.push(&key(2), Reply::sse_in(Dialect::Responses, &WORDS));
+    let ran = run_codex(&codex, &server);
+    assert_eq!(ran.code, Some(0), "codex saw key 1's failure:\n{ran}");
+    assert_eq!(ran.stdout.trim(), ANSWER, "{ran}");
+    let got = fake.requests();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_codex_sent(&got[1], 2);
+}
+
+/// Key 1 sends `message_start`, then `event: error`: orproxy retries on key 2 and Claude
+/// Code shows key 2's answer.
+#[test]
+fn claude_print_gets_an_answer_when_an_error_follows_message_start() {
+    let Some(claude) = claude() else { return };
+    let (_env, fake, server) = setup(2, &[]);
+    fake.push(
+        &key(1),
+        Reply::sse_error_after_preamble_in(Dialect::Messages, Failure::RateLimit, RATE_LIMITED),
+    );
+    fake.push(&key(2), Reply::sse_in(Dialect::Messages, &WORDS));
+    let ran = run_claude(&claude, &server, ("ANTHROPIC_API_KEY", "dummy-key"));
+    assert_eq!(ran.code, Some(0), "claude saw key 1's failure:\n{ran}");
+    assert_eq!(ran.stdout.trim(), ANSWER, "{ran}");
+    let got = fake.requests();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_claude_sent(&got[1], 2);
+}
+
+/// Claude Code sends `ANTHROPIC_API_KEY` as `x-api-key`: it never reaches OpenRouter.
+#[test]
+fn claude_codes_x_api_key_never_reaches_the_upstream() {
+    let Some(claude) = claude() else { return };
+    let (_env, fake, server) = setup(1, &[]);
+    fake.push(&key(1), Reply::sse_in(Dialect::Messages, &WORDS));
+    let ran = run_claude(&claude, &server, ("ANTHROPIC_API_KEY", "dummy-key"));
+    assert_eq!(ran.code, Some(0), "claude failed:\n{ran}");
+    let got = fake.wait_requests(1, T);
+    assert_eq!(
+        got[0].header_all("x-api-key"),
+        Vec::<&str>::new(),
+        "Claude Code's x-api-key was forwarded"
+    );
+}
+
+/// With client tokens, Claude Code's `ANTHROPIC_API_KEY` (sent as `x-api-key`) is
+/// accepted as a client token.
+#[test]
+fn claude_print_with_a_client_token_as_api_key() {
+    let Some(claude) = claude() else { return };
+    let (_env, fake, server) = setup(1, &["--client-token", "tok-claude"]);
+    fake.push(&key(1), Reply::sse_in(Dialect::Messages, &WORDS));
+    let ran = run_claude(&claude, &server, ("ANTHROPIC_API_KEY", "tok-claude"));
     assert_eq!(ran.code, Some(0), "claude failed:\n{ran}");
     assert_eq!(ran.stdout.trim(), ANSWER, "{ran}");
     let got = fake.wait_requests(1, T);
