@@ -1,6 +1,9 @@
 //! Reading OpenRouter's answers.
 
 pub(crate) mod classify;
+pub(crate) mod dialect;
 pub(crate) mod endpoints;
 pub(crate) mod keyinfo;
+pub(crate) mod sse;
+pub(crate) mod stream;
 pub(crate) mod usage;
