@@ -34,9 +34,7 @@ pub mod internals {
     pub use crate::model::{
         AccountRecord, FreeModelDailyRequests, KeyInfo, KeyRecord, KeyState, StoreFile,
     };
-    pub use crate::openrouter::classify::{
-        Answer, FirstEvent, LimitPeriod, Verdict, classify, error_in_body, sse_first_data,
-    };
+    pub use crate::openrouter::classify::{Answer, LimitPeriod, Verdict, classify, error_in_body};
     pub use crate::openrouter::dialect::Dialect;
     pub use crate::openrouter::stream::Watch;
     pub use crate::pool::{CapKind, Choice, Event, Pool, Settings};

@@ -15,7 +15,7 @@
 //! `ORPROXY_TEST_AIDER` (an aider executable). Without them, plain `cargo test` skips
 //! these tests, except under CI, where they fail.
 
-use crate::common::fake_openrouter::{CHAT_OK_CONTENT, Recorded, Reply, SseEnd};
+use crate::common::fake_openrouter::{CHAT_OK_CONTENT, Dialect, Recorded, Reply, SseEnd};
 use crate::common::{Server, key, reset_ms_in, setup};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -478,10 +478,17 @@ fn readme_curl_examples_run_as_written() {
     assert!(!commands.is_empty(), "no curl example found in README.md");
     let (_env, fake, server) = setup(1, &[]);
     for (n, example) in commands.iter().enumerate() {
-        assert!(
-            example.contains("/v1/chat/completions"),
-            "this test knows how to check chat completions only: {example}"
-        );
+        // The answer the example's endpoint gives, and where its text is.
+        let (dialect, text) = if example.contains("/v1/chat/completions") {
+            (Dialect::Chat, "/choices/0/message/content")
+        } else if example.contains("/v1/responses") {
+            (Dialect::Responses, "/output/0/content/0/text")
+        } else if example.contains("/v1/messages") {
+            (Dialect::Messages, "/content/0/text")
+        } else {
+            panic!("this test knows chat, Responses and Messages examples only: {example}")
+        };
+        fake.push(&key(1), Reply::ok_in(dialect));
         let command = example.replace("localhost:3000", &server.addr());
         let mut sh = Command::new("sh");
         sh.arg("-c").arg(&command);
@@ -490,15 +497,25 @@ fn readme_curl_examples_run_as_written() {
         assert_eq!(ran.code, Some(0), "{command}\n{ran}");
         let answer: serde_json::Value = serde_json::from_str(&ran.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {command}\n{ran}"));
-        assert_eq!(answer["object"], "chat.completion", "{answer}");
         assert_eq!(
-            answer["choices"][0]["message"]["content"], CHAT_OK_CONTENT,
+            answer.pointer(text).and_then(|t| t.as_str()),
+            Some(CHAT_OK_CONTENT),
             "{answer}"
         );
         let got = fake.wait_requests(n + 1, T);
-        assert_eq!(got[n].path, "/api/v1/chat/completions");
+        assert_eq!(got[n].path, dialect.upstream_path());
         assert_eq!(got[n].key.as_deref(), Some(key(1).as_str()));
+        assert_eq!(
+            got[n].header_all("authorization"),
+            vec![format!("Bearer {}", key(1))],
+            "only the pool key"
+        );
     }
+    assert_eq!(
+        commands.len(),
+        3,
+        "the chat, Responses and Messages examples"
+    );
 }
 
 #[test]

@@ -311,7 +311,7 @@ pub(crate) fn anthropic_type(status: u16) -> &'static str {
         413 => "request_too_large",
         429 => "rate_limit_error",
         408 | 504 => "timeout_error",
-        503 | 529 => "overloaded_error",
+        529 => "overloaded_error",
         _ => "api_error",
     }
 }
