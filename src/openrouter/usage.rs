@@ -2,7 +2,7 @@
 //! top-level `usage`), for the request log; a stream's is read by its
 //! dialect ([`super::dialect::Dialect::fold_usage`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -43,21 +43,22 @@ impl Usage {
             .map(Usage::Value)
     }
 
-    /// `prompt_tokens` and `completion_tokens`, when both are counts.
+    /// Input and output tokens, when both are counts: chat's
+    /// `prompt_tokens` and `completion_tokens`, or the Responses API's and
+    /// Anthropic's `input_tokens` and `output_tokens`.
     pub(crate) fn tokens(&self) -> Option<(u64, u64)> {
         #[derive(serde::Deserialize)]
         struct Tokens {
+            #[serde(alias = "input_tokens")]
             prompt_tokens: Option<Value>,
+            #[serde(alias = "output_tokens")]
             completion_tokens: Option<Value>,
         }
-        let (p, c) = match self {
-            Usage::Value(u) => (u.get("prompt_tokens")?, u.get("completion_tokens")?),
-            Usage::Raw(raw) => {
-                let t: Tokens = serde_json::from_str(raw.get()).ok()?;
-                return Some((t.prompt_tokens?.as_u64()?, t.completion_tokens?.as_u64()?));
-            }
+        let t: Tokens = match self {
+            Usage::Value(u) => Tokens::deserialize(u).ok()?,
+            Usage::Raw(raw) => serde_json::from_str(raw.get()).ok()?,
         };
-        Some((p.as_u64()?, c.as_u64()?))
+        Some((t.prompt_tokens?.as_u64()?, t.completion_tokens?.as_u64()?))
     }
 }
 
@@ -293,6 +294,17 @@ mod tests {
         assert_eq!(usage(b"[{\"usage\":1}]"), None);
         assert_eq!(usage(b"{\"us\\u0061ge\":{\"b\":1},\"usage\":2}"), None);
         assert!(judge_json(Some("text/plain"), b"{\"usage\":1}").is_none());
+    }
+
+    #[test]
+    fn tokens_are_read_in_every_dialects_words() {
+        let chat = Usage::Value(serde_json::json!({"prompt_tokens": 3, "completion_tokens": 2}));
+        assert_eq!(chat.tokens(), Some((3, 2)));
+        let anthropic = Usage::Value(serde_json::json!({"input_tokens": 7, "output_tokens": 9, "cost": 0.1}));
+        assert_eq!(anthropic.tokens(), Some((7, 9)));
+        let raw = serde_json::value::RawValue::from_string("{\"input_tokens\":1,\"output_tokens\":4}".into()).unwrap();
+        assert_eq!(Usage::Raw(raw).tokens(), Some((1, 4)));
+        assert_eq!(Usage::Value(serde_json::json!({"total_tokens": 5})).tokens(), None);
     }
 
     #[test]
