@@ -192,8 +192,15 @@ impl<'de> serde::de::Visitor<'de> for UsageProbe {
                     usage = Some(map.next_value::<&serde_json::value::RawValue>()?);
                 }
                 Key::Id => {
-                    let value = map.next_value::<Value>()?;
-                    id = value.as_str().map(str::to_owned);
+                    // A plain string is copied straight from the body; one
+                    // with escapes is decoded.
+                    let raw = map.next_value::<&'de serde_json::value::RawValue>()?;
+                    let text = raw.get();
+                    id = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+                        Some(plain) if !plain.contains('\\') => Some(plain.to_owned()),
+                        Some(_) => serde_json::from_str::<String>(text).ok(),
+                        None => None,
+                    };
                 }
                 _ => {
                     map.next_value::<serde::de::IgnoredAny>()?;
@@ -300,11 +307,18 @@ mod tests {
     fn tokens_are_read_in_every_dialects_words() {
         let chat = Usage::Value(serde_json::json!({"prompt_tokens": 3, "completion_tokens": 2}));
         assert_eq!(chat.tokens(), Some((3, 2)));
-        let anthropic = Usage::Value(serde_json::json!({"input_tokens": 7, "output_tokens": 9, "cost": 0.1}));
+        let anthropic =
+            Usage::Value(serde_json::json!({"input_tokens": 7, "output_tokens": 9, "cost": 0.1}));
         assert_eq!(anthropic.tokens(), Some((7, 9)));
-        let raw = serde_json::value::RawValue::from_string("{\"input_tokens\":1,\"output_tokens\":4}".into()).unwrap();
+        let raw = serde_json::value::RawValue::from_string(
+            "{\"input_tokens\":1,\"output_tokens\":4}".into(),
+        )
+        .unwrap();
         assert_eq!(Usage::Raw(raw).tokens(), Some((1, 4)));
-        assert_eq!(Usage::Value(serde_json::json!({"total_tokens": 5})).tokens(), None);
+        assert_eq!(
+            Usage::Value(serde_json::json!({"total_tokens": 5})).tokens(),
+            None
+        );
     }
 
     #[test]
@@ -315,6 +329,7 @@ mod tests {
             Some("gen-1")
         );
         assert_eq!(id(b"{\"id\":7}"), None);
+        assert_eq!(id(b"{\"id\":\"gen-\\u0031\"}").as_deref(), Some("gen-1"));
         assert_eq!(id(b"{\"a\":{\"id\":\"inner\"}}"), None);
     }
 }

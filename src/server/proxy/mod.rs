@@ -153,54 +153,53 @@ async fn proxy(
         request.served_by = generation_of(&req).and_then(|id| shared.generations.served_by(&id));
     }
     let holding = std::rc::Rc::new(keepalive::Holding::default());
-    let keepalive_every = shared.config.sse_keepalive.filter(|_| stream);
-    let mut work: keepalive::Work = {
+    let work = {
         let (shared, holding, ctx) = (shared.clone(), holding.clone(), ctx.clone());
-        Box::pin(async move {
+        async move {
             let mut traced = Traced {
                 trace,
                 ctx: ctx.clone(),
             };
             let trace = &mut traced.trace;
-            let result = attempts(
-                &shared,
-                &upstream.client,
-                &request,
-                started,
-                trace,
-                &ctx,
-                &holding,
-            )
-            .await;
+            let client = &upstream.client;
+            let result = attempts(&shared, client, &request, started, trace, &ctx, &holding).await;
             result.map(|mut reply| {
                 trace.judged_usage = reply.usage.take();
                 reply
             })
-        })
+        }
     };
     // A client that leaves before the answer starts cancels the attempts
     // (and with them the upstream request).
-    let held_long = async {
-        match keepalive_every {
-            Some(after) => holding.lasted(after).await,
-            None => std::future::pending().await,
-        }
+    let gone = async {
+        super::disconnect::closed(&req).await;
+        log::info!(
+            target: "orproxy::requests",
+            "{} {}: the client went away before the answer started",
+            req.method(),
+            req.path()
+        );
     };
-    let result = tokio::select! {
-        biased;
-        () = super::disconnect::closed(&req) => {
-            log::info!(
-                target: "orproxy::requests",
-                "{} {}: the client went away before the answer started",
-                req.method(),
-                req.path()
-            );
-            Err(ApiError::client_closed())
+    let result = match shared.config.sse_keepalive.filter(|_| stream) {
+        // Not a stream, or no keep-alive: the attempts decide the answer.
+        None => {
+            tokio::select! {
+                biased;
+                () = gone => Err(ApiError::client_closed()),
+                result = work => result,
+            }
         }
-        result = &mut work => result,
-        () = held_long => {
-            let every = keepalive_every.unwrap_or(Duration::from_secs(5));
-            return Ok(keepalive::commit(work, req.clone(), endpoint.dialect, every, ctx));
+        // A stream held that long is committed, its attempts moved into its body.
+        Some(every) => {
+            let mut work: keepalive::Work = Box::pin(work);
+            tokio::select! {
+                biased;
+                () = gone => Err(ApiError::client_closed()),
+                result = &mut work => result,
+                () = holding.lasted(every) => {
+                    return Ok(keepalive::commit(work, req.clone(), endpoint.dialect, every, ctx));
+                }
+            }
         }
     };
     result.map(|reply| reply.res)
