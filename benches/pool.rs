@@ -7,7 +7,7 @@
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use orproxy::internals::ApiKey;
-use orproxy::internals::{self as classify, Answer, sse_first_data};
+use orproxy::internals::{self as classify, Answer, Dialect, Watch};
 use orproxy::internals::{CapKind, Choice, Pool, Settings};
 use orproxy::internals::{KeyRecord, StoreFile};
 use std::hint::black_box;
@@ -143,7 +143,15 @@ const PER_MIN: &str = r#"{"error":{"message":"Rate limit exceeded: free-models-p
 const VENICE: &str = r#"{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"meta-llama/llama-3.3-70b-instruct:free is temporarily rate-limited upstream. Please retry shortly, or add your own key to accumulate your rate limits: https://openrouter.ai/settings/integrations","provider_name":"Venice","is_byok":false,"retry_after_seconds":29,"headers":{"Retry-After":"29"}}}}"#;
 const INVALID: &str = r#"{"error":{"message":"User not found.","code":401}}"#;
 const ERROR_IN_200: &str = r#"{"id":"gen-1","error":{"message":"Provider returned error","code":"502","metadata":{"provider_name":"Together"}},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}"#;
-const FIRST_EVENT: &[u8] = b": OPENROUTER PROCESSING\n\ndata: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+const STREAM: &[u8] = concat!(
+    ": OPENROUTER PROCESSING\n\n",
+    "data: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    "data: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7,\"cost\":0}}\n\n",
+    "data: [DONE]\n\n"
+)
+.as_bytes();
 
 fn classifier(c: &mut Criterion) {
     let mut group = c.benchmark_group("classify");
@@ -172,8 +180,18 @@ fn classifier(c: &mut Criterion) {
             });
         });
     }
-    group.bench_function("sse_first_data", |b| {
-        b.iter(|| sse_first_data(black_box(FIRST_EVENT)));
+    // A chat stream read by events as the relay reads it: comments, content
+    // events, the usage event and [DONE].
+    group.bench_function("sse_events_chat", |b| {
+        b.iter(|| {
+            let mut watch = Watch::new(Dialect::Chat, false);
+            watch.push(bytes::Bytes::from_static(black_box(STREAM)));
+            let mut n = 0;
+            while watch.next(true).is_some() {
+                n += 1;
+            }
+            (n, watch.is_whole())
+        });
     });
     group.finish();
 }

@@ -619,7 +619,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__serve)
-            opts="-h -V --host --port --upstream --max-attempts --max-failures --max-wait --workers --max-body --connect-timeout --headers-timeout --idle-timeout --keep-alive --body-timeout --shutdown-grace --reprobe-interval --referer --title --admin-token --client-token --allow-open --log-dir --log-retention-days --log-bodies --store --redis-prefix --help --version"
+            opts="-h -V --host --port --upstream --max-attempts --max-failures --max-wait --workers --max-body --connect-timeout --headers-timeout --idle-timeout --keep-alive --sse-keepalive --body-timeout --shutdown-grace --reprobe-interval --referer --title --admin-token --client-token --allow-open --log-dir --log-retention-days --log-bodies --store --redis-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -670,6 +670,10 @@ _orproxy() {
                     return 0
                     ;;
                 --keep-alive)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sse-keepalive)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -43,6 +43,7 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --headers-timeout 'Seconds to wait for the upstream''s response headers (LLMs can take minutes)'
             cand --idle-timeout 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit'
             cand --keep-alive 'Seconds an idle client connection is kept open between two requests'
+            cand --sse-keepalive 'Seconds a stream may be held before its first content event (while orproxy can still retry it on another key) before SSE comments keep the client''s connection alive, and between two of them; 0: never send them'
             cand --body-timeout 'Seconds a client has to send a whole request body, however steadily it sends (besides 30 s of silence at most)'
             cand --shutdown-grace 'Seconds in-flight requests get to finish after SIGINT/SIGTERM'
             cand --reprobe-interval 'Seconds between background GET /key re-checks of a key disabled by failures (0: never)'

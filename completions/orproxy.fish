@@ -45,6 +45,7 @@ complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l connect-timeou
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l headers-timeout -d 'Seconds to wait for the upstream\'s response headers (LLMs can take minutes)' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l idle-timeout -d 'Seconds of silence allowed between two chunks of an upstream body; a healthy stream has no total limit' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l keep-alive -d 'Seconds an idle client connection is kept open between two requests' -r
+complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l sse-keepalive -d 'Seconds a stream may be held before its first content event (while orproxy can still retry it on another key) before SSE comments keep the client\'s connection alive, and between two of them; 0: never send them' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l body-timeout -d 'Seconds a client has to send a whole request body, however steadily it sends (besides 30 s of silence at most)' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l shutdown-grace -d 'Seconds in-flight requests get to finish after SIGINT/SIGTERM' -r
 complete -c orproxy -n "__fish_orproxy_using_subcommand serve" -l reprobe-interval -d 'Seconds between background GET /key re-checks of a key disabled by failures (0: never)' -r

@@ -135,6 +135,17 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) keep_alive: u64,
 
+    /// Seconds a stream may be held before its first content event (while orproxy can still retry
+    /// it on another key) before SSE comments keep the client's connection alive, and between two
+    /// of them; 0: never send them
+    #[arg(
+        long,
+        env = "ORPROXY_SSE_KEEPALIVE",
+        value_name = "SECONDS",
+        default_value_t = 5
+    )]
+    pub(crate) sse_keepalive: u64,
+
     /// Seconds a client has to send a whole request body, however steadily it sends (besides 30 s
     /// of silence at most)
     #[arg(

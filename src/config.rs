@@ -122,6 +122,9 @@ pub(crate) struct ServeConfig {
     pub(crate) idle_timeout: std::time::Duration,
     /// How long an idle client connection is kept open.
     pub(crate) keep_alive: std::time::Duration,
+    /// How long a stream is held before SSE comments keep its client's
+    /// connection alive, and between two of them (None: never).
+    pub(crate) sse_keepalive: Option<std::time::Duration>,
     /// Longest a client may take to send a request body.
     pub(crate) body_timeout: std::time::Duration,
     /// Grace period for in-flight requests at shutdown.
@@ -261,6 +264,8 @@ impl ServeConfig {
             headers_timeout: Duration::from_secs(args.headers_timeout.max(1)),
             idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
             keep_alive: Duration::from_secs(args.keep_alive.max(1)),
+            sse_keepalive: (args.sse_keepalive > 0)
+                .then(|| Duration::from_secs(args.sse_keepalive)),
             body_timeout: Duration::from_secs(args.body_timeout.max(1)),
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             reprobe_interval: (args.reprobe_interval > 0)

@@ -35,12 +35,12 @@ pub mod internals {
         AccountRecord, FreeModelDailyRequests, KeyInfo, KeyRecord, KeyState, StoreFile, UsageBook,
         UsageDay, UsageTotals,
     };
-    pub use crate::openrouter::classify::{
-        Answer, FirstEvent, LimitPeriod, Verdict, classify, error_in_body, sse_first_data,
-    };
+    pub use crate::openrouter::classify::{Answer, LimitPeriod, Verdict, classify, error_in_body};
+    pub use crate::openrouter::dialect::Dialect;
+    pub use crate::openrouter::stream::Watch;
     pub use crate::pool::{CapKind, Choice, Event, Pool, Settings};
     pub use crate::secret::ApiKey;
-    pub use crate::server::relay::{BodyError, RelaySpec, Sent};
+    pub use crate::server::relay::BodyError;
     pub use crate::store::{FileStore, StoreError, render};
 }
 

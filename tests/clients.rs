@@ -6,13 +6,16 @@
 //! checks what it printed and what reached the fake. The SDK scripts check what the
 //! SDK returned themselves and exit non-zero with a message otherwise.
 //!
+//! The Responses API (`clients::responses`, the OpenAI Python SDK) and Anthropic Messages
+//! (`clients::messages`, the Anthropic Python SDK) have modules of their own.
+//!
 //! The clients are installed by `scripts/install-test-clients`; `scripts/test` runs it
-//! and points these tests at them with `ORPROXY_TEST_PYTHON` (a Python with the SDK),
+//! and points these tests at them with `ORPROXY_TEST_PYTHON` (a Python with both SDKs),
 //! `ORPROXY_TEST_NODE` (Node.js; the SDK is in `tests/clients/node/node_modules`) and
 //! `ORPROXY_TEST_AIDER` (an aider executable). Without them, plain `cargo test` skips
 //! these tests, except under CI, where they fail.
 
-use crate::common::fake_openrouter::{CHAT_OK_CONTENT, Recorded, Reply, SseEnd};
+use crate::common::fake_openrouter::{CHAT_OK_CONTENT, Dialect, Recorded, Reply, SseEnd};
 use crate::common::{Server, key, reset_ms_in, setup};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -20,6 +23,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
+
+mod cli;
+mod messages;
+mod responses;
 
 const T: Duration = Duration::from_secs(10);
 /// A client that has not finished by then is stuck: it is killed and the test fails.
@@ -60,6 +67,9 @@ fn clean_client_env(cmd: &mut Command) {
         let name = name.to_string_lossy().to_string();
         let upper = name.to_ascii_uppercase();
         if upper.starts_with("OPENAI_")
+            || upper.starts_with("ANTHROPIC_")
+            || upper.starts_with("CLAUDE_")
+            || upper.starts_with("CODEX_")
             || upper.starts_with("AIDER_")
             || ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NODE_OPTIONS"].contains(&upper.as_str())
         {
@@ -213,6 +223,30 @@ impl Sdk {
         let ua = request.header("user-agent").unwrap_or_default();
         assert!(ua.starts_with(agent), "User-Agent {ua:?}");
     }
+}
+
+/// `check.py SCENARIO BASE_URL [AUTH]` under the Python of [`Sdk::Python`], run to the
+/// end; `token`, when given, is the credential the Anthropic scenarios send
+/// (`ORPROXY_TEST_CLIENT_TOKEN`).
+fn check_py(
+    python: &Path,
+    scenario: &str,
+    base_url: &str,
+    auth: Option<&str>,
+    token: Option<&str>,
+) -> Ran {
+    let mut cmd = Command::new(python);
+    cmd.arg(repo().join("tests/clients/python/check.py"))
+        .arg(scenario)
+        .arg(base_url)
+        .args(auth)
+        .current_dir(repo());
+    clean_client_env(&mut cmd);
+    cmd.env_remove("ORPROXY_TEST_CLIENT_TOKEN");
+    if let Some(token) = token {
+        cmd.env("ORPROXY_TEST_CLIENT_TOKEN", token);
+    }
+    run(cmd)
 }
 
 fn chat(sdk: Sdk) {
@@ -444,10 +478,17 @@ fn readme_curl_examples_run_as_written() {
     assert!(!commands.is_empty(), "no curl example found in README.md");
     let (_env, fake, server) = setup(1, &[]);
     for (n, example) in commands.iter().enumerate() {
-        assert!(
-            example.contains("/v1/chat/completions"),
-            "this test knows how to check chat completions only: {example}"
-        );
+        // The answer the example's endpoint gives, and where its text is.
+        let (dialect, text) = if example.contains("/v1/chat/completions") {
+            (Dialect::Chat, "/choices/0/message/content")
+        } else if example.contains("/v1/responses") {
+            (Dialect::Responses, "/output/0/content/0/text")
+        } else if example.contains("/v1/messages") {
+            (Dialect::Messages, "/content/0/text")
+        } else {
+            panic!("this test knows chat, Responses and Messages examples only: {example}")
+        };
+        fake.push(&key(1), Reply::ok_in(dialect));
         let command = example.replace("localhost:3000", &server.addr());
         let mut sh = Command::new("sh");
         sh.arg("-c").arg(&command);
@@ -456,15 +497,25 @@ fn readme_curl_examples_run_as_written() {
         assert_eq!(ran.code, Some(0), "{command}\n{ran}");
         let answer: serde_json::Value = serde_json::from_str(&ran.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {command}\n{ran}"));
-        assert_eq!(answer["object"], "chat.completion", "{answer}");
         assert_eq!(
-            answer["choices"][0]["message"]["content"], CHAT_OK_CONTENT,
+            answer.pointer(text).and_then(|t| t.as_str()),
+            Some(CHAT_OK_CONTENT),
             "{answer}"
         );
         let got = fake.wait_requests(n + 1, T);
-        assert_eq!(got[n].path, "/api/v1/chat/completions");
+        assert_eq!(got[n].path, dialect.upstream_path());
         assert_eq!(got[n].key.as_deref(), Some(key(1).as_str()));
+        assert_eq!(
+            got[n].header_all("authorization"),
+            vec![format!("Bearer {}", key(1))],
+            "only the pool key"
+        );
     }
+    assert_eq!(
+        commands.len(),
+        3,
+        "the chat, Responses and Messages examples"
+    );
 }
 
 #[test]

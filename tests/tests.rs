@@ -18,6 +18,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod openrouter;
+mod protocols;
 mod pty;
 mod secrets;
 mod serve;

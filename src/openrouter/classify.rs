@@ -9,7 +9,6 @@
 //! not JSON at all is judged by its HTTP status (and HTTP headers) alone. No input makes these
 //! functions panic.
 
-use std::ops::Range;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveTime, TimeDelta, Utc};
@@ -215,128 +214,6 @@ pub fn error_in_body(body: &[u8]) -> bool {
         .ok()
         .as_ref()
         .is_some_and(value_has_error)
-}
-
-/// The first data event found by [`sse_first_data`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FirstEvent {
-    /// No complete event with data yet: read more and call again with the whole buffer.
-    NeedMore,
-    /// Byte range, within the buffer, of the data of the first event (one `data:` line; the
-    /// range excludes the field name, the optional space and the line terminator).
-    Data(Range<usize>),
-    /// The first event had several `data:` lines; their values joined with `\n`.
-    DataOwned(Vec<u8>),
-    /// The first event's data was `[DONE]`.
-    Done,
-}
-
-/// Finds the first complete SSE event carrying data in `buf`, the stream received so far.
-///
-/// Rules: lines end with `\n`, `\r\n` or `\r`; a leading UTF-8 BOM is skipped; lines starting with
-/// `:` are comments (e.g. `: OPENROUTER PROCESSING`) and are skipped; an event ends at a blank
-/// line; `data:` may be followed by one optional space, and a bare `data` line has an empty value;
-/// other fields (`event`, `id`, `retry`, ...) are ignored. Events whose data is empty (or only
-/// whitespace) carry no JSON and are skipped. An event is only returned once its closing blank
-/// line has arrived.
-///
-/// The function is stateless: call it again with the grown buffer. It does not allocate unless
-/// the first event has several `data:` lines ([`FirstEvent::DataOwned`]).
-pub fn sse_first_data(buf: &[u8]) -> FirstEvent {
-    let mut pos = if buf.starts_with(b"\xEF\xBB\xBF") {
-        3
-    } else {
-        0
-    };
-    // Data lines of the current event: the first one's range, and whether there were more.
-    let mut first: Option<Range<usize>> = None;
-    let mut more: Vec<Range<usize>> = Vec::new();
-    while let Some((line, next)) = next_line(buf, pos) {
-        pos = next;
-        let Some(text) = buf.get(line.clone()) else {
-            return FirstEvent::NeedMore;
-        };
-        if text.is_empty() {
-            // End of event.
-            if let Some(range) = first.take() {
-                let event = if more.is_empty() {
-                    finish_single(buf, range)
-                } else {
-                    finish_multi(buf, range, &more)
-                };
-                more.clear();
-                if let Some(event) = event {
-                    return event;
-                }
-            }
-            continue;
-        }
-        if text.first() == Some(&b':') {
-            continue;
-        }
-        let value = if text == b"data" {
-            Some(line.end..line.end)
-        } else if text.starts_with(b"data:") {
-            let mut start = line.start + 5;
-            if buf.get(start) == Some(&b' ') {
-                start += 1;
-            }
-            Some(start..line.end)
-        } else {
-            None
-        };
-        if let Some(value) = value {
-            if first.is_none() {
-                first = Some(value);
-            } else {
-                more.push(value);
-            }
-        }
-    }
-    FirstEvent::NeedMore
-}
-
-/// Next complete line starting at `pos`: its content range and the position after its terminator.
-/// A `\r` at the very end of the buffer counts as a terminator (a following `\n` would belong to
-/// it, and the stateless re-scan will see it).
-fn next_line(buf: &[u8], pos: usize) -> Option<(Range<usize>, usize)> {
-    let rest = buf.get(pos..)?;
-    let offset = rest.iter().position(|&b| b == b'\n' || b == b'\r')?;
-    let end = pos + offset;
-    let next = if buf.get(end) == Some(&b'\r') && buf.get(end + 1) == Some(&b'\n') {
-        end + 2
-    } else {
-        end + 1
-    };
-    Some((pos..end, next))
-}
-
-fn finish_single(buf: &[u8], range: Range<usize>) -> Option<FirstEvent> {
-    let data = buf.get(range.clone())?;
-    let trimmed = data.trim_ascii();
-    if trimmed.is_empty() {
-        None
-    } else if trimmed == b"[DONE]" {
-        Some(FirstEvent::Done)
-    } else {
-        Some(FirstEvent::Data(range))
-    }
-}
-
-fn finish_multi(buf: &[u8], first: Range<usize>, more: &[Range<usize>]) -> Option<FirstEvent> {
-    let mut joined = buf.get(first)?.to_vec();
-    for range in more {
-        joined.push(b'\n');
-        joined.extend_from_slice(buf.get(range.clone())?);
-    }
-    let trimmed = joined.trim_ascii();
-    if trimmed.is_empty() {
-        None
-    } else if trimmed == b"[DONE]" {
-        Some(FirstEvent::Done)
-    } else {
-        Some(FirstEvent::DataOwned(joined))
-    }
 }
 
 /// What the classifier reads from an error body.
@@ -1405,83 +1282,22 @@ mod tests {
         assert!(!error_in_body(br#"["error"]"#));
     }
 
-    // --- SSE -------------------------------------------------------------------------------
-
-    fn data_of(buf: &[u8]) -> &[u8] {
-        match sse_first_data(buf) {
-            FirstEvent::Data(r) => &buf[r],
-            other => panic!("expected data, got {other:?}"),
-        }
-    }
-
     #[test]
-    fn sse_comments_first() {
-        let buf = b": OPENROUTER PROCESSING\n\n: OPENROUTER PROCESSING\n\ndata: {\"id\":\"1\"}\n\ndata: {\"id\":\"2\"}\n\n";
-        assert_eq!(sse_first_data(buf), FirstEvent::Data(56..66));
-        assert_eq!(data_of(buf), b"{\"id\":\"1\"}");
-    }
-
-    #[test]
-    fn sse_crlf_and_cr() {
-        let buf = b": OPENROUTER PROCESSING\r\n\r\ndata:{\"a\":1}\r\n\r\n";
-        assert_eq!(data_of(buf), b"{\"a\":1}");
-        let buf = b": keep\r\rdata: {\"a\":2}\r\r";
-        assert_eq!(data_of(buf), b"{\"a\":2}");
-        // Comment between the data line and the blank line; other fields ignored.
-        let buf = b"event: message\r\nid: 7\r\ndata:  {\"a\":3}\r\n: c\r\n\r\n";
-        assert_eq!(data_of(buf), b" {\"a\":3}");
-    }
-
-    #[test]
-    fn sse_done() {
-        assert_eq!(
-            sse_first_data(b": OPENROUTER PROCESSING\n\ndata: [DONE]\n\n"),
-            FirstEvent::Done
-        );
-        assert_eq!(sse_first_data(b"data:[DONE]\r\n\r\n"), FirstEvent::Done);
-    }
-
-    #[test]
-    fn sse_need_more() {
-        assert_eq!(sse_first_data(b""), FirstEvent::NeedMore);
-        assert_eq!(
-            sse_first_data(b": OPENROUTER PROCESSING\n\n"),
-            FirstEvent::NeedMore
-        );
-        assert_eq!(sse_first_data(b"data: {\"a\":"), FirstEvent::NeedMore);
-        assert_eq!(sse_first_data(b"data: {\"a\":1}\n"), FirstEvent::NeedMore);
-        assert_eq!(sse_first_data(b"data: {\"a\":1}\r\n"), FirstEvent::NeedMore);
-        assert_eq!(sse_first_data(b"data: {\"a\":1}\r"), FirstEvent::NeedMore);
-        assert_eq!(sse_first_data(b"data: [DONE]\n"), FirstEvent::NeedMore);
-    }
-
-    #[test]
-    fn sse_skips_empty_events_and_bom() {
-        let buf = b"\xEF\xBB\xBFdata:\n\nevent: x\n\ndata\n\ndata: {}\n\n";
-        assert_eq!(data_of(buf), b"{}");
-    }
-
-    #[test]
-    fn sse_multi_line() {
-        let buf = b"data: {\"a\":\ndata: 1}\n\n";
-        assert_eq!(
-            sse_first_data(buf),
-            FirstEvent::DataOwned(b"{\"a\":\n1}".to_vec())
-        );
-        assert_eq!(sse_first_data(b"data: [DONE]\ndata:\n\n"), FirstEvent::Done);
-    }
-
-    #[test]
-    fn sse_then_classify() {
-        let stream = format!(": OPENROUTER PROCESSING\n\ndata: {VENICE}\n\n");
-        let buf = stream.as_bytes();
-        let FirstEvent::Data(range) = sse_first_data(buf) else {
-            panic!("no data");
+    fn an_error_event_first_in_a_chat_stream_is_classified_like_its_http_twin() {
+        use crate::openrouter::dialect::{Dialect, Role};
+        use crate::openrouter::stream::Watch;
+        let mut watch = Watch::new(Dialect::Chat, false);
+        watch.push(bytes::Bytes::from(format!(
+            ": OPENROUTER PROCESSING\n\ndata: {VENICE}\n\n"
+        )));
+        assert!(matches!(watch.next_event(false), Some((_, Role::Preamble))));
+        let Some((_, Role::Error(error))) = watch.next_event(false) else {
+            panic!("the error event");
         };
         let answer = Answer {
             status: 200,
             headers: &[("content-type", "text/event-stream")],
-            body: &buf[range],
+            body: &error.body,
             model: None,
         };
         assert_eq!(
@@ -1645,9 +1461,6 @@ mod tests {
             let verdict = classify(&answer, now);
             let _ = verdict.reason();
             let _ = error_in_body(&body);
-            if let FirstEvent::Data(r) = sse_first_data(&body) {
-                assert!(r.start <= r.end && r.end <= body.len());
-            }
         }
     }
 

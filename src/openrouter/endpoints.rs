@@ -1,7 +1,8 @@
 //! Every OpenRouter endpoint orproxy knows by name, in one table: which
 //! methods it takes, whether its JSON body is peeked (for `model` and
-//! `stream`), how a streamed answer proves itself whole, and the label its
-//! requests carry in metrics. Any other path under `/v1` is forwarded as it
+//! `stream`), the dialect it speaks ([`Dialect`]: its stream events, how a
+//! stream proves itself whole, its errors), and the label its requests
+//! carry in metrics. Any other path under `/v1` is forwarded as it
 //! is ([`OTHER`]). The proxy, the request log and metrics all read this table:
 //! adding an endpoint is one row here.
 
@@ -36,15 +37,7 @@ impl Methods {
     }
 }
 
-/// How a streamed (SSE) answer of the endpoint ends when it is whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StreamEnd {
-    /// With `data: [DONE]` (chat and text completions): an end without it
-    /// is a stream the upstream cut short.
-    Done,
-    /// At any event boundary.
-    EventBoundary,
-}
+pub(crate) use super::dialect::Dialect;
 
 /// One endpoint under `/v1`.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,8 +49,8 @@ pub(crate) struct Endpoint {
     /// Its body is JSON, read for `model` and `stream` before it is sent
     /// (a body that is not JSON gets a 400 and is never sent).
     pub(crate) peeked: bool,
-    /// How its streams end when whole.
-    pub(crate) stream_end: StreamEnd,
+    /// The dialect it speaks: its streams' events and its errors' shape.
+    pub(crate) dialect: Dialect,
     /// Its label in metrics and the request log's route.
     pub(crate) label: &'static str,
     /// OpenRouter answers it without a key: with no usable key, it is sent
@@ -70,12 +63,12 @@ pub(crate) struct Endpoint {
     pub(crate) key_errors: bool,
 }
 
-const fn inference(path: &'static str, stream_end: StreamEnd, label: &'static str) -> Endpoint {
+const fn inference(path: &'static str, dialect: Dialect, label: &'static str) -> Endpoint {
     Endpoint {
         path,
         methods: Methods::Post,
         peeked: true,
-        stream_end,
+        dialect,
         label,
         keyless: false,
         key_errors: true,
@@ -87,7 +80,7 @@ const fn forwarded(path: &'static str, label: &'static str) -> Endpoint {
         path,
         methods: Methods::Any,
         peeked: false,
-        stream_end: StreamEnd::EventBoundary,
+        dialect: Dialect::Plain,
         label,
         keyless: false,
         key_errors: false,
@@ -103,18 +96,23 @@ const fn key_info(path: &'static str, label: &'static str) -> Endpoint {
 }
 
 /// The endpoints orproxy knows.
-pub(crate) const ENDPOINTS: [Endpoint; 14] = [
-    inference("chat/completions", StreamEnd::Done, "/v1/chat/completions"),
-    inference("completions", StreamEnd::Done, "/v1/completions"),
-    inference("embeddings", StreamEnd::EventBoundary, "/v1/embeddings"),
-    inference("responses", StreamEnd::EventBoundary, "/v1/responses"),
-    inference("messages", StreamEnd::EventBoundary, "/v1/messages"),
-    inference("rerank", StreamEnd::EventBoundary, "/v1/rerank"),
+pub(crate) const ENDPOINTS: [Endpoint; 15] = [
+    inference("chat/completions", Dialect::Chat, "/v1/chat/completions"),
+    inference("completions", Dialect::Chat, "/v1/completions"),
+    inference("embeddings", Dialect::Plain, "/v1/embeddings"),
+    inference("responses", Dialect::Responses, "/v1/responses"),
+    inference("messages", Dialect::Messages, "/v1/messages"),
+    inference(
+        "messages/count_tokens",
+        Dialect::Messages,
+        "/v1/messages/count_tokens",
+    ),
+    inference("rerank", Dialect::Plain, "/v1/rerank"),
     Endpoint {
         path: "models",
         methods: Methods::Get,
         peeked: false,
-        stream_end: StreamEnd::EventBoundary,
+        dialect: Dialect::Plain,
         label: "/v1/models",
         keyless: true,
         key_errors: true,
@@ -145,8 +143,10 @@ mod tests {
     #[test]
     fn paths_find_their_row_and_others_are_forwarded() {
         assert_eq!(lookup("chat/completions").label, "/v1/chat/completions");
-        assert_eq!(lookup("chat/completions/").stream_end, StreamEnd::Done);
-        assert_eq!(lookup("responses").stream_end, StreamEnd::EventBoundary);
+        assert_eq!(lookup("chat/completions/").dialect, Dialect::Chat);
+        assert_eq!(lookup("responses").dialect, Dialect::Responses);
+        assert_eq!(lookup("messages/count_tokens").dialect, Dialect::Messages);
+        assert_eq!(lookup("models").dialect, Dialect::Plain);
         assert!(lookup("messages").peeked);
         assert!(lookup("models").keyless);
         assert!(!lookup("models/user").keyless);

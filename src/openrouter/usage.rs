@@ -1,13 +1,10 @@
-//! The token usage OpenRouter reports, wherever it reports it: the
-//! top-level `usage` of a whole JSON answer, or the last `usage` of an SSE
-//! stream. The one place that finds it, for the request log.
+//! The token usage OpenRouter reports in a whole JSON answer (its
+//! top-level `usage`), for the request log; a stream's is read by its
+//! dialect ([`super::dialect::Dialect::fold_usage`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
-
-/// Longest SSE line scanned for usage; longer lines are skipped.
-const MAX_LINE: usize = 1024 * 1024;
 
 /// The token usage the upstream reported, as it goes into the log line.
 #[derive(Debug, Serialize)]
@@ -46,21 +43,22 @@ impl Usage {
             .map(Usage::Value)
     }
 
-    /// `prompt_tokens` and `completion_tokens`, when both are counts.
+    /// Input and output tokens, when both are counts: chat's
+    /// `prompt_tokens` and `completion_tokens`, or the Responses API's and
+    /// Anthropic's `input_tokens` and `output_tokens`.
     pub(crate) fn tokens(&self) -> Option<(u64, u64)> {
         #[derive(serde::Deserialize)]
         struct Tokens {
+            #[serde(alias = "input_tokens")]
             prompt_tokens: Option<Value>,
+            #[serde(alias = "output_tokens")]
             completion_tokens: Option<Value>,
         }
-        let (p, c) = match self {
-            Usage::Value(u) => (u.get("prompt_tokens")?, u.get("completion_tokens")?),
-            Usage::Raw(raw) => {
-                let t: Tokens = serde_json::from_str(raw.get()).ok()?;
-                return Some((t.prompt_tokens?.as_u64()?, t.completion_tokens?.as_u64()?));
-            }
+        let t: Tokens = match self {
+            Usage::Value(u) => Tokens::deserialize(u).ok()?,
+            Usage::Raw(raw) => serde_json::from_str(raw.get()).ok()?,
         };
-        Some((p.as_u64()?, c.as_u64()?))
+        Some((t.prompt_tokens?.as_u64()?, t.completion_tokens?.as_u64()?))
     }
 }
 
@@ -78,12 +76,14 @@ pub(crate) struct JsonBody {
     /// The top-level `usage` (when not null) as the body has it, for the
     /// request log.
     pub(crate) usage: Option<Box<serde_json::value::RawValue>>,
+    /// The top-level `id` when it is a string (the generation ID).
+    pub(crate) id: Option<String>,
 }
 
 /// Judge a whole body declared as JSON (`application/json` or `+json`; None
 /// for any other content type): whether it is one JSON document, and its
-/// top-level `usage`. One pass over the body, which copies nothing but the
-/// text of `usage`.
+/// top-level `usage` and `id`. One pass over the body, which copies nothing
+/// but the text of `usage` and the `id`.
 pub(crate) fn judge_json(content_type: Option<&str>, body: &[u8]) -> Option<JsonBody> {
     let is_json = content_type.is_some_and(|ct| {
         let essence = ct.split(';').next().unwrap_or_default().trim();
@@ -103,13 +103,15 @@ pub(crate) fn judge_json(content_type: Option<&str>, body: &[u8]) -> Option<Json
         Ok(usage)
     });
     Some(match parsed {
-        Ok(usage) => JsonBody {
+        Ok(Found { usage, id }) => JsonBody {
             cut: false,
             usage: usage.map(serde_json::value::RawValue::to_owned),
+            id,
         },
         Err(_) => JsonBody {
             cut: true,
             usage: None,
+            id: None,
         },
     })
 }
@@ -123,13 +125,20 @@ pub(crate) fn mentions_usage(bytes: &[u8]) -> bool {
 }
 
 /// Reads any JSON document, keeping only a top-level object's `usage`
-/// (dropped when it is null or appears twice).
+/// (dropped when it is null or appears twice) and string `id`.
 struct UsageProbe {
     wanted: bool,
 }
 
+/// What [`UsageProbe`] keeps.
+#[derive(Default)]
+struct Found<'de> {
+    usage: Option<&'de serde_json::value::RawValue>,
+    id: Option<String>,
+}
+
 impl<'de> serde::de::DeserializeSeed<'de> for UsageProbe {
-    type Value = Option<&'de serde_json::value::RawValue>;
+    type Value = Found<'de>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
         de.deserialize_any(self)
@@ -137,174 +146,111 @@ impl<'de> serde::de::DeserializeSeed<'de> for UsageProbe {
 }
 
 impl<'de> serde::de::Visitor<'de> for UsageProbe {
-    type Value = Option<&'de serde_json::value::RawValue>;
+    type Value = Found<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON document")
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Found::default())
     }
 
     fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Found::default())
     }
 
     fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Found::default())
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Found::default())
     }
 
     fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Found::default())
     }
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Found::default())
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(None)
+        Ok(Found::default())
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut usage = None;
+        let mut id = None;
         let mut seen = 0;
-        while let Some(is_usage) = map.next_key_seed(IsUsage)? {
-            if is_usage && self.wanted {
-                seen += 1;
-                usage = Some(map.next_value::<&serde_json::value::RawValue>()?);
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
+        while let Some(key) = map.next_key_seed(IsUsage)? {
+            match key {
+                Key::Usage if self.wanted => {
+                    seen += 1;
+                    usage = Some(map.next_value::<&serde_json::value::RawValue>()?);
+                }
+                Key::Id => {
+                    // A plain string is copied straight from the body; one
+                    // with escapes is decoded.
+                    let raw = map.next_value::<&'de serde_json::value::RawValue>()?;
+                    let text = raw.get();
+                    id = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+                        Some(plain) if !plain.contains('\\') => Some(plain.to_owned()),
+                        Some(_) => serde_json::from_str::<String>(text).ok(),
+                        None => None,
+                    };
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
             }
         }
-        Ok(usage.filter(|u| seen == 1 && u.get() != "null"))
+        Ok(Found {
+            usage: usage.filter(|u| seen == 1 && u.get() != "null"),
+            id,
+        })
     }
 }
 
-/// Whether an object key is `usage`, without copying it.
+/// An object key orproxy keeps the value of.
+enum Key {
+    Usage,
+    Id,
+    Other,
+}
+
+/// Which [`Key`] an object key is, without copying it.
 struct IsUsage;
 
 impl<'de> serde::de::DeserializeSeed<'de> for IsUsage {
-    type Value = bool;
+    type Value = Key;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Key, D::Error> {
         de.deserialize_str(self)
     }
 }
 
 impl serde::de::Visitor<'_> for IsUsage {
-    type Value = bool;
+    type Value = Key;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a key")
     }
 
-    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
-        Ok(key == "usage")
-    }
-}
-
-/// Reads an SSE stream line by line as it passes, for the last `usage` and,
-/// when asked, the streamed text. Holds at most one partial line.
-#[derive(Debug, Default)]
-pub(crate) struct SseScan {
-    line: Vec<u8>,
-    overflow: bool,
-    usage: Option<Value>,
-    text: Option<String>,
-}
-
-impl SseScan {
-    /// A scanner; `text`: also collect the streamed text.
-    pub(crate) fn new(text: bool) -> Self {
-        Self {
-            text: text.then(String::new),
-            ..Self::default()
-        }
-    }
-
-    /// The last usage seen.
-    pub(crate) fn take_usage(&mut self) -> Option<Usage> {
-        self.usage.take().map(Usage::Value)
-    }
-
-    /// The text collected (when asked for).
-    pub(crate) fn take_text(&mut self) -> Option<String> {
-        self.text.take()
-    }
-
-    /// Scan the next bytes of the stream.
-    pub(crate) fn feed(&mut self, chunk: &[u8]) {
-        for piece in chunk.split_inclusive(|b| *b == b'\n') {
-            let complete = piece.ends_with(b"\n");
-            if !complete {
-                if self.overflow || self.line.len() + piece.len() > MAX_LINE {
-                    self.overflow = true;
-                    self.line.clear();
-                } else {
-                    self.line.extend_from_slice(piece);
-                }
-                continue;
-            }
-            if self.overflow || self.line.len() + piece.len() > MAX_LINE {
-                self.overflow = false;
-                self.line.clear();
-                continue;
-            }
-            if self.line.is_empty() {
-                self.line_done(piece);
-            } else {
-                let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(piece);
-                self.line_done(&line);
-                line.clear();
-                self.line = line;
-            }
-        }
-    }
-
-    fn line_done(&mut self, line: &[u8]) {
-        let line = line.trim_ascii_end();
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
-        let data = data.trim_ascii_start();
-        if data == b"[DONE]" || !(self.text.is_some() || mentions_usage(data)) {
-            return;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
-        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-            self.usage = Some(u.clone());
-        }
-        if let (Some(text), Some(choices)) = (
-            self.text.as_mut(),
-            v.get("choices").and_then(Value::as_array),
-        ) {
-            for c in choices {
-                let piece = c
-                    .pointer("/delta/content")
-                    .or_else(|| c.get("text"))
-                    .and_then(Value::as_str);
-                if let Some(piece) = piece {
-                    text.push_str(piece);
-                }
-            }
-        }
+    fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+        Ok(match key {
+            "usage" => Key::Usage,
+            "id" => Key::Id,
+            _ => Key::Other,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     /// Whether a whole body declared as JSON is not one JSON document: a
     /// body cut short by the upstream.
@@ -356,39 +302,34 @@ mod tests {
         assert_eq!(usage(b"{\"us\\u0061ge\":{\"b\":1},\"usage\":2}"), None);
         assert!(judge_json(Some("text/plain"), b"{\"usage\":1}").is_none());
     }
+
     #[test]
-    fn sse_scan_finds_the_last_usage_across_chunk_boundaries() {
-        let mut scan = SseScan::new(true);
-        let stream = concat!(
-            ": OPENROUTER PROCESSING\n\n",
-            "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
-            "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n",
-            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\r\n\r\n",
-            "data: [DONE]\n\n"
+    fn tokens_are_read_in_every_dialects_words() {
+        let chat = Usage::Value(serde_json::json!({"prompt_tokens": 3, "completion_tokens": 2}));
+        assert_eq!(chat.tokens(), Some((3, 2)));
+        let anthropic =
+            Usage::Value(serde_json::json!({"input_tokens": 7, "output_tokens": 9, "cost": 0.1}));
+        assert_eq!(anthropic.tokens(), Some((7, 9)));
+        let raw = serde_json::value::RawValue::from_string(
+            "{\"input_tokens\":1,\"output_tokens\":4}".into(),
         )
-        .as_bytes();
-        for chunk in stream.chunks(7) {
-            scan.feed(chunk);
-        }
+        .unwrap();
+        assert_eq!(Usage::Raw(raw).tokens(), Some((1, 4)));
         assert_eq!(
-            scan.usage,
-            Some(json!({"prompt_tokens": 3, "completion_tokens": 2}))
+            Usage::Value(serde_json::json!({"total_tokens": 5})).tokens(),
+            None
         );
-        assert_eq!(scan.text.as_deref(), Some("Hello"));
-        assert!(scan.line.is_empty());
     }
 
     #[test]
-    fn sse_scan_skips_overlong_lines() {
-        let mut scan = SseScan::default();
-        let mut long = b"data: {\"usage\":{\"x\":1},\"pad\":\"".to_vec();
-        long.extend(std::iter::repeat_n(b'a', MAX_LINE + 10));
-        long.extend_from_slice(b"\"}\n\n");
-        for chunk in long.chunks(64 * 1024) {
-            scan.feed(chunk);
-        }
-        assert!(scan.usage.is_none());
-        scan.feed(b"data: {\"usage\":{\"total_tokens\":5}}\n\n");
-        assert_eq!(scan.usage, Some(json!({"total_tokens": 5})));
+    fn the_judge_keeps_the_top_level_string_id() {
+        let id = |body: &[u8]| judge_json(Some("application/json"), body).and_then(|j| j.id);
+        assert_eq!(
+            id(b"{\"id\":\"gen-1\",\"choices\":[]}").as_deref(),
+            Some("gen-1")
+        );
+        assert_eq!(id(b"{\"id\":7}"), None);
+        assert_eq!(id(b"{\"id\":\"gen-\\u0031\"}").as_deref(), Some("gen-1"));
+        assert_eq!(id(b"{\"a\":{\"id\":\"inner\"}}"), None);
     }
 }

@@ -126,6 +126,7 @@ pub(crate) async fn clients(
         Access::ClientOrAdmin => access(&req).check_client(req.headers(), true),
     };
     if let Err(e) = checked {
+        let e = e.for_path(req.path());
         return Ok(reject(req, &e));
     }
     Ok(next.call(req).await?.map_into_left_body())

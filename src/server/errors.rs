@@ -1,5 +1,7 @@
-//! Errors orproxy itself answers with, always in OpenAI's shape:
-//! `{"error": {"message", "type", "param", "code"}}`.
+//! Errors orproxy itself answers with, in OpenAI's shape
+//! (`{"error": {"message", "type", "param", "code"}}`), or Anthropic's
+//! (`{"type": "error", "error": {"type", "message"}}`) on the Messages
+//! endpoints ([`ApiError::shaped`]).
 //!
 //! Every error orproxy can answer is a [`Kind`]; its HTTP status, OpenAI
 //! `type` and `code` come from one match ([`Kind::parts`]). The
@@ -8,6 +10,7 @@
 
 use crate::clock::whole_secs_until;
 use crate::human;
+use crate::openrouter::dialect::{ErrorShape, anthropic_type};
 use crate::pool::Fault;
 use crate::pool::decide::Failure;
 use crate::pool::upstream::Outage;
@@ -171,6 +174,8 @@ pub(crate) struct ApiError {
     retry_after: Option<u64>,
     /// `x-should-retry: false`: waiting is pointless or too long for the SDKs.
     no_retry: bool,
+    /// The shape of its body.
+    shape: ErrorShape,
 }
 
 impl ApiError {
@@ -180,7 +185,24 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             no_retry: false,
+            shape: ErrorShape::OpenAi,
         }
+    }
+
+    /// This error in `shape` (the endpoint's).
+    pub(crate) fn shaped(mut self, shape: ErrorShape) -> Self {
+        self.shape = shape;
+        self
+    }
+
+    /// This error in the shape of the endpoint at `path`.
+    pub(crate) fn for_path(self, path: &str) -> Self {
+        let shape = super::routes::proxied_tail(path).map_or(ErrorShape::OpenAi, |tail| {
+            crate::openrouter::endpoints::lookup(tail)
+                .dialect
+                .error_shape()
+        });
+        self.shaped(shape)
     }
 
     /// A `Retry-After` of `secs`; beyond what the SDKs wait for, also
@@ -482,9 +504,18 @@ impl ApiError {
         )
     }
 
-    /// The JSON body.
+    /// The JSON body, in its shape.
     pub(crate) fn body(&self) -> serde_json::Value {
-        let (_, kind, code) = self.kind.parts();
+        let (status, kind, code) = self.kind.parts();
+        if self.shape == ErrorShape::Anthropic {
+            return json!({
+                "type": "error",
+                "error": {
+                    "type": anthropic_type(status.as_u16()),
+                    "message": crate::secret::redact(&self.message),
+                }
+            });
+        }
         json!({
             "error": {
                 // Messages may quote what the client sent: never a full key.
@@ -591,6 +622,29 @@ mod tests {
             header(&ApiError::admin_off().error_response(), "www-authenticate"),
             None
         );
+    }
+
+    #[test]
+    fn messages_endpoints_get_anthropic_shaped_errors() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let e = ApiError::all_cooling(now + chrono::TimeDelta::seconds(30), now, 2, 0)
+            .for_path("/v1/messages");
+        let res = e.error_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&res, "retry-after"), Some("30"));
+        let body = e.body();
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("rate-limited")
+        );
+        let count = ApiError::wrong_client_token().for_path("/api/v1/messages/count_tokens");
+        assert_eq!(count.body()["error"]["type"], "authentication_error");
+        let chat = ApiError::wrong_client_token().for_path("/v1/chat/completions");
+        assert_eq!(chat.body()["error"]["code"], "invalid_api_key");
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub(crate) async fn gate(
         None => shed(&req),
     };
     if let Some(err) = refused {
-        let mut res = err.error_response();
+        let mut res = err.for_path(req.path()).error_response();
         res.head_mut().set_connection_type(ConnectionType::Close);
         return Ok(req.into_response(res).map_into_right_body());
     }

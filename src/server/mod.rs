@@ -7,6 +7,7 @@ mod body;
 pub(crate) mod disconnect;
 pub(crate) mod errors;
 mod gate;
+mod generations;
 mod health;
 mod load;
 pub(crate) mod metrics;

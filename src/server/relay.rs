@@ -1,8 +1,8 @@
 //! Upstream bodies on their way to the client: read with an idle timeout,
-//! held until the first SSE event when a retry is still possible, and
-//! relayed chunk by chunk without buffering.
+//! and relayed as they come without buffering: any body chunk by chunk, an
+//! SSE stream event by whole event ([`Watch`]).
 
-use crate::openrouter::classify::{FirstEvent, sse_first_data};
+use crate::openrouter::stream::Watch;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use std::collections::VecDeque;
@@ -118,199 +118,36 @@ pub(crate) async fn read_prefix(
     }
 }
 
-/// What the start of an SSE stream held.
-pub(crate) struct Held {
-    /// Every byte read so far (comments included), to be relayed first.
-    pub(crate) bytes: Bytes,
-    /// The first `data:` payload, when one arrived (None for `[DONE]` first,
-    /// or a stream that ended or grew past the cap without one).
-    pub(crate) first: Option<Vec<u8>>,
-    /// Whether the upstream body already ended.
-    pub(crate) ended: bool,
-}
-
-/// Hold an SSE stream until its first `data:` event (keep-alive comments
-/// before it are held with it), at most `cap` bytes.
-pub(crate) async fn hold_first_event(
-    body: &mut Upstream,
-    cap: usize,
-    idle: Duration,
-) -> Result<Held, BodyError> {
-    let mut buf = BytesMut::new();
-    loop {
-        match sse_first_data(&buf) {
-            FirstEvent::Data(range) => {
-                let first = buf.get(range).map(<[u8]>::to_vec);
-                return Ok(Held {
-                    bytes: buf.freeze(),
-                    first,
-                    ended: false,
-                });
-            }
-            FirstEvent::DataOwned(data) => {
-                return Ok(Held {
-                    bytes: buf.freeze(),
-                    first: Some(data),
-                    ended: false,
-                });
-            }
-            FirstEvent::Done => {
-                return Ok(Held {
-                    bytes: buf.freeze(),
-                    first: None,
-                    ended: false,
-                });
-            }
-            FirstEvent::NeedMore if buf.len() >= cap => {
-                return Ok(Held {
-                    bytes: buf.freeze(),
-                    first: None,
-                    ended: false,
-                });
-            }
-            FirstEvent::NeedMore => {}
-        }
-        match next_chunk(body, idle).await? {
-            Some(chunk) => buf.extend_from_slice(&chunk),
-            None => {
-                return Ok(Held {
-                    bytes: buf.freeze(),
-                    first: None,
-                    ended: true,
-                });
-            }
-        }
-    }
-}
-
-/// The error event ending a stream that broke after it started.
-pub(crate) fn sse_error_event(message: &str) -> Bytes {
-    let event = serde_json::json!({
-        "object": "chat.completion.chunk",
-        "error": {
-            "message": message,
-            "type": "upstream_error",
-            "param": null,
-            "code": "upstream_stream_error",
-        },
-        "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
-    });
-    Bytes::from(format!("data: {event}\n\ndata: [DONE]\n\n"))
-}
-
 /// How a relayed body ended.
 #[derive(Debug)]
 pub(crate) enum End {
-    /// The upstream body ended normally.
+    /// The upstream body ended normally (a stream with its closing event).
     Complete,
+    /// The stream ended in its own words with an error the upstream
+    /// reported after it started (relayed as it came).
+    Errored(String),
     /// The upstream failed or cut the body short; the client was told.
     UpstreamFailed(BodyError),
     /// The client went away; the upstream request was dropped.
     ClientGone,
 }
 
+/// What a relayed stream reported, handed over with its [`End`].
+#[derive(Debug, Default)]
+pub(crate) struct Notes {
+    /// Its usage (the last, or Messages' parts merged).
+    pub(crate) usage: Option<serde_json::Value>,
+    /// Its text, with `--log-bodies`.
+    pub(crate) text: Option<String>,
+}
+
 /// What the relay knows about the body it relays.
 #[derive(Debug, Clone)]
-pub struct RelaySpec {
+pub(crate) struct RelaySpec {
     /// Longest silence between upstream chunks.
-    pub idle: Duration,
-    /// The body is an SSE stream.
-    pub sse: bool,
-    /// The stream ends with `data: [DONE]` when complete (chat and text
-    /// completions); an end without it means the upstream cut it short.
-    pub expects_done: bool,
+    pub(crate) idle: Duration,
     /// The upstream's Content-Length, if it sent one.
-    pub content_length: Option<u64>,
-}
-
-/// What has been relayed of a body, as far as judging its end needs: how
-/// many bytes, and the last few of them. Pure, so it can be tested (and
-/// fuzzed) without a connection.
-#[derive(Debug, Clone, Default)]
-pub struct Sent {
-    bytes: u64,
-    /// The last bytes sent (at most [`TAIL`]).
-    tail: Vec<u8>,
-    /// The last bytes sent before any trailing whitespace (at most
-    /// `DONE.len()`), however much whitespace followed them.
-    last_word: Vec<u8>,
-}
-
-const TAIL: usize = 16;
-const DONE: &[u8] = b"[DONE]";
-
-impl Sent {
-    /// Count `chunk` as sent.
-    pub fn remember(&mut self, chunk: &[u8]) {
-        let content = chunk.trim_ascii_end();
-        if !content.is_empty() {
-            // What precedes this chunk's content counts too, whitespace and all.
-            let mut word = self.tail.clone();
-            word.extend_from_slice(&content[content.len().saturating_sub(DONE.len())..]);
-            self.last_word = word.split_off(word.len().saturating_sub(DONE.len()));
-        }
-        self.bytes += chunk.len() as u64;
-        self.tail
-            .extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL)..]);
-        let excess = self.tail.len().saturating_sub(TAIL);
-        self.tail.drain(..excess);
-    }
-
-    /// Bytes sent so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// Whether what was sent so far ends with a complete SSE event: with a
-    /// blank line, whatever mix of line ends (CRLF, LF, CR) came before it.
-    pub fn at_event_boundary(&self) -> bool {
-        let t = self.tail.as_slice();
-        let line_end = |t: &[u8]| t.ends_with(b"\n") || t.ends_with(b"\r");
-        match t
-            .strip_suffix(b"\r\n")
-            .or_else(|| t.strip_suffix(b"\n"))
-            .or_else(|| t.strip_suffix(b"\r"))
-        {
-            // The last line is blank when the one before it ended too (or
-            // when nothing came before it).
-            Some(rest) => rest.is_empty() || line_end(rest),
-            None => t.is_empty(),
-        }
-    }
-
-    /// Whether the body that just ended after these bytes is whole. awc
-    /// reports a connection closed mid-body as a normal end, so this is
-    /// judged from the bytes.
-    pub fn truncation(&self, spec: &RelaySpec) -> Option<BodyError> {
-        let cut = |what: &str| Some(BodyError::Broken(what.to_owned()));
-        if let Some(len) = spec.content_length
-            && self.bytes < len
-        {
-            return cut("the connection closed before the whole body arrived");
-        }
-        if spec.sse {
-            if !self.at_event_boundary() {
-                return cut("the connection closed in the middle of an event");
-            }
-            if spec.expects_done && self.last_word != DONE {
-                return cut("the stream ended without [DONE]");
-            }
-        }
-        None
-    }
-
-    /// The bytes that end a failed SSE stream after these: close a cut-off
-    /// event, then one OpenAI-shaped error event and `[DONE]`.
-    pub fn error_tail(&self, e: &BodyError) -> Bytes {
-        let mut out = BytesMut::new();
-        if !self.at_event_boundary() {
-            out.extend_from_slice(b"\n\n");
-        }
-        out.extend_from_slice(&sse_error_event(&format!(
-            "The upstream stream failed after it started: {e}"
-        )));
-        out.freeze()
-    }
+    pub(crate) content_length: Option<u64>,
 }
 
 /// The largest piece of a held prefix handed to actix at once.
@@ -321,9 +158,15 @@ struct Relay {
     prefix: VecDeque<Bytes>,
     body: Option<Upstream>,
     spec: RelaySpec,
-    sent: Sent,
+    /// An SSE stream, read as whole events: only whole events are relayed,
+    /// and its end is judged by its dialect's closing event.
+    watch: Option<Watch>,
+    /// The upstream body ended (an SSE stream may still hold events).
+    eof: bool,
+    /// Bytes relayed.
+    sent: u64,
     gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
-    on_end: Option<Box<dyn FnOnce(End)>>,
+    on_end: Option<Box<dyn FnOnce(End, Notes)>>,
     /// The idle timeout, one timer for the whole body (made at the first
     /// wait): a timer per chunk costs a timer-wheel insert and removal each.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -364,37 +207,9 @@ impl Relay {
         }
     }
 
-    fn finish(&mut self, end: End) {
-        self.body = None;
-        if let Some(f) = self.on_end.take() {
-            f(end);
-        }
-    }
-}
-
-/// A response body: `prefix`, then the rest of `body` as it arrives. When
-/// the upstream fails or cuts the body short, an SSE stream gets one final
-/// error event; any other body is aborted (the client sees an incomplete
-/// body, never a clean end). When the client goes away (`gone`), the
-/// upstream body is dropped at once. `on_end` runs once, with how it ended.
-pub(crate) fn relay(
-    prefix: Vec<Bytes>,
-    body: Option<Upstream>,
-    spec: RelaySpec,
-    gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
-    on_end: Box<dyn FnOnce(End)>,
-) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let state = Relay {
-        prefix: VecDeque::from(prefix),
-        body,
-        spec,
-        sent: Sent::default(),
-        gone,
-        on_end: Some(on_end),
-        idle: None,
-    };
-    futures_util::stream::unfold(state, |mut st| async move {
-        while let Some(mut prefix) = st.prefix.pop_front() {
+    /// The next held piece: the prefix, then whole events of the stream.
+    fn held(&mut self) -> Option<Bytes> {
+        while let Some(mut prefix) = self.prefix.pop_front() {
             if prefix.is_empty() {
                 continue;
             }
@@ -403,167 +218,303 @@ pub(crate) fn relay(
             // 8 MiB judged body at once.
             let piece = if prefix.len() > PREFIX_PIECE {
                 let head = prefix.split_to(PREFIX_PIECE);
-                st.prefix.push_front(prefix);
+                self.prefix.push_front(prefix);
                 head
             } else {
                 prefix
             };
-            st.sent.remember(&piece);
-            return Some((Ok(piece), st));
+            return Some(piece);
         }
-        st.on_end.as_ref()?;
-        let next = st.next().await;
-        let failure = match next {
-            None => {
-                st.finish(End::ClientGone);
-                return None;
-            }
-            Some(Ok(Some(chunk))) => {
-                st.sent.remember(&chunk);
-                return Some((Ok(chunk), st));
-            }
-            Some(Ok(None)) => match st.sent.truncation(&st.spec) {
-                None => {
-                    st.finish(End::Complete);
-                    return None;
-                }
-                Some(e) => e,
+        let eof = self.eof;
+        self.watch.as_mut()?.next(eof)
+    }
+
+    /// How the body that just ended did: whole, or why not.
+    fn judge_end(&self) -> End {
+        if let Some(len) = self.spec.content_length
+            && self.sent < len
+        {
+            return End::UpstreamFailed(BodyError::Broken(
+                "the connection closed before the whole body arrived".to_owned(),
+            ));
+        }
+        match &self.watch {
+            None => End::Complete,
+            Some(watch) => match watch.judge_end() {
+                Err(cut) => End::UpstreamFailed(BodyError::Broken(cut.to_string())),
+                Ok(()) => match watch.error() {
+                    Some(error) => End::Errored(error.to_owned()),
+                    None => End::Complete,
+                },
             },
-            Some(Err(e)) => e,
+        }
+    }
+
+    fn finish(&mut self, end: End) {
+        self.body = None;
+        let notes = match self.watch.as_mut() {
+            Some(watch) => Notes {
+                usage: watch.take_usage(),
+                text: watch.take_text(),
+            },
+            None => Notes::default(),
         };
-        let item = if st.spec.sse {
-            Ok(st.sent.error_tail(&failure))
-        } else {
-            Err(actix_web::error::ErrorBadGateway(failure.to_string()))
-        };
-        st.finish(End::UpstreamFailed(failure));
-        Some((item, st))
+        if let Some(f) = self.on_end.take() {
+            f(end, notes);
+        }
+    }
+
+    /// The item that tells the client the body failed: an SSE stream's
+    /// closing error events, in its dialect; any other body is aborted.
+    fn failure(&self, failure: &BodyError) -> Result<Bytes, actix_web::Error> {
+        match &self.watch {
+            Some(watch) => {
+                let status = match failure {
+                    BodyError::Idle(_) => 504,
+                    BodyError::Broken(_) => 502,
+                };
+                Ok(watch.failure_tail(
+                    status,
+                    &format!("The upstream stream failed after it started: {failure}"),
+                ))
+            }
+            None => Err(actix_web::error::ErrorBadGateway(failure.to_string())),
+        }
+    }
+}
+
+/// A response body: `prefix`, then the rest of `body` as it arrives. With
+/// a `watch` (an SSE stream), only whole events are relayed: bytes after
+/// the last one wait for it to complete, and are dropped if it never does.
+/// When the upstream fails or cuts the body short, a stream gets its
+/// dialect's error events; any other body is aborted (the client sees an
+/// incomplete body, never a clean end). When the client goes away
+/// (`gone`), the upstream body is dropped at once. `on_end` runs once,
+/// with how it ended and what the stream reported.
+pub(crate) fn relay(
+    prefix: Vec<Bytes>,
+    body: Option<Upstream>,
+    spec: RelaySpec,
+    watch: Option<Watch>,
+    gone: Pin<Box<dyn std::future::Future<Output = ()>>>,
+    on_end: Box<dyn FnOnce(End, Notes)>,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    let state = Relay {
+        prefix: VecDeque::from(prefix),
+        eof: body.is_none(),
+        body,
+        spec,
+        watch,
+        sent: 0,
+        gone,
+        on_end: Some(on_end),
+        idle: None,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(piece) = st.held() {
+                st.sent += piece.len() as u64;
+                return Some((Ok(piece), st));
+            }
+            st.on_end.as_ref()?;
+            let failure = if st.eof {
+                match st.judge_end() {
+                    End::UpstreamFailed(e) => e,
+                    end => {
+                        st.finish(end);
+                        return None;
+                    }
+                }
+            } else {
+                match st.next().await {
+                    None => {
+                        st.finish(End::ClientGone);
+                        return None;
+                    }
+                    Some(Ok(Some(chunk))) => match st.watch.as_mut() {
+                        Some(watch) => {
+                            watch.push(chunk);
+                            continue;
+                        }
+                        None => {
+                            st.sent += chunk.len() as u64;
+                            return Some((Ok(chunk), st));
+                        }
+                    },
+                    Some(Ok(None)) => {
+                        st.eof = true;
+                        continue;
+                    }
+                    Some(Err(e)) => e,
+                }
+            };
+            let item = st.failure(&failure);
+            st.finish(End::UpstreamFailed(failure));
+            return Some((item, st));
+        }
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openrouter::dialect::Dialect;
+    use std::cell::RefCell;
+    use std::rc::Rc;
 
-    fn spec(sse: bool, expects_done: bool, content_length: Option<u64>) -> RelaySpec {
-        RelaySpec {
-            idle: Duration::from_secs(1),
-            sse,
-            expects_done,
-            content_length,
-        }
-    }
-
-    fn sent(chunks: &[&[u8]]) -> Sent {
-        let mut sent = Sent::default();
-        for c in chunks {
-            sent.remember(c);
-        }
-        sent
-    }
-
-    #[test]
-    fn a_stream_is_whole_only_at_an_event_boundary_after_done() {
-        let sse = spec(true, true, None);
-        assert!(
-            sent(&[b"data: {}\n\n", b"data: [DONE]\n\n"])
-                .truncation(&sse)
-                .is_none()
-        );
-        // The boundary split over chunks, and CR line ends.
-        assert!(
-            sent(&[b"data: [DONE]\r\n", b"\r\n"])
-                .truncation(&sse)
-                .is_none()
-        );
-        assert!(sent(&[b"data: [DONE]\r", b"\r"]).truncation(&sse).is_none());
-        assert!(sent(&[b"data: {}\n\n"]).truncation(&sse).is_some());
-        assert!(sent(&[b"data: [DONE]\n"]).truncation(&sse).is_some());
-        assert!(sent(&[b"data: {\"a\""]).truncation(&sse).is_some());
-        // Without [DONE] expected, any event boundary is a clean end.
-        assert!(
-            sent(&[b"data: {}\n\n"])
-                .truncation(&spec(true, false, None))
-                .is_none()
-        );
-        // However much whitespace follows [DONE].
-        let padded = [&b"data: [DONE]"[..], &[b'\n'; 40]].concat();
-        assert!(sent(&[&padded]).truncation(&sse).is_none());
-        assert!(
-            sent(&[b"data: [DONE]\n\n", &[b'\n'; 40], b"\r\n"])
-                .truncation(&sse)
-                .is_none()
-        );
-        // Found by fuzzing (fuzz/fuzz_targets/relay_end.rs).
-        let found = format!("\n{:58}data: [DONE]{:70}\r\r\r\r\r\r", "", "");
-        assert!(sent(&[found.as_bytes()]).truncation(&sse).is_none());
-        // Mixed line ends still close an event; a lone CRLF does not.
-        assert!(sent(&[b"data: [DONE]\n\r\n"]).truncation(&sse).is_none());
-        assert!(sent(&[b"data: [DONE]\r\r\n"]).truncation(&sse).is_none());
-        assert!(sent(&[b"data: [DONE]\r\n\n"]).truncation(&sse).is_none());
-        assert!(sent(&[b"data: [DONE]\r\n"]).truncation(&sse).is_some());
-        assert!(sent(&[b"data: [DONE]\n\r"]).truncation(&sse).is_none());
-        assert!(
-            sent(&[b"data: [DO", b"NE]", b"\n\n"])
-                .truncation(&sse)
-                .is_none()
-        );
-        assert!(
-            sent(&[b"data: [DONE]\n\n: more\n\n"])
-                .truncation(&sse)
-                .is_some()
-        );
-        // Nothing sent at all is a boundary (an empty stream).
-        assert!(Sent::default().at_event_boundary());
-    }
-
-    /// Relay `chunks` (sent `gap` apart, then a stall) with an idle timeout
-    /// of `idle`; what the client got, item by item.
-    fn relayed(chunks: usize, gap: Duration, idle: Duration) -> Vec<Result<Bytes, String>> {
-        let body = futures_util::stream::unfold(0, move |n| async move {
-            tokio::time::sleep(gap).await;
-            if n == chunks {
-                std::future::pending::<()>().await;
+    /// Relay `chunks` (sent `gap` apart, then, with `stall`, no end) with an
+    /// idle timeout of `idle`: what the client got, item by item, and how
+    /// the relay said it ended.
+    fn relayed(
+        chunks: Vec<&'static [u8]>,
+        watch: Option<Watch>,
+        content_length: Option<u64>,
+        gap: Duration,
+        stall: bool,
+    ) -> (Vec<Result<Bytes, String>>, String) {
+        let n = chunks.len();
+        let body = futures_util::stream::unfold(0, move |i| {
+            let chunk = chunks.get(i).copied();
+            async move {
+                tokio::time::sleep(gap).await;
+                match chunk {
+                    Some(c) => Some((
+                        Ok::<_, awc::error::PayloadError>(Bytes::from_static(c)),
+                        i + 1,
+                    )),
+                    None if stall && i == n => {
+                        std::future::pending::<()>().await;
+                        None
+                    }
+                    None => None,
+                }
             }
-            let chunk = Bytes::from(format!("data: {n}\n\n"));
-            Some((Ok::<_, awc::error::PayloadError>(chunk), n + 1))
         });
         let spec = RelaySpec {
-            idle,
-            sse: true,
-            expects_done: false,
-            content_length: None,
+            idle: Duration::from_millis(150),
+            content_length,
         };
+        let ended = Rc::new(RefCell::new(String::new()));
+        let seen = ended.clone();
         let out = relay(
             Vec::new(),
             Some(Box::pin(body)),
             spec,
+            watch,
             Box::pin(std::future::pending()),
-            Box::new(|_| {}),
+            Box::new(move |end, _| *seen.borrow_mut() = format!("{end:?}")),
         );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
-        runtime.block_on(
+        let items = runtime.block_on(
             out.map(|item| item.map_err(|e| e.to_string()))
                 .collect::<Vec<_>>(),
-        )
+        );
+        let end = ended.borrow().clone();
+        (items, end)
+    }
+
+    fn text(items: &[Result<Bytes, String>]) -> String {
+        items
+            .iter()
+            .map(|i| String::from_utf8_lossy(i.as_ref().unwrap()).into_owned())
+            .collect()
     }
 
     #[test]
     fn the_idle_timeout_counts_from_the_last_chunk_only() {
         // Chunks 60 ms apart outlive a 150 ms timeout many times over.
-        let items = relayed(6, Duration::from_millis(60), Duration::from_millis(150));
+        let chunks: Vec<&'static [u8]> = vec![b"data: 0\n\n"; 6];
+        let watch = Watch::new(Dialect::Chat, false);
+        let (items, end) = relayed(chunks, Some(watch), None, Duration::from_millis(60), true);
         assert_eq!(items.len(), 7, "{items:?}");
-        for (n, item) in items.iter().take(6).enumerate() {
-            assert_eq!(item.as_deref(), Ok(format!("data: {n}\n\n").as_bytes()));
+        for item in items.iter().take(6) {
+            assert_eq!(item.as_deref(), Ok(&b"data: 0\n\n"[..]));
         }
         // Then the stall: an error event after the timeout, and the end.
-        let tail = items[6].as_ref().unwrap();
-        let tail = String::from_utf8_lossy(tail);
+        let tail = text(&items[6..]);
         assert!(tail.contains("sent nothing for 0 s"), "{tail}");
         assert!(tail.ends_with("data: [DONE]\n\n"), "{tail}");
+        assert!(end.starts_with("UpstreamFailed(Idle"), "{end}");
+    }
+
+    #[test]
+    fn only_whole_events_are_relayed_and_a_cut_one_is_dropped() {
+        let chunks: Vec<&'static [u8]> = vec![
+            b"event: message_start\ndata: {\"type\":\"message_start\"}\n",
+            b"\nevent: content_block_delta\ndata: {\"delta\":{\"text\":\"Hi\"}}\n\nevent: content_block_delta\nda",
+        ];
+        let watch = Watch::new(Dialect::Messages, false);
+        let (items, end) = relayed(chunks, Some(watch), None, Duration::ZERO, false);
+        let got = text(&items);
+        let (events, tail) = got.split_at(got.find("event: error").unwrap());
+        assert_eq!(
+            events,
+            "event: message_start\ndata: {\"type\":\"message_start\"}\n\nevent: content_block_delta\ndata: {\"delta\":{\"text\":\"Hi\"}}\n\n"
+        );
+        assert!(tail.contains("\"api_error\""), "{tail}");
+        assert!(tail.contains("middle of an event"), "{tail}");
+        assert!(!tail.contains("[DONE]"), "{tail}");
+        assert!(end.starts_with("UpstreamFailed"), "{end}");
+    }
+
+    #[test]
+    fn a_stream_ends_clean_only_with_its_closing_event() {
+        let done: Vec<&'static [u8]> = vec![b"data: {}\n\n", b"data: [DONE]\n\n"];
+        let (items, end) = relayed(
+            done,
+            Some(Watch::new(Dialect::Chat, false)),
+            None,
+            Duration::ZERO,
+            false,
+        );
+        assert_eq!(text(&items), "data: {}\n\ndata: [DONE]\n\n");
+        assert_eq!(end, "Complete");
+        let short: Vec<&'static [u8]> = vec![b"event: response.created\ndata: {}\n\n"];
+        let (items, end) = relayed(
+            short,
+            Some(Watch::new(Dialect::Responses, false)),
+            None,
+            Duration::ZERO,
+            false,
+        );
+        assert!(text(&items).contains("event: response.failed"), "{items:?}");
+        assert!(end.contains("without response.completed"), "{end}");
+        let failed: Vec<&'static [u8]> = vec![b"event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\",\"message\":\"boom\"}}}\n\n"];
+        let (items, end) = relayed(
+            failed,
+            Some(Watch::new(Dialect::Responses, false)),
+            None,
+            Duration::ZERO,
+            false,
+        );
+        assert_eq!(items.len(), 1, "relayed as it came, nothing added");
+        assert_eq!(end, "Errored(\"boom\")");
+    }
+
+    #[test]
+    fn a_body_shorter_than_its_content_length_is_aborted() {
+        let (items, end) = relayed(
+            vec![b"12345", b"6789"],
+            None,
+            Some(10),
+            Duration::ZERO,
+            false,
+        );
+        assert_eq!(items.len(), 3);
+        assert!(items[2].is_err(), "the body is aborted, never ended clean");
+        assert!(end.starts_with("UpstreamFailed"), "{end}");
+        let (items, end) = relayed(
+            vec![b"12345", b"67890"],
+            None,
+            Some(10),
+            Duration::ZERO,
+            false,
+        );
+        assert_eq!(text(&items), "1234567890");
+        assert_eq!(end, "Complete");
     }
 
     #[test]
@@ -610,23 +561,5 @@ mod tests {
             join(vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cde")]),
             Bytes::from_static(b"abcde")
         );
-    }
-
-    #[test]
-    fn a_body_shorter_than_its_content_length_is_cut() {
-        let body = spec(false, false, Some(10));
-        assert!(sent(&[b"12345", b"6789"]).truncation(&body).is_some());
-        assert!(sent(&[b"12345", b"67890"]).truncation(&body).is_none());
-        assert_eq!(sent(&[b"12345", b"67890"]).bytes(), 10);
-    }
-
-    #[test]
-    fn the_error_tail_closes_a_cut_event_first() {
-        let e = BodyError::Broken("cut".to_owned());
-        let tail = sent(&[b"data: {\"a\""]).error_tail(&e);
-        assert!(tail.starts_with(b"\n\ndata: {"));
-        assert!(tail.ends_with(b"data: [DONE]\n\n"));
-        let tail = sent(&[b"data: {}\n\n"]).error_tail(&e);
-        assert!(tail.starts_with(b"data: {"));
     }
 }

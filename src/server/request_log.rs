@@ -8,14 +8,14 @@
 //! [`Record::spent`], which also hands them to the usage ledger).
 //!
 //! The response body is wrapped ([`LoggedBody`]) to measure time to first
-//! byte, bytes and token usage as the bytes pass: nothing is buffered beyond
-//! one SSE line.
+//! byte and bytes as they pass; a stream's usage and text come from the
+//! relay, which reads it by events ([`Notes`]).
 
 use super::metrics::{StreamGuard, metrics};
-use super::relay::End;
+use super::relay::{End, Notes};
 use super::shared::Shared;
 use crate::model::{NO_MODEL, UsageTotals};
-use crate::openrouter::usage::{SseScan, Usage};
+use crate::openrouter::usage::Usage;
 use crate::secret::redact;
 use crate::sync::usage::Tally;
 use actix_web::body::{BodySize, MessageBody};
@@ -137,7 +137,9 @@ impl RequestCtx {
 
     /// The proxy is done with the request: what it learned. What came from
     /// outside is capped here, so that a request adds a few KiB to the logs
-    /// at most, however large its body.
+    /// at most, however large its body. Usually before the response's head
+    /// is ready; after it for a stream committed while its attempts went on
+    /// (then its metrics are recorded now).
     pub(crate) fn proxied(&self, mut trace: Trace) {
         trace.model = trace
             .model
@@ -145,17 +147,43 @@ impl RequestCtx {
         for attempt in &mut trace.attempts {
             attempt.error = attempt.error.as_deref().map(clip);
         }
-        self.with(|r| r.trace = trace);
+        self.with(|r| {
+            r.trace = trace;
+            r.traced = true;
+            if r.observed {
+                r.observe_trace();
+            }
+        });
     }
 
-    /// How a relayed body ended.
-    pub(crate) fn stream_ended(&self, end: &End) {
+    /// The proxy turned the request away before any attempt: it has no
+    /// more to tell than an empty trace.
+    pub(crate) fn refused(&self) {
+        self.with(|r| {
+            if !r.traced {
+                r.traced = true;
+                if r.observed {
+                    r.observe_trace();
+                }
+            }
+        });
+    }
+
+    /// How a relayed body ended, and what the stream reported.
+    pub(crate) fn stream_ended(&self, end: &End, notes: Notes) {
         self.with(|r| {
             r.end = match end {
                 End::Complete => None,
+                End::Errored(e) => Some(clip(&format!("upstream error: {e}"))),
                 End::UpstreamFailed(e) => Some(clip(&format!("upstream failed: {e}"))),
                 End::ClientGone => Some("client gone".to_owned()),
             };
+            if let Some(usage) = notes.usage {
+                r.usage = Some(Usage::Value(usage));
+            }
+            if notes.text.is_some() {
+                r.text = notes.text;
+            }
         });
     }
 
@@ -219,11 +247,18 @@ struct Record {
     bytes: u64,
     body_failed: bool,
     end: Option<String>,
-    sse: Option<SseScan>,
+    /// The response is an SSE stream (never kept whole).
+    sse: bool,
+    /// A stream's text (`--log-bodies`).
+    text: Option<String>,
     whole: Option<Bytes>,
     usage: Option<Usage>,
     /// Where an inference request's usage goes (none for other paths).
     ledger: Option<Arc<Tally>>,
+    /// The response's metrics were recorded.
+    observed: bool,
+    /// The proxy's trace arrived.
+    traced: bool,
     finished: bool,
 }
 
@@ -234,9 +269,7 @@ impl Record {
         }
         self.first_byte.get_or_insert_with(Instant::now);
         self.bytes += chunk.len() as u64;
-        if let Some(scan) = self.sse.as_mut() {
-            scan.feed(chunk);
-        } else if self.bytes == chunk.len() as u64 && chunk.len() <= MAX_LOGGED_BODY {
+        if !self.sse && self.bytes == chunk.len() as u64 && chunk.len() <= MAX_LOGGED_BODY {
             self.whole = Some(chunk.clone());
         } else {
             self.whole = None;
@@ -247,9 +280,17 @@ impl Record {
     /// (rather than when its body ends), so that a scrape right after a
     /// client got its answer sees them. The only place a request's metrics
     /// are recorded.
-    fn observe(&self) {
+    fn observe(&mut self) {
+        metrics().request(self.route, self.status);
+        self.observed = true;
+        if self.traced {
+            self.observe_trace();
+        }
+    }
+
+    /// The metrics of the proxy's trace.
+    fn observe_trace(&self) {
         let m = metrics();
-        m.request(self.route, self.status);
         for (i, attempt) in self.trace.attempts.iter().enumerate() {
             m.attempt(attempt.outcome, attempt.took, i > 0);
         }
@@ -298,9 +339,6 @@ impl Record {
         let ttfb = self
             .first_byte
             .map(|t| t.saturating_duration_since(started));
-        if let Some(scan) = &mut self.sse {
-            self.usage = scan.take_usage();
-        }
         let (error, response_body) = self.read_whole();
         self.spent();
         if self.quiet {
@@ -310,11 +348,7 @@ impl Record {
             self.body_failed
                 .then(|| "the response body failed".to_owned())
         });
-        let response_text = self
-            .sse
-            .as_mut()
-            .and_then(SseScan::take_text)
-            .filter(|_| self.log_bodies);
+        let response_text = self.text.take().filter(|_| self.log_bodies);
         let request_body = self.trace.request_body.as_deref().map(body_value);
         let line = Line {
             time: &self.time,
@@ -576,7 +610,7 @@ pub(crate) async fn middleware(
         r.status = status;
         r.observe();
         if sse {
-            r.sse = Some(SseScan::new(r.log_bodies));
+            r.sse = true;
             guard = Some(metrics().stream_started());
         }
     });

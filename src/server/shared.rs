@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) store: Backend,
     /// Checked settings.
     pub(crate) config: ServeConfig,
+    /// Which key served which generation.
+    pub(crate) generations: super::generations::Generations,
 }
 
 impl Shared {
@@ -46,6 +48,7 @@ impl Shared {
             usage,
             store,
             config,
+            generations: super::generations::Generations::default(),
         }
     }
 
@@ -83,6 +86,17 @@ impl Shared {
             self.sync.share(&pool, &Change::Chosen { id, at: now });
         }
         choice
+    }
+
+    /// The keys of other accounts than key `id`'s (every other key when
+    /// its account is unknown).
+    pub(crate) fn outside_account_of(&self, id: &str) -> Vec<String> {
+        let pool = self.live.pool();
+        let account = pool.get(id).and_then(|k| k.account.clone());
+        pool.keys()
+            .filter(|k| k.id != id && (account.is_none() || k.account != account))
+            .map(|k| k.id.clone())
+            .collect()
     }
 
     /// Count a `:free` model request sent with key `id` against its account

@@ -18,6 +18,12 @@
 //! Model templating: any occurrence of [`MODEL_MARKER`] in a `Raw` body or in an SSE
 //! `Bytes` or `Repeat` step is replaced, at reply time, by the request's JSON `model` field
 //! (JSON-string-escaped, without quotes), or by `openrouter/auto` when there is none.
+//!
+//! Besides chat completions, the fake speaks OpenRouter's other two API skins
+//! ([`Dialect`]): the Responses API (`/responses`) and Anthropic Messages (`/messages`).
+//! The `Reply::*_in(dialect, ...)` constructors script each dialect's success, 429,
+//! in-stream errors, cuts and slow preambles; [`Script`] builds any other stream event by
+//! event. The reply still comes from the key's queue, not from the path.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -630,6 +636,753 @@ impl Reply {
             Reply::DelayThen(_, inner) => inner.is_streaming(),
             _ => false,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The three API skins: chat completions, the Responses API, Anthropic Messages
+// ---------------------------------------------------------------------------------------
+
+/// Usage cost (credits) the Responses and Messages replies report, as OpenRouter adds it.
+pub const FAKE_COST: f64 = 0.000_42;
+/// Input tokens every reply reports.
+pub const FAKE_INPUT_TOKENS: u64 = 12;
+
+/// One of OpenRouter's API skins, each with its own bodies, stream events and errors
+/// (`docs/openrouter.md`, "Three API skins").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `POST /chat/completions`: `data:` events only; whole after `data: [DONE]`.
+    Chat,
+    /// `POST /responses`: `event: response.*` events carrying `type` and
+    /// `sequence_number`; whole after `response.completed`; no `[DONE]`.
+    Responses,
+    /// `POST /messages` (Anthropic Messages): `event: message_start` ... `message_stop`;
+    /// errors in the Anthropic envelope `{"type":"error","error":{"type","message"}}`.
+    Messages,
+}
+
+impl Dialect {
+    /// The endpoint's path as the fake receives it (under `/api/v1`).
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Dialect::Chat => "/api/v1/chat/completions",
+            Dialect::Responses => "/api/v1/responses",
+            Dialect::Messages => "/api/v1/messages",
+        }
+    }
+}
+
+/// What went wrong, said in each dialect's words. Every error object also carries
+/// OpenRouter's canonical `error_type` (in `metadata.error_type`, where the chat shape
+/// has it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Chat `code` 429; Responses `rate_limit_exceeded`; Messages `rate_limit_error`;
+    /// `error_type` `rate_limit_exceeded`.
+    RateLimit,
+    /// Chat `code` 529; Responses `server_error`; Messages `overloaded_error`;
+    /// `error_type` `provider_overloaded`.
+    Overloaded,
+    /// Chat `code` 502; Responses `server_error`; Messages `api_error`;
+    /// `error_type` `server`.
+    Server,
+}
+
+impl Failure {
+    /// Chat's numeric `error.code`.
+    pub fn chat_code(self) -> u16 {
+        match self {
+            Failure::RateLimit => 429,
+            Failure::Overloaded => 529,
+            Failure::Server => 502,
+        }
+    }
+
+    /// The Responses API's string `code`.
+    pub fn responses_code(self) -> &'static str {
+        match self {
+            Failure::RateLimit => "rate_limit_exceeded",
+            Failure::Overloaded | Failure::Server => "server_error",
+        }
+    }
+
+    /// The Anthropic `error.type`.
+    pub fn messages_type(self) -> &'static str {
+        match self {
+            Failure::RateLimit => "rate_limit_error",
+            Failure::Overloaded => "overloaded_error",
+            Failure::Server => "api_error",
+        }
+    }
+
+    /// OpenRouter's canonical `error_type`, the same in every skin.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            Failure::RateLimit => "rate_limit_exceeded",
+            Failure::Overloaded => "provider_overloaded",
+            Failure::Server => "server",
+        }
+    }
+}
+
+/// One SSE event with an event name: `event: <name>\ndata: <compact json>\n\n`.
+pub fn sse_named_event(name: &str, value: &Value) -> Vec<u8> {
+    format!("event: {name}\ndata: {value}\n\n").into_bytes()
+}
+
+fn short_id() -> String {
+    format!("{:024x}", GEN_COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A streamed answer in one dialect, built event by event into a [`Reply::Sse`]:
+/// `Script::new(Dialect::Messages).preamble().words(&["Hi"]).close().reply()`.
+///
+/// - `preamble`: `: OPENROUTER PROCESSING`, then the events that carry no content:
+///   Responses `response.created`, `response.in_progress`; Messages `message_start`;
+///   chat none.
+/// - `words`: content, one delta event per word. The first call opens the output:
+///   Responses `response.output_item.added`, `response.content_part.added`; Messages
+///   `content_block_start`, `ping`; chat the role delta.
+/// - `close`: the events that make the stream whole, with the usage: Responses
+///   `response.output_text.done`, `response.content_part.done`,
+///   `response.output_item.done`, `response.completed`; Messages `content_block_stop`,
+///   `message_delta`, `message_stop`; chat the `finish_reason` chunk, the usage chunk and
+///   `data: [DONE]`.
+/// - `fail`: the dialect's failure event: Responses `response.failed`; Messages `error`;
+///   chat the error chunk (`finish_reason: "error"`). `error_event`: the Responses `error`
+///   event (the others: as `fail`).
+/// - `half_event`: the first half of one more content event (for a cut inside an event).
+#[derive(Clone, Debug)]
+pub struct Script {
+    dialect: Dialect,
+    /// Chat's completion id, the Responses `resp_...` or the Messages `msg_...`.
+    id: String,
+    /// The Responses output item's `msg_...`.
+    item_id: String,
+    created: u64,
+    /// The next Responses `sequence_number`.
+    seq: u64,
+    /// Content sent so far.
+    text: String,
+    words: u64,
+    opened: bool,
+    steps: Vec<SseStep>,
+}
+
+impl Script {
+    pub fn new(dialect: Dialect) -> Script {
+        let id = match dialect {
+            Dialect::Chat => gen_id(),
+            Dialect::Responses => format!("resp_{}", short_id()),
+            Dialect::Messages => format!("msg_{}", short_id()),
+        };
+        Script {
+            dialect,
+            id,
+            item_id: format!("msg_{}", short_id()),
+            created: now_secs(),
+            seq: 0,
+            text: String::new(),
+            words: 0,
+            opened: false,
+            steps: Vec::new(),
+        }
+    }
+
+    /// The stream's id: the Responses `response.id`, the Messages `message.id`, the
+    /// chat chunks' `id`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn push(&mut self, bytes: Vec<u8>) {
+        self.steps.push(SseStep::Bytes(bytes));
+    }
+
+    /// A Responses event: `type` and `sequence_number` added to `fields`.
+    fn responses_event(&mut self, ty: &str, mut fields: Value) -> Vec<u8> {
+        fields["type"] = json!(ty);
+        fields["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        sse_named_event(ty, &fields)
+    }
+
+    /// A Messages event: `type` added to `fields`.
+    fn messages_event(ty: &str, mut fields: Value) -> Vec<u8> {
+        fields["type"] = json!(ty);
+        sse_named_event(ty, &fields)
+    }
+
+    fn responses_usage(&self) -> Value {
+        responses_usage(self.words)
+    }
+
+    /// The output item with the text so far.
+    fn responses_item(&self, status: &str) -> Value {
+        json!({
+            "type": "message",
+            "id": self.item_id,
+            "status": status,
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}]
+        })
+    }
+
+    fn responses_object(&self, status: &str, output: Value, usage: Value, error: Value) -> Value {
+        response_object(&self.id, self.created, status, output, usage, error)
+    }
+
+    /// An SSE comment line, `: <text>\n\n`.
+    pub fn comment(mut self, text: &str) -> Script {
+        self.push(format!(": {text}\n\n").into_bytes());
+        self
+    }
+
+    /// Pause (the fake sleeps, watching for the peer closing).
+    pub fn pause(mut self, d: Duration) -> Script {
+        self.steps.push(SseStep::Sleep(d));
+        self
+    }
+
+    /// `: OPENROUTER PROCESSING` and the dialect's preamble events.
+    pub fn preamble(self) -> Script {
+        self.preamble_paced(Duration::ZERO)
+    }
+
+    /// Like [`Script::preamble`], pausing `pace` after the comment and after each event.
+    pub fn preamble_paced(mut self, pace: Duration) -> Script {
+        let pause = |s: &mut Script| {
+            if !pace.is_zero() {
+                s.steps.push(SseStep::Sleep(pace));
+            }
+        };
+        self.push(sse_processing_comment());
+        pause(&mut self);
+        match self.dialect {
+            Dialect::Chat => {}
+            Dialect::Responses => {
+                for (ty, status) in [
+                    ("response.created", "in_progress"),
+                    ("response.in_progress", "in_progress"),
+                ] {
+                    let response =
+                        self.responses_object(status, json!([]), Value::Null, Value::Null);
+                    let ev = self.responses_event(ty, json!({"response": response}));
+                    self.push(ev);
+                    pause(&mut self);
+                }
+            }
+            Dialect::Messages => {
+                let ev = Script::messages_event(
+                    "message_start",
+                    json!({"message": {
+                        "id": self.id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": MODEL_MARKER,
+                        "content": [],
+                        "stop_reason": null,
+                        "stop_sequence": null,
+                        "usage": {
+                            "input_tokens": FAKE_INPUT_TOKENS,
+                            "output_tokens": 1,
+                            "cache_creation_input_tokens": 0,
+                            "cache_read_input_tokens": 0
+                        }
+                    }}),
+                );
+                self.push(ev);
+                pause(&mut self);
+            }
+        }
+        self
+    }
+
+    fn open(&mut self) {
+        if self.opened {
+            return;
+        }
+        self.opened = true;
+        match self.dialect {
+            Dialect::Chat => {
+                let ev = sse_event(&chunk_value(
+                    &self.id,
+                    self.created,
+                    json!({"role": "assistant", "content": ""}),
+                    None,
+                ));
+                self.push(ev);
+            }
+            Dialect::Responses => {
+                let mut item = self.responses_item("in_progress");
+                item["content"] = json!([]);
+                let ev = self.responses_event(
+                    "response.output_item.added",
+                    json!({"output_index": 0, "item": item}),
+                );
+                self.push(ev);
+                let ev = self.responses_event(
+                    "response.content_part.added",
+                    json!({
+                        "item_id": self.item_id,
+                        "output_index": 0,
+                        "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                    }),
+                );
+                self.push(ev);
+            }
+            Dialect::Messages => {
+                self.push(Script::messages_event(
+                    "content_block_start",
+                    json!({"index": 0, "content_block": {"type": "text", "text": ""}}),
+                ));
+                self.push(Script::messages_event("ping", json!({})));
+            }
+        }
+    }
+
+    /// The event that carries `word` as content.
+    fn delta(&mut self, word: &str) -> Vec<u8> {
+        match self.dialect {
+            Dialect::Chat => sse_event(&chunk_value(
+                &self.id,
+                self.created,
+                json!({"content": word}),
+                None,
+            )),
+            Dialect::Responses => {
+                let fields = json!({
+                    "item_id": self.item_id,
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": word,
+                    "logprobs": []
+                });
+                self.responses_event("response.output_text.delta", fields)
+            }
+            Dialect::Messages => Script::messages_event(
+                "content_block_delta",
+                json!({"index": 0, "delta": {"type": "text_delta", "text": word}}),
+            ),
+        }
+    }
+
+    /// One content event per word (opening the output first).
+    pub fn words(mut self, words: &[&str]) -> Script {
+        self.open();
+        for w in words {
+            let ev = self.delta(w);
+            self.push(ev);
+            self.text.push_str(w);
+            self.words += 1;
+        }
+        self
+    }
+
+    /// The first half of one more content event (`word`'s), ending inside its JSON.
+    pub fn half_event(mut self, word: &str) -> Script {
+        self.open();
+        let mut ev = self.delta(word);
+        ev.truncate(ev.len() / 2);
+        self.push(ev);
+        self
+    }
+
+    /// The events that make the stream whole, with its usage (and, for chat, `[DONE]`).
+    pub fn close(mut self) -> Script {
+        self.open();
+        match self.dialect {
+            Dialect::Chat => {
+                let ev = sse_event(&chunk_value(
+                    &self.id,
+                    self.created,
+                    json!({"content": ""}),
+                    Some("stop"),
+                ));
+                self.push(ev);
+                let ev = sse_event(&usage_value(&self.id, self.created, self.words));
+                self.push(ev);
+                self.push(sse_done());
+            }
+            Dialect::Responses => {
+                let text = self.text.clone();
+                let item_id = self.item_id.clone();
+                let ev = self.responses_event(
+                    "response.output_text.done",
+                    json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+                );
+                self.push(ev);
+                let ev = self.responses_event(
+                    "response.content_part.done",
+                    json!({
+                        "item_id": item_id,
+                        "output_index": 0,
+                        "content_index": 0,
+                        "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+                    }),
+                );
+                self.push(ev);
+                let item = self.responses_item("completed");
+                let ev = self.responses_event(
+                    "response.output_item.done",
+                    json!({"output_index": 0, "item": item.clone()}),
+                );
+                self.push(ev);
+                let response = self.responses_object(
+                    "completed",
+                    json!([item]),
+                    self.responses_usage(),
+                    Value::Null,
+                );
+                let ev = self.responses_event("response.completed", json!({"response": response}));
+                self.push(ev);
+            }
+            Dialect::Messages => {
+                self.push(Script::messages_event(
+                    "content_block_stop",
+                    json!({"index": 0}),
+                ));
+                self.push(Script::messages_event(
+                    "message_delta",
+                    json!({
+                        "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                        "usage": {"output_tokens": self.words, "cost": FAKE_COST}
+                    }),
+                ));
+                self.push(Script::messages_event("message_stop", json!({})));
+            }
+        }
+        self
+    }
+
+    /// The dialect's failure event: Responses `response.failed` (with the output so
+    /// far), Messages `error`, chat the error chunk.
+    pub fn fail(mut self, failure: Failure, message: &str) -> Script {
+        let metadata = json!({"error_type": failure.error_type()});
+        match self.dialect {
+            Dialect::Chat => {
+                let mut v =
+                    stream_error_value(&self.id, self.created, message, failure.chat_code());
+                v["error"]["metadata"] = metadata;
+                self.push(sse_event(&v));
+            }
+            Dialect::Responses => {
+                let output = if self.opened {
+                    json!([self.responses_item("incomplete")])
+                } else {
+                    json!([])
+                };
+                let response = self.responses_object(
+                    "failed",
+                    output,
+                    Value::Null,
+                    json!({"code": failure.responses_code(), "message": message, "metadata": metadata}),
+                );
+                let ev = self.responses_event("response.failed", json!({"response": response}));
+                self.push(ev);
+            }
+            Dialect::Messages => self.push(messages_error_event(failure, message)),
+        }
+        self
+    }
+
+    /// The Responses API's `error` event, as the OpenAI SDKs type it
+    /// (`{"type":"error","code","message","param","sequence_number"}`), with OpenRouter's
+    /// `metadata.error_type`. Other dialects: as [`Script::fail`].
+    pub fn error_event(mut self, failure: Failure, message: &str) -> Script {
+        if self.dialect != Dialect::Responses {
+            return self.fail(failure, message);
+        }
+        let ev = self.responses_event(
+            "error",
+            json!({
+                "code": failure.responses_code(),
+                "message": message,
+                "param": null,
+                "metadata": {"error_type": failure.error_type()}
+            }),
+        );
+        self.push(ev);
+        self
+    }
+
+    /// The steps so far.
+    pub fn steps(self) -> Vec<SseStep> {
+        self.steps
+    }
+
+    /// A 200 SSE reply of these steps that ends as `end` says.
+    pub fn reply_ending(self, end: SseEnd) -> Reply {
+        Reply::Sse {
+            status: 200,
+            headers: Vec::new(),
+            events: self.steps,
+            end,
+        }
+    }
+
+    /// A 200 SSE reply of these steps, ending cleanly ([`SseEnd::Done`]).
+    pub fn reply(self) -> Reply {
+        self.reply_ending(SseEnd::Done)
+    }
+}
+
+fn responses_usage(output_tokens: u64) -> Value {
+    json!({
+        "input_tokens": FAKE_INPUT_TOKENS,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": FAKE_INPUT_TOKENS + output_tokens,
+        "cost": FAKE_COST,
+        "is_byok": false
+    })
+}
+
+fn response_object(
+    id: &str,
+    created: u64,
+    status: &str,
+    output: Value,
+    usage: Value,
+    error: Value,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "error": error,
+        "incomplete_details": null,
+        "instructions": null,
+        "max_output_tokens": null,
+        "model": MODEL_MARKER,
+        "output": output,
+        "parallel_tool_calls": true,
+        "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null},
+        "store": false,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "metadata": {}
+    })
+}
+
+/// The Anthropic error envelope, `{"type":"error","error":{"type","message"}}`, with
+/// OpenRouter's `metadata` (its `error_type`, plus `extra`'s fields) inside `error`.
+fn messages_error_value(failure: Failure, message: &str, extra: Value) -> Value {
+    let mut metadata = json!({"error_type": failure.error_type()});
+    if let (Some(m), Value::Object(extra)) = (metadata.as_object_mut(), extra) {
+        m.extend(extra);
+    }
+    json!({
+        "type": "error",
+        "error": {"type": failure.messages_type(), "message": message, "metadata": metadata}
+    })
+}
+
+/// The Messages `event: error` in the Anthropic envelope.
+pub fn messages_error_event(failure: Failure, message: &str) -> Vec<u8> {
+    sse_named_event(
+        "error",
+        &messages_error_value(failure, message, Value::Null),
+    )
+}
+
+impl Reply {
+    /// 200 with a whole answer of `content` in the dialect: chat `chat.completion`,
+    /// Responses `response` (`output` and `usage`), Messages `message` (`content` and
+    /// `usage`, `stop_reason: "end_turn"`). Model echoed from the request.
+    pub fn text_in(dialect: Dialect, content: &str) -> Reply {
+        let output_tokens = content.split_whitespace().count().max(1) as u64;
+        match dialect {
+            Dialect::Chat => Reply::chat_text(content),
+            Dialect::Responses => Reply::json(
+                200,
+                &response_object(
+                    &format!("resp_{}", short_id()),
+                    now_secs(),
+                    "completed",
+                    json!([{
+                        "type": "message",
+                        "id": format!("msg_{}", short_id()),
+                        "status": "completed",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": content, "annotations": [], "logprobs": []}]
+                    }]),
+                    responses_usage(output_tokens),
+                    Value::Null,
+                ),
+            ),
+            Dialect::Messages => Reply::json(
+                200,
+                &json!({
+                    "id": format!("msg_{}", short_id()),
+                    "type": "message",
+                    "role": "assistant",
+                    "model": MODEL_MARKER,
+                    "content": [{"type": "text", "text": content}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": null,
+                    "usage": {
+                        "input_tokens": FAKE_INPUT_TOKENS,
+                        "output_tokens": output_tokens,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                        "cost": FAKE_COST
+                    }
+                }),
+            ),
+        }
+    }
+
+    /// [`Reply::text_in`] with [`CHAT_OK_CONTENT`].
+    pub fn ok_in(dialect: Dialect) -> Reply {
+        Reply::text_in(dialect, CHAT_OK_CONTENT)
+    }
+
+    /// A whole stream in the dialect: preamble, one content event per word, the closing
+    /// events with the usage (see [`Script`]).
+    pub fn sse_in(dialect: Dialect, words: &[&str]) -> Reply {
+        Script::new(dialect).preamble().words(words).close().reply()
+    }
+
+    /// Like [`Reply::sse_in`], pausing `pace` after the comment and after each preamble
+    /// event: an upstream slow to start (long reasoning).
+    pub fn sse_slow_preamble_in(dialect: Dialect, words: &[&str], pace: Duration) -> Reply {
+        Script::new(dialect)
+            .preamble_paced(pace)
+            .words(words)
+            .close()
+            .reply()
+    }
+
+    /// 429 `free-models-per-min` (limit 20) in the dialect's error envelope (chat and
+    /// Responses: OpenRouter's `{"error":{"message","code":429,"metadata"}}`; Messages:
+    /// `{"type":"error","error":{"type":"rate_limit_error","message","metadata"}}`),
+    /// `X-RateLimit-*` headers with `X-RateLimit-Reset` = `reset_ms` (Unix ms), also in
+    /// `metadata.headers`.
+    pub fn rate_limit_per_min_in(dialect: Dialect, reset_ms: u64) -> Reply {
+        if dialect != Dialect::Messages {
+            return Reply::rate_limit_per_min(reset_ms);
+        }
+        let reset = reset_ms.to_string();
+        let headers = json!({
+            "X-RateLimit-Limit": "20",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": reset
+        });
+        Reply::json_with_headers(
+            429,
+            vec![
+                (s("X-RateLimit-Limit"), s("20")),
+                (s("X-RateLimit-Remaining"), s("0")),
+                (s("X-RateLimit-Reset"), reset.clone()),
+            ],
+            &messages_error_value(
+                Failure::RateLimit,
+                "Rate limit exceeded: free-models-per-min. ",
+                json!({"headers": headers, "provider_name": null}),
+            ),
+        )
+    }
+
+    /// `status` with the dialect's error body for `failure` (Messages: the Anthropic
+    /// envelope; chat and Responses: OpenRouter's `{"error":{"message","code"}}`).
+    pub fn error_in(dialect: Dialect, status: u16, failure: Failure, message: &str) -> Reply {
+        match dialect {
+            Dialect::Messages => {
+                Reply::json(status, &messages_error_value(failure, message, Value::Null))
+            }
+            Dialect::Chat | Dialect::Responses => Reply::json(
+                status,
+                &json!({"error": {
+                    "message": message,
+                    "code": status,
+                    "metadata": {"error_type": failure.error_type()}
+                }}),
+            ),
+        }
+    }
+
+    /// 200 SSE whose first event (after `: OPENROUTER PROCESSING`) is the error:
+    /// Responses `error`, Messages `error`, chat the error chunk. The body then ends.
+    pub fn sse_first_event_error_in(dialect: Dialect, failure: Failure, message: &str) -> Reply {
+        Script::new(dialect)
+            .comment("OPENROUTER PROCESSING")
+            .error_event(failure, message)
+            .reply()
+    }
+
+    /// 200 SSE: the preamble, then the dialect's failure event (Responses
+    /// `response.created`, `response.in_progress`, `response.failed`; Messages
+    /// `message_start`, `error`). The body then ends.
+    pub fn sse_error_after_preamble_in(dialect: Dialect, failure: Failure, message: &str) -> Reply {
+        Script::new(dialect)
+            .preamble()
+            .fail(failure, message)
+            .reply()
+    }
+
+    /// Like [`Reply::sse_error_after_preamble_in`] with the Responses `error` event in
+    /// place of `response.failed` (the same for the other dialects).
+    pub fn sse_error_event_after_preamble_in(
+        dialect: Dialect,
+        failure: Failure,
+        message: &str,
+    ) -> Reply {
+        Script::new(dialect)
+            .preamble()
+            .error_event(failure, message)
+            .reply()
+    }
+
+    /// 200 SSE: preamble, one content event per word, then the upstream's own failure
+    /// event mid-stream; the body then ends without the closing events.
+    pub fn sse_error_after_in(
+        dialect: Dialect,
+        words: &[&str],
+        failure: Failure,
+        message: &str,
+    ) -> Reply {
+        Script::new(dialect)
+            .preamble()
+            .words(words)
+            .fail(failure, message)
+            .reply()
+    }
+
+    /// 200 SSE: preamble, one content event per word, then the connection is closed at
+    /// an event boundary, mid-body ([`SseEnd::Cut`]).
+    pub fn sse_cut_after_in(dialect: Dialect, words: &[&str]) -> Reply {
+        Script::new(dialect)
+            .preamble()
+            .words(words)
+            .reply_ending(SseEnd::Cut)
+    }
+
+    /// 200 SSE: preamble, one content event per word, the first half of one more
+    /// content event, then the connection is closed mid-body ([`SseEnd::Cut`]).
+    pub fn sse_cut_inside_in(dialect: Dialect, words: &[&str]) -> Reply {
+        Script::new(dialect)
+            .preamble()
+            .words(words)
+            .half_event("lost")
+            .reply_ending(SseEnd::Cut)
+    }
+
+    /// 200 SSE: preamble, one content event per word, then a clean end of the body
+    /// (terminating chunk) without the closing events: no `response.completed`, no
+    /// `message_stop`, no `[DONE]`.
+    pub fn sse_unclosed_in(dialect: Dialect, words: &[&str]) -> Reply {
+        Script::new(dialect).preamble().words(words).reply()
     }
 }
 

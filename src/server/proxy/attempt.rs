@@ -5,9 +5,11 @@
 //! keep it as the fallback while the request tries again.
 
 use super::decode;
+use super::keepalive::Holding;
 use super::outgoing::Outgoing;
 use crate::openrouter::classify::{self, Answer, Verdict};
-use crate::openrouter::endpoints::StreamEnd;
+use crate::openrouter::dialect::{Dialect, Role};
+use crate::openrouter::stream::Watch;
 use crate::openrouter::usage::{self, Usage};
 use crate::pool::decide::{self, Attempted, Decision, Failure};
 use crate::secret::{ApiKey, redact};
@@ -27,8 +29,11 @@ use std::time::{Duration, Instant};
 const CLASSIFY_CAP: usize = 8 * 1024 * 1024;
 /// How much of an error body is read.
 const ERROR_BODY_CAP: usize = 1024 * 1024;
-/// How much of an SSE stream is held while waiting for its first event.
+/// How much of an SSE stream is held while waiting for its first content
+/// event.
 const HOLD_CAP: usize = 1024 * 1024;
+/// The header naming the generation an answer is (OpenRouter's ID).
+const X_GENERATION_ID: HeaderName = HeaderName::from_static("x-generation-id");
 
 const X_ORPROXY_KEY: HeaderName = HeaderName::from_static("x-orproxy-key");
 const X_ORPROXY_ATTEMPTS: HeaderName = HeaderName::from_static("x-orproxy-attempts");
@@ -91,10 +96,11 @@ pub(crate) async fn run(
     key: Option<(&str, &ApiKey)>,
     attempt_no: u32,
     ctx: &RequestCtx,
+    holding: &Holding,
 ) -> (Step, AttemptRecord) {
     let started = Instant::now();
     let judged = match send(shared, client, request, key).await {
-        Ok(sent) => judge(sent, request).await,
+        Ok(sent) => judge(sent, request, ctx.log_bodies(), holding).await,
         Err(failure) => Err(failure),
     };
     let attempted = match &judged {
@@ -130,7 +136,7 @@ pub(crate) async fn run(
             Attempted::Answered { .. } => None,
         },
     };
-    let step = respond(judged, &decision, request, key, attempt_no, ctx);
+    let step = respond(judged, &decision, (shared, request), key, attempt_no, ctx);
     (step, record)
 }
 
@@ -195,10 +201,13 @@ struct Judged {
     prefix: Vec<Bytes>,
     /// The rest of the body, when it did not end yet.
     rest: Option<Upstream>,
-    sse: bool,
+    /// An SSE stream read by events: what it showed so far.
+    watch: Option<Watch>,
     content_length: Option<u64>,
     /// The usage in a whole JSON body, found while judging it.
     usage: Option<Option<Usage>>,
+    /// The generation ID a whole JSON body named.
+    generation: Option<String>,
 }
 
 impl Judged {
@@ -222,25 +231,75 @@ fn cut(what: &str) -> Failure {
     broken(BodyError::Broken(what.to_owned()))
 }
 
-/// What judging read: the bytes classified (a whole body, or a stream's
-/// first event), what is relayed first, the rest of the body, the usage.
-type Read = (
-    Option<Bytes>,
-    Vec<Bytes>,
-    Option<Upstream>,
-    Option<Option<Usage>>,
-);
+/// What judging read.
+#[derive(Default)]
+struct Read {
+    /// The bytes classified: a whole body, or the error a stream reported
+    /// before its first content event. None: judged by the status alone.
+    judged: Option<Bytes>,
+    /// What is relayed first.
+    prefix: Vec<Bytes>,
+    /// The rest of the body.
+    rest: Option<Upstream>,
+    /// A stream read by events.
+    watch: Option<Watch>,
+    /// The usage of a whole JSON body (`Some(None)`: none there).
+    usage: Option<Option<Usage>>,
+    /// The generation ID of a whole JSON body.
+    generation: Option<String>,
+}
 
-/// Hold a successful stream until its first event.
-async fn hold_stream(mut body: Upstream, idle: Duration) -> Result<Read, Failure> {
-    let held = relay::hold_first_event(&mut body, HOLD_CAP, idle)
-        .await
-        .map_err(broken)?;
-    if held.ended && held.first.is_none() {
-        return Err(cut("the stream ended before its first event"));
+/// Hold a successful stream through its preamble (comments,
+/// `response.created`, `message_start`...) until its first content event,
+/// at most [`HOLD_CAP`] bytes: an error before it is judged like an HTTP
+/// error, and the request may still try another key. `holding` says how
+/// long it has been held (for keep-alive comments).
+async fn hold_stream(
+    mut body: Upstream,
+    dialect: Dialect,
+    idle: Duration,
+    text: bool,
+    holding: &Holding,
+) -> Result<Read, Failure> {
+    let _held = holding.start();
+    let mut watch = Watch::new(dialect, text);
+    let mut prefix = Vec::new();
+    let mut held = 0;
+    let mut ended = false;
+    loop {
+        while let Some((raw, role)) = watch.next_event(ended) {
+            held += raw.len();
+            prefix.push(raw);
+            let judged = match role {
+                Role::Preamble => continue,
+                Role::Content | Role::End => None,
+                Role::Error(error) => Some(Bytes::from(error.body)),
+            };
+            return Ok(Read {
+                judged,
+                prefix,
+                rest: (!ended).then_some(body),
+                watch: Some(watch),
+                ..Read::default()
+            });
+        }
+        if ended {
+            return Err(cut("the stream ended before its first content event"));
+        }
+        if held + watch.pending() >= HOLD_CAP {
+            // Too long a preamble to hold: relayed as it comes.
+            return Ok(Read {
+                prefix,
+                rest: Some(body),
+                watch: Some(watch),
+                ..Read::default()
+            });
+        }
+        match relay::next_chunk(&mut body, idle).await.map_err(broken)? {
+            Some(chunk) => watch.push(chunk),
+            None => ended = true,
+        }
     }
-    let rest = (!held.ended).then_some(body);
-    Ok((held.first.map(Bytes::from), vec![held.bytes], rest, None))
 }
 
 /// Read a body whole (up to a cap), checking that a JSON success is whole.
@@ -264,7 +323,11 @@ async fn read_body(
         .map_err(broken)?;
     if !prefix.complete {
         // Too long to judge: a large success body, relayed as it comes.
-        return Ok((None, prefix.chunks, Some(body), None));
+        return Ok(Read {
+            prefix: prefix.chunks,
+            rest: Some(body),
+            ..Read::default()
+        });
     }
     let content_length = headers
         .get(header::CONTENT_LENGTH)
@@ -282,7 +345,12 @@ async fn read_body(
                 headers.remove(header::CONTENT_ENCODING);
             }
             // Not decodable here: relayed as it came, judged by its status.
-            None => return Ok((None, vec![bytes], None, None)),
+            None => {
+                return Ok(Read {
+                    prefix: vec![bytes],
+                    ..Read::default()
+                });
+            }
         },
     }
     // awc ends a chunked body that the upstream cut off as if it were
@@ -301,13 +369,25 @@ async fn read_body(
             "the connection closed before the whole JSON body arrived",
         ));
     }
+    let generation = judged.as_ref().and_then(|j| j.id.clone());
     let usage = judged.map(|j| j.usage.and_then(Usage::from_raw));
-    Ok((Some(bytes.clone()), vec![bytes], None, usage))
+    Ok(Read {
+        judged: Some(bytes.clone()),
+        prefix: vec![bytes],
+        usage,
+        generation,
+        ..Read::default()
+    })
 }
 
 /// Read the answer far enough to judge it, and classify it. An interim
 /// or upgrading answer (1xx) is refused: awc's connection to it is dropped.
-async fn judge(sent: Sent, request: &Outgoing) -> Result<Judged, Failure> {
+async fn judge(
+    sent: Sent,
+    request: &Outgoing,
+    text: bool,
+    holding: &Holding,
+) -> Result<Judged, Failure> {
     let idle = request.idle;
     let Sent {
         status,
@@ -324,19 +404,20 @@ async fn judge(sent: Sent, request: &Outgoing) -> Result<Judged, Failure> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let encoded = decode::encoding(&headers) != decode::Encoding::Identity;
-    // An encoded stream is relayed as opaque bytes: its events cannot be
-    // read.
-    let sse = relay::is_event_stream(&headers) && !encoded;
-    let (judged, prefix, rest, usage) =
-        if status.is_success() && encoded && relay::is_event_stream(&headers) {
-            // An encoded stream cannot be held to its first event: relayed as
-            // it comes.
-            (None, Vec::new(), Some(body), None)
-        } else if status.is_success() && sse {
-            hold_stream(body, idle).await?
-        } else {
-            read_body(body, status, request, &mut headers, idle).await?
-        };
+    let stream = relay::is_event_stream(&headers);
+    let read = if status.is_success() && stream && encoded {
+        // An encoded stream cannot be read by events: relayed as opaque
+        // bytes as they come.
+        Read {
+            rest: Some(body),
+            ..Read::default()
+        }
+    } else if status.is_success() && stream {
+        hold_stream(body, request.endpoint.dialect, idle, text, holding).await?
+    } else {
+        read_body(body, status, request, &mut headers, idle).await?
+    };
+    let judged = read.judged.as_deref();
     let header_pairs: Vec<(&str, &str)> = headers
         .iter()
         .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
@@ -344,12 +425,12 @@ async fn judge(sent: Sent, request: &Outgoing) -> Result<Judged, Failure> {
     let answer = Answer {
         status: status.as_u16(),
         headers: &header_pairs,
-        body: judged.as_deref().unwrap_or_default(),
+        body: judged.unwrap_or_default(),
         model: request.model.as_deref(),
     };
-    // A body that was not read (too long, or undecodable) is judged by its
-    // status and headers.
-    let verdict = match &judged {
+    // A body that was not read (too long, or undecodable) and a stream that
+    // reached its content are judged by their status and headers.
+    let verdict = match judged {
         None if status.is_success() => Verdict::Success,
         _ => classify::classify(&answer, Utc::now()),
     };
@@ -363,11 +444,12 @@ async fn judge(sent: Sent, request: &Outgoing) -> Result<Judged, Failure> {
         headers,
         verdict,
         rate_limit,
-        prefix,
-        rest,
-        sse,
+        prefix: read.prefix,
+        rest: read.rest,
+        watch: read.watch,
         content_length,
-        usage,
+        usage: read.usage,
+        generation: read.generation,
     })
 }
 
@@ -417,7 +499,7 @@ fn log_attempt(attempted: &Attempted, decision: &Decision, key_id: Option<&str>,
 fn respond(
     judged: Result<Judged, Failure>,
     decision: &Decision,
-    request: &Outgoing,
+    (shared, request): (&Shared, &Outgoing),
     key: Option<(&str, &ApiKey)>,
     attempt_no: u32,
     ctx: &RequestCtx,
@@ -436,6 +518,12 @@ fn respond(
         }
     };
     let extra_retry_after = decision.retry.and(decision.retry_hint);
+    if decision.retry.is_none()
+        && judged.status.is_success()
+        && let Some((key_id, _)) = key
+    {
+        remember_generation(shared, &judged, key_id);
+    }
     let reply = deliver(judged, request, key, attempt_no, extra_retry_after, ctx);
     match decision.retry {
         None => Step::Respond(reply),
@@ -443,6 +531,21 @@ fn respond(
             delay,
             fallback: Fallback::Upstream(reply),
         },
+    }
+}
+
+/// Note which key served the generation `judged` names (its
+/// `X-Generation-Id`, its JSON `id`, or its stream's), for a later `GET
+/// /v1/generation`.
+fn remember_generation(shared: &Shared, judged: &Judged, key_id: &str) {
+    let id = judged
+        .headers
+        .get(X_GENERATION_ID)
+        .and_then(|v| v.to_str().ok())
+        .or(judged.generation.as_deref())
+        .or_else(|| judged.watch.as_ref().and_then(Watch::generation));
+    if let Some(id) = id {
+        shared.generations.remember(id, key_id);
     }
 }
 
@@ -511,11 +614,12 @@ fn deliver(
         mut headers,
         mut prefix,
         rest,
-        sse,
+        watch,
         content_length,
         usage,
         ..
     } = judged;
+    let sse = watch.is_some();
     headers.retain(|name, _| !dropped_response_header(name));
     let key_id = key.map(|(id, _)| id);
     if let Some((_, key)) = key {
@@ -528,8 +632,6 @@ fn deliver(
     } else {
         let spec = relay::RelaySpec {
             idle: request.idle,
-            sse,
-            expects_done: request.endpoint.stream_end == StreamEnd::Done,
             content_length,
         };
         let ctx = ctx.clone();
@@ -538,10 +640,11 @@ fn deliver(
             prefix,
             rest,
             spec,
+            watch,
             crate::server::disconnect::closed(&request.req),
-            Box::new(move |end: relay::End| {
-                ctx.stream_ended(&end);
+            Box::new(move |end: relay::End, notes: relay::Notes| {
                 log_end(&end, &key);
+                ctx.stream_ended(&end, notes);
             }),
         ))
     };
@@ -571,6 +674,11 @@ fn log_end(end: &relay::End, key: &str) {
         relay::End::UpstreamFailed(e) => log::warn!(
             target: "orproxy::requests",
             "stream with key {key} broke after it started: {e}"
+        ),
+        relay::End::Errored(e) => log::warn!(
+            target: "orproxy::requests",
+            "stream with key {key} ended with the upstream's error after it started: {}",
+            crate::escape::clip(&redact(e), 300)
         ),
         relay::End::ClientGone => log::info!(
             target: "orproxy::requests",

@@ -3,12 +3,15 @@
 //! peek at it, build the outgoing request, then attempts until one answer
 //! may go to the client: wait for a key ([`wait`]), then send, judge,
 //! decide and respond ([`attempt`]). Attempts go on (on the best key) as
-//! long as nothing has reached the client. What the request learns goes
-//! into its [`Trace`], handed to its record when the handler is done.
+//! long as nothing the client can use has reached it; a streaming client
+//! kept waiting gets SSE comments meanwhile ([`keepalive`]). What the
+//! request learns goes into its [`Trace`], handed to its record when the
+//! attempts are done. Errors orproxy answers are in the endpoint's shape.
 
 mod attempt;
 mod connector;
 mod decode;
+mod keepalive;
 mod outgoing;
 mod wait;
 
@@ -53,7 +56,8 @@ fn peek(body: &Bytes) -> Result<(Option<String>, bool), ApiError> {
     ))
 }
 
-/// The route handler for `/v1/*` and `/api/v1/*`.
+/// The route handler for `/v1/*` and `/api/v1/*`: errors in the
+/// endpoint's shape.
 pub(crate) async fn handle(
     req: HttpRequest,
     payload: web::Payload,
@@ -61,9 +65,53 @@ pub(crate) async fn handle(
     upstream: web::Data<UpstreamClient>,
     ctx: RequestCtx,
 ) -> Result<HttpResponse, ApiError> {
-    let started = Instant::now();
     let path = req.path();
     let Some(tail) = super::routes::proxied_tail(path).filter(|t| !t.is_empty()) else {
+        return Err(ApiError::not_found(path));
+    };
+    let endpoint = crate::openrouter::endpoints::lookup(tail);
+    let shape = endpoint.dialect.error_shape();
+    proxy(
+        req.clone(),
+        endpoint,
+        payload,
+        shared,
+        upstream,
+        ctx.clone(),
+    )
+    .await
+    .map_err(|e| {
+        ctx.refused();
+        e.shaped(shape)
+    })
+}
+
+/// Sends the request's trace to its record when the attempts are done or
+/// dropped (the client left).
+struct Traced {
+    trace: Trace,
+    ctx: RequestCtx,
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        // The request's log line is written by `request_log` once the body is sent.
+        self.ctx.proxied(std::mem::take(&mut self.trace));
+    }
+}
+
+/// Proxy `req` to `endpoint`.
+async fn proxy(
+    req: HttpRequest,
+    endpoint: &'static crate::openrouter::endpoints::Endpoint,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    upstream: web::Data<UpstreamClient>,
+    ctx: RequestCtx,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let path = req.path();
+    let Some(tail) = super::routes::proxied_tail(path) else {
         return Err(ApiError::not_found(path));
     };
     if let Some(problem) = super::routes::path_problem(req.uri().path()) {
@@ -71,7 +119,6 @@ pub(crate) async fn handle(
             "The path {path} has {problem}; orproxy forwards only plain paths"
         )));
     }
-    let endpoint = crate::openrouter::endpoints::lookup(tail);
     let method = req.method().as_str();
     if !endpoint.methods.allow(method) {
         return Err(ApiError::method_not_allowed(
@@ -88,13 +135,13 @@ pub(crate) async fn handle(
     } else {
         (None, false)
     };
-    let mut trace = Trace {
+    let trace = Trace {
         model: model.clone(),
         stream: Some(stream),
         request_body: ctx.log_bodies().then(|| body.clone()),
         ..Trace::default()
     };
-    let request = Outgoing::new(
+    let mut request = Outgoing::new(
         &req,
         (endpoint, tail),
         body,
@@ -102,28 +149,72 @@ pub(crate) async fn handle(
         &shared.config,
         &upstream,
     );
+    if endpoint.path == "generation" {
+        request.served_by = generation_of(&req).and_then(|id| shared.generations.served_by(&id));
+    }
+    let holding = std::rc::Rc::new(keepalive::Holding::default());
+    let work = {
+        let (shared, holding, ctx) = (shared.clone(), holding.clone(), ctx.clone());
+        async move {
+            let mut traced = Traced {
+                trace,
+                ctx: ctx.clone(),
+            };
+            let trace = &mut traced.trace;
+            let client = &upstream.client;
+            let result = attempts(&shared, client, &request, started, trace, &ctx, &holding).await;
+            result.map(|mut reply| {
+                trace.judged_usage = reply.usage.take();
+                reply
+            })
+        }
+    };
     // A client that leaves before the answer starts cancels the attempts
     // (and with them the upstream request).
-    let result = tokio::select! {
-        biased;
-        () = super::disconnect::closed(&req) => {
-            log::info!(
-                target: "orproxy::requests",
-                "{} {}: the client went away before the answer started",
-                request.method,
-                req.path()
-            );
-            Err(ApiError::client_closed())
-        }
-        result = attempts(&shared, &upstream.client, &request, started, &mut trace, &ctx) => result,
+    let gone = async {
+        super::disconnect::closed(&req).await;
+        log::info!(
+            target: "orproxy::requests",
+            "{} {}: the client went away before the answer started",
+            req.method(),
+            req.path()
+        );
     };
-    let result = result.map(|reply| {
-        trace.judged_usage = reply.usage;
-        reply.res
-    });
-    // The request's log line is written by `request_log` once the body is sent.
-    ctx.proxied(trace);
-    result
+    let result = match shared.config.sse_keepalive.filter(|_| stream) {
+        // Not a stream, or no keep-alive: the attempts decide the answer.
+        None => {
+            tokio::select! {
+                biased;
+                () = gone => Err(ApiError::client_closed()),
+                result = work => result,
+            }
+        }
+        // A stream held that long is committed, its attempts moved into its body.
+        Some(every) => {
+            let mut work: keepalive::Work = Box::pin(work);
+            tokio::select! {
+                biased;
+                () = gone => Err(ApiError::client_closed()),
+                result = &mut work => result,
+                () = holding.lasted(every) => {
+                    return Ok(keepalive::commit(work, req.clone(), endpoint.dialect, every, ctx));
+                }
+            }
+        }
+    };
+    result.map(|reply| reply.res)
+}
+
+/// The `id` a `GET /v1/generation?id=...` asks about.
+fn generation_of(req: &HttpRequest) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Query {
+        id: Option<String>,
+    }
+    web::Query::<Query>::from_query(req.query_string())
+        .ok()?
+        .into_inner()
+        .id
 }
 
 /// Attempts until one answer may go to the client.
@@ -134,6 +225,7 @@ async fn attempts(
     started: Instant,
     trace: &mut Trace,
     ctx: &RequestCtx,
+    holding: &keepalive::Holding,
 ) -> Result<Reply, ApiError> {
     let deadline = started + shared.config.max_wait;
     let mut tried: Vec<String> = Vec::new();
@@ -157,7 +249,8 @@ async fn attempts(
             tried.push(id.clone());
         }
         let key = chosen.as_ref().map(|(id, key)| (id.as_str(), key));
-        let (step, record) = attempt::run(shared, client, request, key, attempt_no, ctx).await;
+        let (step, record) =
+            attempt::run(shared, client, request, key, attempt_no, ctx, holding).await;
         trace.attempts.push(record);
         let (delay, fallback) = match step {
             Step::Respond(reply) => return Ok(reply),

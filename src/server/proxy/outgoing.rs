@@ -144,6 +144,9 @@ pub(crate) struct Outgoing {
     pub(crate) free: bool,
     /// Longest silence allowed inside the upstream's answer.
     pub(crate) idle: Duration,
+    /// For a generation lookup: the key that served the generation (its
+    /// account's keys are tried first).
+    pub(crate) served_by: Option<String>,
 }
 
 impl Outgoing {
@@ -172,6 +175,7 @@ impl Outgoing {
             free: model.as_deref().is_some_and(is_free_model),
             model,
             idle: config.idle_timeout,
+            served_by: None,
         }
     }
 }

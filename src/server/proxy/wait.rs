@@ -45,6 +45,15 @@ pub(crate) async fn for_key(
     waits: &mut Vec<Duration>,
 ) -> Result<Option<(String, ApiKey)>, ApiError> {
     let mut waiting = Waiting { waits, since: None };
+    // A generation is asked of its own account first.
+    let exclude: std::borrow::Cow<'_, [String]> = match &request.served_by {
+        Some(id) => {
+            let mut others = tried.to_vec();
+            others.extend(shared.outside_account_of(id));
+            others.into()
+        }
+        None => tried.into(),
+    };
     loop {
         // Register for wake-ups before looking, so none is missed.
         let notified = shared.changed().notified();
@@ -65,7 +74,7 @@ pub(crate) async fn for_key(
             tokio::time::sleep(wait).await;
             continue;
         }
-        match shared.choose(now, tried, request.free) {
+        match shared.choose(now, &exclude, request.free) {
             Choice::Use { id, key } => {
                 // With a shared store, a free-model request takes a slot in
                 // the account's shared counts first; at a cap there, the
