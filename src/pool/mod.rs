@@ -386,7 +386,14 @@ fn park(
 }
 
 /// Disable `key` with `reason` unless it already is (the first reason stays).
-fn disable(key: &mut PoolKey, reason: String, recoverable: bool, rejected: bool) -> Option<Event> {
+/// Its first re-check is due a whole interval later: the answer that
+/// disabled it counts as the last check.
+fn disable(
+    key: &mut PoolKey,
+    reason: String,
+    (recoverable, rejected): (bool, bool),
+    now: DateTime<Utc>,
+) -> Option<Event> {
     if key.state.disabled {
         return None;
     }
@@ -394,7 +401,7 @@ fn disable(key: &mut PoolKey, reason: String, recoverable: bool, rejected: bool)
     key.state.disabled_reason = Some(reason.clone());
     key.state.auto_recover = recoverable;
     key.state.rejected = rejected;
-    key.state.last_probe = None;
+    key.state.last_probe = Some(now);
     key.suspect = None;
     Some(Event::Disabled {
         id: key.id.clone(),
@@ -713,7 +720,7 @@ impl Pool {
             } => {
                 self.rotate_away_from(id);
                 if let Some(key) = self.keys.get_mut(idx) {
-                    events.extend(disable(key, reason, recoverable, rejected));
+                    events.extend(disable(key, reason, (recoverable, rejected), now));
                 }
             }
             Outcome::Failed { fault, reason } => {
@@ -761,7 +768,7 @@ impl Pool {
             });
             if streak >= max {
                 let why = format!("{streak}{}", streak_suffix(&reason));
-                events.extend(disable(key, why, true, false));
+                events.extend(disable(key, why, (true, false), now));
             }
         }
     }

@@ -1354,12 +1354,15 @@ fn disabled_keys_are_rechecked_and_rejected_ones_more_rarely() {
             .map(|(id, _)| id)
             .collect()
     };
-    assert_eq!(due(&mut pool, 1), ["a", "b"]);
     assert!(
-        due(&mut pool, 2).is_empty(),
-        "not again before the interval"
+        due(&mut pool, 1).is_empty(),
+        "the answer that disabled a key counts as its last check"
     );
     assert_eq!(due(&mut pool, 301), ["a"], "the rejected key waits longer");
+    assert!(
+        due(&mut pool, 302).is_empty(),
+        "not again before the interval"
+    );
     assert_eq!(due(&mut pool, 12 * 300 + 1), ["a", "b"]);
     assert!(
         pool.probe_result("a", Probe::StillDown("unreachable".into()), t(3602))
@@ -1385,11 +1388,11 @@ fn a_check_that_finds_the_key_rejected_keeps_checking_it_rarely() {
     let settings = Settings { max_failures: 1 };
     let mut pool = Pool::from_records(&[rec("a"), rec("b")], settings);
     fail_while_another_works(&mut pool, "a", "b", "timeout", -10);
-    pool.due_for_probe(t(1), TimeDelta::minutes(5));
+    assert_eq!(pool.due_for_probe(t(301), TimeDelta::minutes(5)).len(), 1);
     let events = pool.probe_result(
         "a",
         Probe::Invalid("401 from OpenRouter: User not found.".into()),
-        t(2),
+        t(302),
     );
     assert_eq!(events.len(), 1);
     let s = state(&pool, "a");
@@ -1398,7 +1401,7 @@ fn a_check_that_finds_the_key_rejected_keeps_checking_it_rarely() {
         pool.due_for_probe(t(1000), TimeDelta::minutes(5))
             .is_empty()
     );
-    assert_eq!(pool.due_for_probe(t(3602), TimeDelta::minutes(5)).len(), 1);
+    assert_eq!(pool.due_for_probe(t(301 + 3600), TimeDelta::minutes(5)).len(), 1);
     assert_eq!(
         state(&pool, "a").disabled_reason.as_deref(),
         Some("401 from OpenRouter: User not found.")

@@ -37,7 +37,8 @@ local function disable(hash, reason, recoverable, rejected)
   redis.call('HSET', hash, 'disabled', '1', 'disabled_reason', reason)
   flag(hash, 'auto_recover', recoverable)
   flag(hash, 'rejected', rejected)
-  redis.call('HDEL', hash, 'last_probe')
+  -- The answer that disabled it counts as its last check.
+  redis.call('HSET', hash, 'last_probe', ARGV[4])
   return true
 end
 
