@@ -4,7 +4,7 @@
 //! after a restart, and across two instances sharing Redis.
 
 use crate::common::fake_openrouter::{
-    FakeOpenRouter, Reply, SseStep, sse_done, sse_event, sse_processing_comment,
+    FakeOpenRouter, Reply, SseStep, sse_done, sse_event, sse_named_event, sse_processing_comment,
 };
 use crate::common::redis::Redis;
 use crate::common::{Env, Resp, Server, key, key_id, request, reset_ms_in};
@@ -120,6 +120,17 @@ fn streamed(usage: Value) -> Reply {
         SseStep::Bytes(sse_event(&last)),
         SseStep::Bytes(sse_done()),
     ])
+}
+
+/// A streamed answer of named events (Responses, Messages), comment first.
+fn named_stream(events: &[(&str, Value)]) -> Reply {
+    let mut steps = vec![SseStep::Bytes(sse_processing_comment())];
+    steps.extend(
+        events
+            .iter()
+            .map(|(name, data)| SseStep::Bytes(sse_named_event(name, data))),
+    );
+    Reply::sse(steps)
 }
 
 fn post(server: &Server, path: &str, body: &Value) -> Resp {
@@ -399,6 +410,65 @@ fn usage_adds_up_what_openrouter_reported_streamed_or_not_and_survives_a_restart
         BTreeMap::from([(today(), total.plus(ok(1, 1, 0, 0, 0.25)))]),
         "{rows:?}"
     );
+}
+
+#[test]
+fn streamed_responses_and_messages_count_the_usage_of_their_own_events() {
+    let env = Env::new();
+    let fake = FakeOpenRouter::start();
+    env.add_keys(&[key(1)]);
+    let server = serve(&env, &fake);
+    // Responses: the usage of response.completed.
+    fake.push(
+        &key(1),
+        named_stream(&[
+            (
+                "response.created",
+                json!({"type": "response.created",
+                "response": {"id": "resp_s", "object": "response", "status": "in_progress"}}),
+            ),
+            (
+                "response.output_text.delta",
+                json!({"type": "response.output_text.delta", "delta": "hi"}),
+            ),
+            (
+                "response.completed",
+                json!({"type": "response.completed",
+                "response": {"id": "resp_s", "object": "response", "status": "completed",
+                    "usage": {"input_tokens": 8, "input_tokens_details": {"cached_tokens": 2},
+                        "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 1},
+                        "total_tokens": 13, "cost": 0.25}}}),
+            ),
+        ]),
+    );
+    let r = post(
+        &server,
+        "/v1/responses",
+        &json!({"model": "m", "stream": true, "input": "hi"}),
+    );
+    assert!(r.text().contains("response.completed"), "{}", r.text());
+    // Messages: input tokens in message_start, output tokens and cost in message_delta.
+    fake.push(
+        &key(1),
+        named_stream(&[
+            ("message_start", json!({"type": "message_start", "message": {"id": "msg_s",
+                "type": "message", "role": "assistant", "content": [],
+                "usage": {"input_tokens": 11, "cache_read_input_tokens": 3,
+                    "cache_creation_input_tokens": 0, "output_tokens": 1}}})),
+            ("content_block_delta", json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": "hi"}})),
+            ("message_delta", json!({"type": "message_delta",
+                "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7, "cost": 0.125}})),
+            ("message_stop", json!({"type": "message_stop"})),
+        ]),
+    );
+    let r = post(
+        &server,
+        "/v1/messages",
+        &json!({"model": "m", "stream": true, "max_tokens": 9, "messages": []}),
+    );
+    assert!(r.text().contains("message_stop"), "{}", r.text());
+    wait_for_total(&env, ok(8, 5, 2, 1, 0.25).plus(ok(14, 7, 3, 0, 0.125)));
 }
 
 #[test]

@@ -1401,7 +1401,11 @@ fn a_check_that_finds_the_key_rejected_keeps_checking_it_rarely() {
         pool.due_for_probe(t(1000), TimeDelta::minutes(5))
             .is_empty()
     );
-    assert_eq!(pool.due_for_probe(t(301 + 3600), TimeDelta::minutes(5)).len(), 1);
+    assert_eq!(
+        pool.due_for_probe(t(301 + 3600), TimeDelta::minutes(5))
+            .len(),
+        1
+    );
     assert_eq!(
         state(&pool, "a").disabled_reason.as_deref(),
         Some("401 from OpenRouter: User not found.")
