@@ -60,7 +60,7 @@ pub(crate) struct ServeArgs {
     pub(crate) port: Option<u16>,
 
     /// OpenRouter API base that requests are forwarded to
-    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
+    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM, value_parser = crate::values::upstream_arg)]
     pub(crate) upstream: String,
 
     /// Upstream attempts per request, each on the best available key
@@ -89,9 +89,10 @@ pub(crate) struct ServeArgs {
         long,
         env = "ORPROXY_MAX_BODY",
         value_name = "SIZE",
-        default_value = "50MiB"
+        default_value = "50MiB",
+        value_parser = crate::values::size_arg
     )]
-    pub(crate) max_body: String,
+    pub(crate) max_body: usize,
 
     /// Seconds to establish a connection (and TLS) to the upstream
     #[arg(
@@ -274,7 +275,7 @@ pub(crate) struct CheckArgs {
     pub(crate) json: bool,
 
     /// OpenRouter API base
-    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
+    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM, value_parser = crate::values::upstream_arg)]
     pub(crate) upstream: String,
 }
 
@@ -294,7 +295,7 @@ pub(crate) struct AddArgs {
     pub(crate) no_verify: bool,
 
     /// OpenRouter API base used to verify keys
-    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
+    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM, value_parser = crate::values::upstream_arg)]
     pub(crate) upstream: String,
 }
 

@@ -186,6 +186,14 @@ fn orproxy_errors_are_openai_shaped_and_bad_bodies_never_go_upstream() {
     request("GET", &server.url("/"), &[], None).assert_openai_error(404);
     request("GET", &server.url("/v1/chat/completions"), &[], None).assert_openai_error(405);
     request("DELETE", &server.url("/v1/models"), &[], None).assert_openai_error(405);
+    // A known path with the wrong method is a 405 too, saying which to use.
+    for path in ["/health", "/metrics"] {
+        let v = request("POST", &server.url(path), &[], Some(b"{}")).assert_openai_error(405);
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("use GET"),
+            "{v}"
+        );
+    }
     assert_eq!(fake.request_count(), 0, "nothing reached the upstream");
 }
 

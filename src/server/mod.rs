@@ -92,8 +92,16 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
                 &referer,
                 &title,
             )))
-            .route("/health", web::get().to(health::handle))
-            .route("/metrics", web::get().to(metrics::handle))
+            .service(
+                web::resource("/health")
+                    .route(web::get().to(health::handle))
+                    .default_service(web::to(get_only)),
+            )
+            .service(
+                web::resource("/metrics")
+                    .route(web::get().to(metrics::handle))
+                    .default_service(web::to(get_only)),
+            )
             .service(admin::scope())
             // Scopes rather than `{tail:.*}` patterns: no regex per request.
             .service(web::scope("/v1").default_service(web::to(proxy::handle)))
@@ -227,6 +235,15 @@ async fn shutdown_signal() -> &'static str {
             std::future::pending().await
         }
     }
+}
+
+/// 405: a GET-only route asked with another method.
+async fn get_only(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed(
+        req.method().as_str(),
+        req.path(),
+        "GET",
+    ))
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
