@@ -238,6 +238,9 @@ pub(crate) enum KeysCommand {
     /// Show every key with its status, cooldown and failures
     List(ListArgs),
     /// Put disabled or cooling keys back into rotation
+    ///
+    /// It says when a key's account has spent its :free requests for the day (they reset at
+    /// 00:00 UTC); --forget-quota forgets orproxy's count of them.
     Reactivate(ReactivateArgs),
     /// Delete keys from the store
     Remove(RemoveArgs),
@@ -325,6 +328,11 @@ pub(crate) struct ReactivateArgs {
     /// Reactivate every key
     #[arg(long)]
     pub(crate) all: bool,
+
+    /// Also forget orproxy's count of today's :free requests of these keys' accounts (when you
+    /// know better, e.g. after buying credits)
+    #[arg(long)]
+    pub(crate) forget_quota: bool,
 }
 
 /// `orproxy keys remove`

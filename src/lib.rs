@@ -56,7 +56,7 @@ pub mod internals {
     pub use crate::openrouter::classify::{
         Answer, FirstEvent, LimitPeriod, Verdict, classify, error_in_body, sse_first_data,
     };
-    pub use crate::pool::{CapKind, Choice, Event, Pool, Settings};
+    pub use crate::pool::{CapKind, Choice, Event, Holds, Pool, Settings};
     pub use crate::secret::ApiKey;
     pub use crate::server::relay::{BodyError, RelaySpec, Sent};
     pub use crate::store::{FileStore, StoreError, render};

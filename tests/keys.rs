@@ -40,10 +40,15 @@ fn add_with_flag_then_list_json_has_every_field() {
         "cooldown_until",
         "cooldown_reason",
         "disabled_reason",
+        "free_models",
+        "free_requests_today",
+        "free_daily_limit",
+        "free_requests_this_minute",
         "consecutive_failures",
         "last_used",
         "requests_total",
         "added_at",
+        "verified",
     ] {
         assert!(item.contains_key(field), "missing {field}: {item:?}");
     }
@@ -53,6 +58,20 @@ fn add_with_flag_then_list_json_has_every_field() {
     assert_eq!(item["cooldown_until"], json!(null));
     assert_eq!(item["last_used"], json!(null));
     assert_eq!(item["consecutive_failures"], 0);
+    assert_eq!(
+        item["free_models"],
+        json!({"usable": true, "until": null, "reason": null})
+    );
+    assert_eq!(item["free_requests_today"], 0);
+    assert_eq!(
+        item["free_daily_limit"],
+        json!(null),
+        "unknown until checked"
+    );
+    assert_eq!(item["free_requests_this_minute"], 0);
+    assert_eq!(item["verified"], false);
+    let table = env.run(&["keys", "list"]).success().stdout;
+    assert!(table.contains("unverified"), "{table}");
     // The ID is the first 8 hex digits of the key's SHA-256: the same everywhere.
     let id = item["id"].as_str().unwrap();
     assert_eq!(id.len(), 8);

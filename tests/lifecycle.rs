@@ -21,7 +21,11 @@ fn startup_line_names_address_store_upstream_and_key_counts() {
     );
     assert!(line.contains(env.store.to_str().unwrap()), "{line}");
     assert!(line.contains(&fake.base_url()), "{line}");
-    assert!(line.contains("2 active, 0 cooling, 0 disabled"), "{line}");
+    assert!(line.contains("(writable)"), "checked at start: {line}");
+    assert!(
+        line.contains("2 active, 0 free held, 0 cooling, 0 disabled"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -4,13 +4,14 @@
 //! persist them, and neither needs the other for it.
 
 mod account;
+mod availability;
 mod record;
 mod state;
 mod view;
 
 pub use account::AccountRecord;
+pub(crate) use availability::{Availability, FreeCounts, Held, Hold, KeyStatus};
 pub use record::{FreeModelDailyRequests, KeyInfo, KeyRecord, StoreFile};
 pub(crate) use record::{STORE_VERSION, assign_id, quota_account};
 pub use state::KeyState;
-pub(crate) use state::Status;
 pub(crate) use view::KeyView;

@@ -129,15 +129,13 @@ async fn list(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     let s: Arc<Shared> = shared.into_inner();
     let file = web::block(move || {
         // Write the pool's latest state first, so the answer is current.
-        s.sync().sync();
+        s.sync().settle();
         s.store.load()
     })
     .await
     .map_err(|_| ApiError::internal("reading the key store"))?
     .map_err(|e| store_error(&e))?;
-    let now = Utc::now();
-    let views: Vec<KeyView> = file.keys.iter().map(|r| KeyView::of(r, now)).collect();
-    Ok(HttpResponse::Ok().json(views))
+    Ok(HttpResponse::Ok().json(crate::pool::availability::views(&file, Utc::now())))
 }
 
 async fn read_body(
@@ -198,12 +196,11 @@ async fn add(
         .filter(|l| !l.is_empty());
     let now = Utc::now();
     let (added, view) = change(&shared, move |file| {
-        let added = edit::add_key(file, &key, label.as_deref(), info.clone(), now);
-        let view = file
-            .keys
-            .iter()
-            .find(|r| r.id == added.id())
-            .map(|r| KeyView::of(r, now));
+        let added = edit::add_key(file, &key, label.as_deref(), None, now);
+        if let Some(info) = info.clone() {
+            crate::pool::accounts::learn(file, added.id(), info, now);
+        }
+        let view = view_of(file, added.id(), now);
         (added, view)
     })
     .await?;
@@ -217,6 +214,14 @@ async fn add(
         result: Some(result),
         warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
     }))
+}
+
+/// The view of key `id` in `file` at `now`.
+fn view_of(file: &StoreFile, id: &str, now: chrono::DateTime<Utc>) -> Option<KeyView> {
+    let index = file.keys.iter().position(|r| r.id == id)?;
+    crate::pool::availability::views(file, now)
+        .into_iter()
+        .nth(index)
 }
 
 fn path_id(req: &HttpRequest) -> String {
@@ -233,7 +238,7 @@ async fn reactivate(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpR
             indices
                 .first()
                 .and_then(|&i| file.keys.get(i))
-                .map(|r| KeyView::of(r, now)),
+                .and_then(|r| view_of(file, &r.id, now)),
         )
     })
     .await?
@@ -249,16 +254,19 @@ async fn reactivate(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpR
 async fn remove(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     let id = path_id(&req);
     let now = Utc::now();
-    let removed = change(&shared, move |file| {
+    let view = change(&shared, move |file| {
         let indices = edit::resolve_ids(file, std::slice::from_ref(&id))?;
-        Ok::<_, IdError>(edit::remove(file, &indices))
+        // The view as it was, before the key goes.
+        let view = indices
+            .first()
+            .and_then(|&i| file.keys.get(i))
+            .and_then(|r| view_of(file, &r.id, now));
+        edit::remove(file, &indices);
+        Ok::<_, IdError>(view)
     })
     .await?
-    .map_err(|e| id_error(&e))?;
-    let view = removed
-        .first()
-        .map(|r| KeyView::of(r, now))
-        .ok_or_else(|| ApiError::internal("removing the key"))?;
+    .map_err(|e| id_error(&e))?
+    .ok_or_else(|| ApiError::internal("removing the key"))?;
     Ok(HttpResponse::Ok().json(KeyReply {
         key: view,
         result: Some("removed"),

@@ -177,10 +177,17 @@ fn default_workers() -> usize {
 fn announce(config: &ServeConfig, shared: &Shared, bound: &str) {
     let counts = shared.counts(Utc::now());
     say(format_args!(
-        "orproxy listening on http://{bound}/v1 | store {} | upstream {} | keys: {} active, {} cooling, {} disabled | logs {}",
+        "orproxy listening on http://{bound}/v1 | store {}{} | upstream {} | keys: {} active, {} free held, {} cooling, {} disabled | logs {}",
         shared.store.describe(),
+        // A file store was checked at start (`commands::serve`).
+        if matches!(shared.store, Backend::File(_)) {
+            " (writable)"
+        } else {
+            ""
+        },
         config.upstream,
         counts.active,
+        counts.free_held,
         counts.cooling,
         counts.disabled,
         config.log_files.dir.display()
@@ -198,7 +205,7 @@ fn announce(config: &ServeConfig, shared: &Shared, bound: &str) {
             "off (no --admin-token)"
         }
     ));
-    if counts.active + counts.cooling == 0 {
+    if counts.active + counts.free_held + counts.cooling == 0 {
         say(format_args!(
             "No usable key yet: add one with `orproxy keys add` (the running server picks it up), \
              or set OPENROUTER_API_KEYS."

@@ -165,10 +165,13 @@ impl<'a> Adder<'a> {
             ready
                 .iter()
                 .map(|(key, info)| {
-                    (
-                        visible(&key.masked()).into_owned(),
-                        edit::add_key(file, key, label, info.clone(), now),
-                    )
+                    let added = edit::add_key(file, key, label, None, now);
+                    if let Some(info) = info.clone() {
+                        // Its account's counts stay true (a key re-added
+                        // brings its own counts to its account).
+                        crate::pool::accounts::learn(file, added.id(), info, now);
+                    }
+                    (visible(&key.masked()).into_owned(), added)
                 })
                 .collect::<Vec<_>>()
         })?;
