@@ -281,7 +281,25 @@ fn a_keys_count_is_carried_into_its_newly_learned_account_and_survives_a_restart
         &key(2),
         KeyInfoReply::Ok(key_info(Some("user_c"), Some((0, 50)))),
     );
-    env.add_verified(&key(2), &fake.base_url());
+    let added = env
+        .run(&[
+            "keys",
+            "add",
+            "--key",
+            &key(2),
+            "--upstream",
+            &fake.base_url(),
+        ])
+        .success()
+        .stdout;
+    // OpenRouter's label of the key as it reports it (its default label is
+    // the key abbreviated: not a secret), and the store written to.
+    assert!(added.contains("label \"sk-or-v1-0e6...f2a\""), "{added}");
+    assert!(
+        added.contains(&format!("to {}", env.store.display())),
+        "{added}"
+    );
+    assert!(!added.contains("unverified"), "{added}");
     let (id1, id2) = (key_id(&key(1)), key_id(&key(2)));
     let mut server = serve(&env, &fake);
     for _ in 0..3 {

@@ -28,6 +28,12 @@ fn add_with_flag_then_list_json_has_every_field() {
         ])
         .success();
     assert!(out.stdout.contains("added "), "{out:?}");
+    // It says which store it wrote to, and that the key is unverified.
+    assert!(
+        out.stdout.contains(&format!("to {}", env.store.display())),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("(unverified: --no-verify"), "{out:?}");
     assert!(!out.all().contains(&k), "full key printed: {out:?}");
     let list = env.list_json();
     assert_eq!(list.len(), 1);
@@ -91,7 +97,7 @@ fn add_with_flag_then_list_json_has_every_field() {
 fn keys_from_stdin_skip_blanks_and_comments_and_refuse_bad_ones() {
     let env = Env::new();
     let input = format!(
-        "# my keys\n\n{}\n   {}  \nbad key\nnot-an-openrouter-key\n",
+        "# my keys\n\n{}\n   {}  \nbad key\nnot-an-openrouter-key\nsk-or-v1-tooshort\n",
         key(1),
         key(2)
     );
@@ -105,9 +111,22 @@ fn keys_from_stdin_skip_blanks_and_comments_and_refuse_bad_ones() {
         out.stderr.contains("does not start with \"sk-or-\""),
         "{out:?}"
     );
+    // A key too short to be an OpenRouter key is added, with a warning.
+    assert!(
+        out.stderr.contains("line 7")
+            && out
+                .stderr
+                .contains("has 8 characters after \"sk-or-v1-\" where OpenRouter keys have 64"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.stderr.matches("probably not an OpenRouter key").count(),
+        2,
+        "{out:?}"
+    );
     assert!(!out.all().contains("not-an-openrouter-key"), "{out:?}");
     let list = env.list_json();
-    assert_eq!(list.len(), 3, "the good keys are still added: {list:?}");
+    assert_eq!(list.len(), 4, "the good keys are still added: {list:?}");
     let stored = env.store_json();
     let keys: Vec<&str> = stored["keys"]
         .as_array()
@@ -117,7 +136,12 @@ fn keys_from_stdin_skip_blanks_and_comments_and_refuse_bad_ones() {
         .collect();
     assert_eq!(
         keys,
-        [key(1).as_str(), key(2).as_str(), "not-an-openrouter-key"]
+        [
+            key(1).as_str(),
+            key(2).as_str(),
+            "not-an-openrouter-key",
+            "sk-or-v1-tooshort"
+        ]
     );
 }
 

@@ -162,9 +162,9 @@ async fn add(
     let key = ApiKey::parse(body.key.trim())
         .map_err(|e| ApiError::bad_request(format!("The key was refused: {e}")))?;
     let mut warnings = Vec::new();
-    if !key.looks_like_openrouter() {
+    if let Some(problem) = key.not_openrouter() {
         warnings.push(format!(
-            "{} does not start with \"sk-or-\", so it may not be an OpenRouter key",
+            "{} {problem}, so it is probably not an OpenRouter key",
             key.masked()
         ));
     }
