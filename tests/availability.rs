@@ -420,3 +420,48 @@ fn keys_check_lowers_a_count_when_openrouter_counts_fewer() {
         env.list_json()[0]["free_requests_today"] == 2
     });
 }
+
+#[test]
+fn the_servers_recheck_of_a_key_carries_its_count_into_the_account_it_learns() {
+    let env = Env::new();
+    let fake = FakeOpenRouter::start();
+    env.add_keys(&[key(1), key(2)]);
+    let id1 = key_id(&key(1));
+    let server = env.serve(
+        &fake.base_url(),
+        &["--max-failures", "1", "--reprobe-interval", "1"],
+    );
+    for _ in 0..3 {
+        let r = chat(&server, &json!({"model": FREE}));
+        assert_eq!(r.header("x-orproxy-key"), Some(id1.as_str()), "sticky");
+    }
+    // Key 1 fails while key 2 answers: it is disabled, with 4 :free
+    // requests of its own today (the failed one counts too); OpenRouter
+    // fails its re-checks for now.
+    let down = crate::common::fake_openrouter::Reply::server_error(503);
+    fake.set_key_info(&key(1), KeyInfoReply::Custom(down));
+    fake.push(
+        &key(1),
+        crate::common::fake_openrouter::Reply::server_error(500),
+    );
+    assert_eq!(chat(&server, &json!({"model": FREE})).status, 200);
+    wait_until("key 1 disabled with its own count", T, || {
+        let k = &env.list_json()[0];
+        k["status"] == "disabled" && k["free_requests_today"] == 4
+    });
+    // The server's re-check learns its account from GET /key (which
+    // reports no count): the account has the key's 4.
+    fake.set_key_info(&key(1), KeyInfoReply::Ok(key_info(Some("user_p"), None)));
+    wait_until("key 1 back, in its account, with its count", T, || {
+        let k = &env.list_json()[0];
+        k["status"] == "active" && k["account"] == "user_p" && k["free_requests_today"] == 4
+    });
+    wait_until("the server's count of the account", T, || {
+        let s = scrape(&server);
+        value(
+            &s,
+            "orproxy_account_free_requests_today",
+            &[("account", "user_p")],
+        ) == Some(4.0)
+    });
+}
