@@ -575,7 +575,7 @@ _orproxy() {
             return 0
             ;;
         orproxy__subcmd__keys__subcmd__reactivate)
-            opts="-h -V --all --store --redis-prefix --help --version"
+            opts="-h -V --all --forget-quota --store --redis-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -104,8 +104,9 @@ set edit:completion:arg-completer[orproxy] = {|@words|
             cand --store 'The key store shared by `serve` and the `keys` commands: a JSON file, or a redis:// or rediss:// URL (redis://[:PASSWORD@]HOST:PORT/DB) that several orproxy instances share [default: $XDG_DATA_HOME/orproxy/keys.json, i.e. ~/.local/share/orproxy/keys.json]'
             cand --redis-prefix 'The prefix of orproxy''s Redis keys, so that several key pools can share one Redis database (only with a redis:// store) [default: orproxy]'
             cand --all 'Reactivate every key'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --forget-quota 'Also forget orproxy''s count of today''s :free requests of these keys'' accounts (when you know better, e.g. after buying credits)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }

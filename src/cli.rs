@@ -66,7 +66,7 @@ pub(crate) struct ServeArgs {
     pub(crate) port: Option<u16>,
 
     /// OpenRouter API base that requests are forwarded to
-    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
+    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM, value_parser = crate::values::upstream_arg)]
     pub(crate) upstream: String,
 
     /// Upstream attempts per request, each on the best available key
@@ -95,9 +95,10 @@ pub(crate) struct ServeArgs {
         long,
         env = "ORPROXY_MAX_BODY",
         value_name = "SIZE",
-        default_value = "50MiB"
+        default_value = "50MiB",
+        value_parser = crate::values::size_arg
     )]
-    pub(crate) max_body: String,
+    pub(crate) max_body: usize,
 
     /// Seconds to establish a connection (and TLS) to the upstream
     #[arg(
@@ -254,6 +255,9 @@ pub(crate) enum KeysCommand {
     /// Show every key with its status, cooldown and failures
     List(ListArgs),
     /// Put disabled or cooling keys back into rotation
+    ///
+    /// It says when a key's account has spent its :free requests for the day (they reset at
+    /// 00:00 UTC); --forget-quota forgets orproxy's count of them.
     Reactivate(ReactivateArgs),
     /// Delete keys from the store
     Remove(RemoveArgs),
@@ -291,7 +295,7 @@ pub(crate) struct CheckArgs {
     pub(crate) json: bool,
 
     /// OpenRouter API base
-    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
+    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM, value_parser = crate::values::upstream_arg)]
     pub(crate) upstream: String,
 }
 
@@ -311,7 +315,7 @@ pub(crate) struct AddArgs {
     pub(crate) no_verify: bool,
 
     /// OpenRouter API base used to verify keys
-    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM)]
+    #[arg(long, env = "ORPROXY_UPSTREAM", value_name = "URL", default_value = DEFAULT_UPSTREAM, value_parser = crate::values::upstream_arg)]
     pub(crate) upstream: String,
 }
 
@@ -341,6 +345,11 @@ pub(crate) struct ReactivateArgs {
     /// Reactivate every key
     #[arg(long)]
     pub(crate) all: bool,
+
+    /// Also forget orproxy's count of today's :free requests of these keys' accounts (when you
+    /// know better, e.g. after buying credits)
+    #[arg(long)]
+    pub(crate) forget_quota: bool,
 }
 
 /// `orproxy keys remove`

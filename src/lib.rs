@@ -16,6 +16,7 @@ mod secret;
 mod server;
 mod store;
 mod sync;
+mod values;
 
 pub use output::{OutputError, StdoutClosed};
 pub use secret::redact;
@@ -24,6 +25,24 @@ pub use secret::redact;
 /// binary's last error line.
 pub fn visible(text: &str) -> String {
     escape::visible(text).into_owned()
+}
+
+/// An error and its causes on one line, `: `-separated, each said once: a
+/// cause whose text its parent's message already holds (an OS error quoted
+/// by the message that wraps it) is not repeated.
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// What the benchmarks, the fuzz targets and the integration tests drive
@@ -38,7 +57,7 @@ pub mod internals {
     pub use crate::openrouter::classify::{Answer, LimitPeriod, Verdict, classify, error_in_body};
     pub use crate::openrouter::dialect::Dialect;
     pub use crate::openrouter::stream::Watch;
-    pub use crate::pool::{CapKind, Choice, Event, Pool, Settings};
+    pub use crate::pool::{CapKind, Choice, Event, Holds, Pool, Settings};
     pub use crate::secret::ApiKey;
     pub use crate::server::relay::BodyError;
     pub use crate::store::{FileStore, StoreError, render};
@@ -65,5 +84,26 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             commands::generate::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_os_error_quoted_by_its_parent_is_said_once() {
+        let os = std::io::Error::from_raw_os_error(98);
+        let shown = os.to_string();
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot listen on 127.0.0.1:3000: {source}")]
+        struct Bind {
+            source: std::io::Error,
+        }
+        let err = anyhow::Error::new(Bind { source: os }).context("orproxy serve stopped");
+        assert_eq!(
+            super::error_chain(&err),
+            format!("orproxy serve stopped: cannot listen on 127.0.0.1:3000: {shown}")
+        );
+        let plain = anyhow::anyhow!("one").context("two");
+        assert_eq!(super::error_chain(&plain), "two: one");
     }
 }

@@ -160,10 +160,19 @@ thread_local! {
 /// in `files.dir` (created 0700; files are 0600). Old files are cleaned up
 /// before the first line is written.
 pub(crate) fn init_server(files: &LogFiles) -> Result<(), LogError> {
-    create_private_dir(&files.dir).map_err(|source| LogError::Dir {
-        path: files.dir.clone(),
-        source,
-    })?;
+    // The directory must take new files: said at once, not at the first
+    // line that cannot be written.
+    create_private_dir(&files.dir)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix(".orproxy-probe-")
+                .tempfile_in(&files.dir)
+                .map(drop)
+        })
+        .map_err(|source| LogError::Dir {
+            path: files.dir.clone(),
+            source,
+        })?;
     let clock: Arc<dyn Clock> = Arc::new(LocalClock);
     let removed = cleanup(&files.dir, clock.today(), files.retention_days);
     let loose = tighten(&files.dir);

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             // masked, and nothing a terminal would act on.
             eprintln!(
                 "error: {}",
-                orproxy::visible(&orproxy::redact(&format!("{err:#}")))
+                orproxy::visible(&orproxy::redact(&orproxy::error_chain(&err)))
             );
             ExitCode::FAILURE
         }

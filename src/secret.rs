@@ -44,9 +44,30 @@ impl ApiKey {
         Ok(Self(raw.to_owned()))
     }
 
-    /// Whether the key has the `sk-or-` prefix OpenRouter keys carry.
-    pub(crate) fn looks_like_openrouter(&self) -> bool {
-        self.0.starts_with("sk-or-")
+    /// Why the key cannot be an OpenRouter key, if it cannot: OpenRouter
+    /// keys are `sk-or-v1-` and 64 hexadecimal digits (a later `sk-or-v2-`
+    /// may differ, so only `v1` keys are checked past the prefix).
+    pub(crate) fn not_openrouter(&self) -> Option<String> {
+        const V1: &str = "sk-or-v1-";
+        if !self.0.starts_with("sk-or-") {
+            return Some("does not start with \"sk-or-\"".to_owned());
+        }
+        let rest = self.0.strip_prefix(V1)?;
+        let n = rest.chars().count();
+        if n != 64 {
+            return Some(format!(
+                "has {n} characters after \"{V1}\" where OpenRouter keys have 64"
+            ));
+        }
+        if !rest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Some(format!(
+                "has characters other than 0-9 and a-f after \"{V1}\""
+            ));
+        }
+        None
     }
 
     /// The full key, for the `Authorization` header and the store file only.
@@ -152,6 +173,20 @@ pub(crate) fn may_hold_key(bytes: &[u8]) -> bool {
 /// [`redact`], borrowing `text` when there is nothing to mask (the usual
 /// case: no copy on the logging path).
 pub(crate) fn redacted(text: &str) -> Cow<'_, str> {
+    masked_tokens(text, 0)
+}
+
+/// `text` with every `sk-or-` token long enough to be a key (20
+/// characters or more after its prefix) masked, and shorter ones (a key's
+/// abbreviated form, as OpenRouter's default key labels have it: `sk-or-v1-0e6...f2a`)
+/// left as they are.
+pub(crate) fn redact_keys(text: &str) -> String {
+    masked_tokens(text, 20).into_owned()
+}
+
+/// `text` with every `sk-or-` token of at least `min` characters after its
+/// prefix masked.
+fn masked_tokens(text: &str, min: usize) -> Cow<'_, str> {
     const NEEDLE: &str = "sk-or-";
     if !may_hold_key(text.as_bytes()) {
         return Cow::Borrowed(text);
@@ -163,7 +198,15 @@ pub(crate) fn redacted(text: &str) -> Cow<'_, str> {
         let token_len = rest[pos..]
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
             .unwrap_or(rest.len() - pos);
-        out.push_str(&mask(&rest[pos..pos + token_len]));
+        let token = &rest[pos..pos + token_len];
+        let body = token
+            .strip_prefix("sk-or-v1-")
+            .unwrap_or(&token[NEEDLE.len()..]);
+        if body.len() >= min {
+            out.push_str(&mask(token));
+        } else {
+            out.push_str(token);
+        }
         rest = &rest[pos + token_len..];
     }
     out.push_str(rest);
@@ -295,8 +338,29 @@ mod tests {
         assert_eq!(ApiKey::parse("sk-or-v1 x"), Err(KeyError::Whitespace));
         assert_eq!(ApiKey::parse("sk-or-\tx"), Err(KeyError::Whitespace));
         assert_eq!(ApiKey::parse("sk-or-\u{7}x"), Err(KeyError::Control));
-        assert!(ApiKey::parse("sk-or-v1-x").unwrap().looks_like_openrouter());
-        assert!(!ApiKey::parse("abc").unwrap().looks_like_openrouter());
+    }
+
+    #[test]
+    fn an_abbreviated_key_is_left_as_it_is_and_a_whole_one_masked() {
+        assert_eq!(redact_keys("sk-or-v1-0e6...f2a"), "sk-or-v1-0e6...f2a");
+        let whole = format!("mine: {KEY}");
+        assert_eq!(redact_keys(&whole), "mine: sk-or-v1-…a1b2");
+        assert_eq!(redact_keys("laptop"), "laptop");
+    }
+
+    #[test]
+    fn keys_that_cannot_be_openrouter_keys_are_told_apart() {
+        let problem = |k: &str| ApiKey::parse(k).unwrap().not_openrouter();
+        assert_eq!(problem(&format!("sk-or-v1-{}", "0a".repeat(32))), None);
+        assert_eq!(problem("sk-or-v2-anything"), None, "a later format");
+        assert!(problem("abc").unwrap().contains("does not start"));
+        assert!(
+            problem("sk-or-v1-abc")
+                .unwrap()
+                .contains("has 3 characters")
+        );
+        let upper = format!("sk-or-v1-{}", "0A".repeat(32));
+        assert!(problem(&upper).unwrap().contains("other than 0-9 and a-f"));
     }
 
     #[test]

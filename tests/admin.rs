@@ -130,8 +130,9 @@ fn the_admin_api_adds_lists_reactivates_and_removes_keys_at_once() {
     fake.push(&key(1), Reply::rate_limit_per_min(reset_ms_in(600)));
     let limited = chat(&server, &json!({"model": "m:free", "messages": []}));
     assert_eq!(limited.status, 429);
-    let cooling = admin(&server, "GET", "/admin/keys", auth, None).json();
-    assert_eq!(cooling[0]["status"], "cooling");
+    let held = admin(&server, "GET", "/admin/keys", auth, None).json();
+    assert_eq!(held[0]["status"], "free_held", "{held}");
+    assert_eq!(held[0]["free_models"]["reason"], "free-models-per-min");
     let reactivated = admin(
         &server,
         "POST",

@@ -676,11 +676,12 @@ fn every_key_rate_limited_at_once_is_an_honest_429_with_retry_after() {
     assert_no_leak(&server, Some(leak_fake), 1, &|_| {
         let r = chat(&server, &json!({"model": "m:free"}));
         let v = r.assert_openai_error(429);
-        assert_eq!(v["error"]["code"], "all_keys_cooling", "{v}");
+        // Per-minute caps hold the keys for `:free` models only.
+        assert_eq!(v["error"]["code"], "free_models_held", "{v}");
         let secs = retry_after(&r);
         assert!((80..=91).contains(&secs), "Retry-After {secs}");
     });
-    assert_eq!(fake.request_count(), 3, "cooling keys are not tried");
+    assert_eq!(fake.request_count(), 3, "held keys are not tried");
     // The cooldowns end (here: reactivated), and orproxy serves again.
     for n in 1..=3 {
         fake.clear_default(&key(n));

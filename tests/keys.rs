@@ -28,6 +28,12 @@ fn add_with_flag_then_list_json_has_every_field() {
         ])
         .success();
     assert!(out.stdout.contains("added "), "{out:?}");
+    // It says which store it wrote to, and that the key is unverified.
+    assert!(
+        out.stdout.contains(&format!("to {}", env.store.display())),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("(unverified: --no-verify"), "{out:?}");
     assert!(!out.all().contains(&k), "full key printed: {out:?}");
     let list = env.list_json();
     assert_eq!(list.len(), 1);
@@ -40,10 +46,15 @@ fn add_with_flag_then_list_json_has_every_field() {
         "cooldown_until",
         "cooldown_reason",
         "disabled_reason",
+        "free_models",
+        "free_requests_today",
+        "free_daily_limit",
+        "free_requests_this_minute",
         "consecutive_failures",
         "last_used",
         "requests_total",
         "added_at",
+        "verified",
     ] {
         assert!(item.contains_key(field), "missing {field}: {item:?}");
     }
@@ -53,6 +64,20 @@ fn add_with_flag_then_list_json_has_every_field() {
     assert_eq!(item["cooldown_until"], json!(null));
     assert_eq!(item["last_used"], json!(null));
     assert_eq!(item["consecutive_failures"], 0);
+    assert_eq!(
+        item["free_models"],
+        json!({"usable": true, "until": null, "reason": null})
+    );
+    assert_eq!(item["free_requests_today"], 0);
+    assert_eq!(
+        item["free_daily_limit"],
+        json!(null),
+        "unknown until checked"
+    );
+    assert_eq!(item["free_requests_this_minute"], 0);
+    assert_eq!(item["verified"], false);
+    let table = env.run(&["keys", "list"]).success().stdout;
+    assert!(table.contains("unverified"), "{table}");
     // The ID is the first 8 hex digits of the key's SHA-256: the same everywhere.
     let id = item["id"].as_str().unwrap();
     assert_eq!(id.len(), 8);
@@ -72,7 +97,7 @@ fn add_with_flag_then_list_json_has_every_field() {
 fn keys_from_stdin_skip_blanks_and_comments_and_refuse_bad_ones() {
     let env = Env::new();
     let input = format!(
-        "# my keys\n\n{}\n   {}  \nbad key\nnot-an-openrouter-key\n",
+        "# my keys\n\n{}\n   {}  \nbad key\nnot-an-openrouter-key\nsk-or-v1-tooshort\n",
         key(1),
         key(2)
     );
@@ -86,9 +111,22 @@ fn keys_from_stdin_skip_blanks_and_comments_and_refuse_bad_ones() {
         out.stderr.contains("does not start with \"sk-or-\""),
         "{out:?}"
     );
+    // A key too short to be an OpenRouter key is added, with a warning.
+    assert!(
+        out.stderr.contains("line 7")
+            && out
+                .stderr
+                .contains("has 8 characters after \"sk-or-v1-\" where OpenRouter keys have 64"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.stderr.matches("probably not an OpenRouter key").count(),
+        2,
+        "{out:?}"
+    );
     assert!(!out.all().contains("not-an-openrouter-key"), "{out:?}");
     let list = env.list_json();
-    assert_eq!(list.len(), 3, "the good keys are still added: {list:?}");
+    assert_eq!(list.len(), 4, "the good keys are still added: {list:?}");
     let stored = env.store_json();
     let keys: Vec<&str> = stored["keys"]
         .as_array()
@@ -98,7 +136,12 @@ fn keys_from_stdin_skip_blanks_and_comments_and_refuse_bad_ones() {
         .collect();
     assert_eq!(
         keys,
-        [key(1).as_str(), key(2).as_str(), "not-an-openrouter-key"]
+        [
+            key(1).as_str(),
+            key(2).as_str(),
+            "not-an-openrouter-key",
+            "sk-or-v1-tooshort"
+        ]
     );
 }
 

@@ -2,7 +2,7 @@
 //! the environment, graceful shutdown with a final state write.
 
 use crate::common::fake_openrouter::{FakeOpenRouter, Reply};
-use crate::common::{Env, chat, free_port, key, wait_until};
+use crate::common::{Env, Run, chat, free_port, key, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
@@ -21,7 +21,11 @@ fn startup_line_names_address_store_upstream_and_key_counts() {
     );
     assert!(line.contains(env.store.to_str().unwrap()), "{line}");
     assert!(line.contains(&fake.base_url()), "{line}");
-    assert!(line.contains("2 active, 0 cooling, 0 disabled"), "{line}");
+    assert!(line.contains("(writable)"), "checked at start: {line}");
+    assert!(
+        line.contains("2 active, 0 free held, 0 cooling, 0 disabled"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -84,11 +88,21 @@ fn flag_beats_environment_beats_dotenv_beats_default() {
 #[test]
 fn bad_settings_are_refused_with_a_usage_error_or_message() {
     let env = Env::new();
-    let out = env.run(&["serve", "--max-body", "lots"]);
-    assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stderr.contains("--max-body"), "{out:?}");
-    let out = env.run(&["serve", "--upstream", "ftp://x"]);
-    assert_eq!(out.code, Some(1), "{out:?}");
+    // A bad flag value is a usage error like any other: exit 2, naming it.
+    for (flag, value) in [
+        ("--max-body", "lots"),
+        ("--max-body", "5XB"),
+        ("--upstream", "ftp://x"),
+    ] {
+        let out = env.run(&["serve", flag, value]);
+        assert_eq!(out.code, Some(2), "{out:?}");
+        assert!(
+            out.stderr.contains(flag) && out.stderr.contains(value),
+            "{out:?}"
+        );
+    }
+    let out = env.run(&["keys", "check", "--upstream", "openrouter.ai"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
     env.run(&["serve", "--port", "notaport"]).failure(2);
     env.run(&["serve", "--max-attempts", "0"]).failure(2);
 }
@@ -186,4 +200,84 @@ fn a_closed_stdout_does_not_stop_the_server() {
     });
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Run `serve ARGS...` in `env`, which must stop on its own (within 30 s).
+fn serve_that_stops(env: &Env, args: &[&str]) -> Run {
+    let mut full = vec!["serve", "--port", "0"];
+    full.extend_from_slice(args);
+    let mut child = env
+        .cmd(&full)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("orproxy serve {args:?} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Run::from(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_port_in_use_is_said_once_with_its_os_error() {
+    let env = Env::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut child = env.cmd(&["serve", "--port", &port]);
+    let out = Run::from(child.stdin(std::process::Stdio::null()).output().unwrap());
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains(&port),
+        "{out:?}"
+    );
+    assert_eq!(last.matches("os error").count(), 1, "said once: {last}");
+}
+
+#[test]
+fn serve_says_at_once_when_it_cannot_write_its_store_or_its_logs() {
+    // A store whose directory cannot be made: a file stands where it goes.
+    let env = Env::new();
+    let blocker = env.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let store = blocker.join("keys.json");
+    let out = serve_that_stops(&env, &["--store", store.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("cannot be written") && out.stderr.contains("not-a-dir"),
+        "{out:?}"
+    );
+    assert_eq!(out.stderr.matches("os error").count(), 1, "{out:?}");
+
+    // A store directory that takes no new file.
+    let env = Env::new();
+    env.add_keys(&[key(1)]);
+    let data = env.store.parent().unwrap().to_path_buf();
+    let read_only = crate::store::ReadOnlyDir::make(&data);
+    let out = serve_that_stops(&env, &[]);
+    drop(read_only);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("cannot write in the store directory"),
+        "{out:?}"
+    );
+
+    // A log directory that takes no new file.
+    let env = Env::new();
+    let logs = env.dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let read_only = crate::store::ReadOnlyDir::make(&logs);
+    let out = serve_that_stops(&env, &["--log-dir", logs.to_str().unwrap()]);
+    drop(read_only);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("cannot use the log directory"),
+        "{out:?}"
+    );
 }

@@ -5,7 +5,7 @@ use crate::common::{Env, Server, chat, key, key_id, request, reset_ms_in};
 use prometheus_parse::{LineInfo, Scrape, Value};
 use serde_json::json;
 
-fn scrape(server: &Server) -> Scrape {
+pub fn scrape(server: &Server) -> Scrape {
     let resp = request("GET", &server.url("/metrics"), &[], None);
     assert_eq!(resp.status, 200);
     assert!(
@@ -26,7 +26,7 @@ fn scrape(server: &Server) -> Scrape {
 }
 
 /// The value of the sample `name` whose labels include `labels`.
-fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     s.samples
         .iter()
         .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
@@ -121,23 +121,45 @@ fn metrics_count_requests_attempts_retries_waits_cooldowns_and_key_states() {
     assert_eq!(value(&s, "orproxy_overhead_seconds_count", &[]), Some(6.0));
     assert_eq!(value(&s, "orproxy_active_streams", &[]), Some(0.0));
 
-    // Per-key state, by ID, and the cooldown left.
+    // Per-key state, by ID, and the hold left: the per-minute cap holds
+    // key 1 for `:free` models only.
     let state =
         |id: &str, st: &str| value(&s, "orproxy_key_state", &[("key_id", id), ("state", st)]);
-    assert_eq!(state(&id1, "cooling"), Some(1.0));
+    assert_eq!(state(&id1, "free_held"), Some(1.0));
+    assert_eq!(state(&id1, "cooling"), Some(0.0));
     assert_eq!(state(&id1, "active"), Some(0.0));
     assert_eq!(state(&id2, "active"), Some(1.0));
-    let left = value(&s, "orproxy_key_cooldown_seconds", &[("key_id", &id1)]).unwrap();
+    let left = value(&s, "orproxy_key_free_held_seconds", &[("key_id", &id1)]).unwrap();
     assert!((500.0..=600.0).contains(&left), "{left}");
+    for id in [&id1, &id2] {
+        assert_eq!(
+            value(&s, "orproxy_key_cooldown_seconds", &[("key_id", id)]),
+            Some(0.0),
+            "paid models are not held"
+        );
+    }
     assert_eq!(
-        value(&s, "orproxy_key_cooldown_seconds", &[("key_id", &id2)]),
+        value(&s, "orproxy_key_free_held_seconds", &[("key_id", &id2)]),
         Some(0.0)
     );
-    assert_eq!(
-        value(&s, "orproxy_keys", &[("state", "cooling")]),
-        Some(1.0)
-    );
-    assert_eq!(value(&s, "orproxy_keys", &[("state", "active")]), Some(1.0));
+    for (st, n) in [
+        ("active", 1.0),
+        ("free_held", 1.0),
+        ("cooling", 0.0),
+        ("disabled", 0.0),
+    ] {
+        assert_eq!(value(&s, "orproxy_keys", &[("state", st)]), Some(n), "{st}");
+    }
+    // Each key counts on its own (accounts unknown): key 1 sent 3 :free
+    // requests, key 2 four.
+    let today = |id: &str| {
+        value(
+            &s,
+            "orproxy_account_free_requests_today",
+            &[("account", &format!("key:{id}"))],
+        )
+    };
+    assert_eq!((today(&id1), today(&id2)), (Some(3.0), Some(4.0)));
 
     // HELP and TYPE are there for the families.
     assert!(s.docs.contains_key("orproxy_requests_total"));

@@ -111,11 +111,13 @@ fn a_daily_cap_parks_the_key_for_free_models_until_midnight_utc() {
     assert_eq!(fake.request_count(), 1);
     // Paid models still go through the same key.
     assert_eq!(chat(&server, &json!({"model": PAID})).status, 200);
-    wait_until("the cooldown in keys list", T, || {
-        env.list_json()[0]["status"] == "cooling"
+    wait_until("the hold in keys list", T, || {
+        env.list_json()[0]["status"] == "free_held"
     });
     let k = &env.list_json()[0];
     assert_eq!(k["cooldown_reason"], "free-models-per-day");
+    assert_eq!(k["free_models"]["usable"], false);
+    assert_eq!(k["free_models"]["reason"], "free-models-per-day");
     let until =
         chrono::DateTime::parse_from_rfc3339(k["cooldown_until"].as_str().unwrap()).unwrap();
     assert_eq!(until.timestamp(), midnight.timestamp());
@@ -141,7 +143,7 @@ fn keys_of_one_account_are_parked_together() {
     );
     wait_until("both parked", T, || {
         let l = env.list_json();
-        l[0]["status"] == "cooling" && l[1]["status"] == "cooling" && l[2]["status"] == "active"
+        l[0]["status"] == "free_held" && l[1]["status"] == "free_held" && l[2]["status"] == "active"
     });
     let table = env.run(&["keys", "list"]).success().stdout;
     assert!(
@@ -376,6 +378,12 @@ fn keys_check_records_what_openrouter_says() {
     assert!(out.stdout.contains("orproxy keys remove"), "{out:?}");
     let list = env.list_json();
     assert_eq!(list[0]["account"], "user_a");
+    // Verified now, with OpenRouter's count and limit of the account; the
+    // rejected key stays unverified.
+    assert_eq!(list[0]["verified"], true);
+    assert_eq!(list[0]["free_requests_today"], 12);
+    assert_eq!(list[0]["free_daily_limit"], 50);
+    assert_eq!(list[1]["verified"], false);
     let json_out = env
         .run(&[
             "keys",

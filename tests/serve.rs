@@ -186,6 +186,14 @@ fn orproxy_errors_are_openai_shaped_and_bad_bodies_never_go_upstream() {
     request("GET", &server.url("/"), &[], None).assert_openai_error(404);
     request("GET", &server.url("/v1/chat/completions"), &[], None).assert_openai_error(405);
     request("DELETE", &server.url("/v1/models"), &[], None).assert_openai_error(405);
+    // A known path with the wrong method is a 405 too, saying which to use.
+    for path in ["/health", "/metrics"] {
+        let v = request("POST", &server.url(path), &[], Some(b"{}")).assert_openai_error(405);
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("use GET"),
+            "{v}"
+        );
+    }
     assert_eq!(fake.request_count(), 0, "nothing reached the upstream");
 }
 
@@ -198,7 +206,7 @@ fn health_reports_key_counts() {
     assert_eq!(h.status, 503);
     assert_eq!(
         h.json()["keys"],
-        json!({"active": 0, "cooling": 0, "disabled": 0})
+        json!({"active": 0, "free_held": 0, "cooling": 0, "disabled": 0})
     );
     assert!(h.json()["status"].as_str().unwrap().contains("no keys"));
     env.add_keys(&[key(1)]);
@@ -210,7 +218,8 @@ fn health_reports_key_counts() {
         h.json(),
         json!({
             "status": "ok",
-            "keys": {"active": 1, "cooling": 0, "disabled": 0},
+            "keys": {"active": 1, "free_held": 0, "cooling": 0, "disabled": 0},
+            "free_models": {"usable": 1, "held": 0, "next_usable_at": null},
             "store": {"kind": "file", "reachable": true},
             "upstream": {"status": "up", "since": null, "reason": null}
         })
@@ -247,9 +256,10 @@ fn rate_limited_key_cools_until_the_reset_in_milliseconds_and_the_next_lru_key_s
         Some(key_id(&key(2)).as_str()),
         "LRU: key 2 never used"
     );
-    // The cooldown reaches the store (and `keys list`) within a couple of seconds.
-    wait_until("key 1 cooling in keys list", T, || {
-        env.list_json()[0]["status"] == "cooling"
+    // The hold (for `:free` models: the per-minute cap is the account's)
+    // reaches the store (and `keys list`) within a couple of seconds.
+    wait_until("key 1 free held in keys list", T, || {
+        env.list_json()[0]["status"] == "free_held"
     });
     let k1 = &env.list_json()[0];
     assert_eq!(k1["cooldown_reason"], "free-models-per-min");
@@ -297,8 +307,8 @@ fn a_new_cooldown_never_shortens_the_current_one() {
         2,
         "both went to the sticky key"
     );
-    wait_until("the cooldown in the store", T, || {
-        env.list_json()[0]["status"] == "cooling"
+    wait_until("the hold in the store", T, || {
+        env.list_json()[0]["status"] == "free_held"
     });
     wait_until("both reports applied", T, || {
         let until = env.list_json()[0]["cooldown_until"]
@@ -426,9 +436,10 @@ fn fails_fast_with_retry_after_when_the_wait_is_too_long() {
         (28..=31).contains(&retry),
         "seconds until the soonest key: {retry}"
     );
+    assert_eq!(v["error"]["code"], "free_models_held");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("2 cooling") && msg.contains("0 disabled"),
+        msg.contains("2 keys at the :free per-minute cap") && msg.contains(&format!("in {retry}s")),
         "{msg}"
     );
     // Nothing is sent on a cooling key.

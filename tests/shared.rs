@@ -17,8 +17,9 @@ fn health(server: &Server) -> Value {
     request("GET", &server.url("/health"), &[], None).json()
 }
 
-fn cooling(server: &Server) -> u64 {
-    health(server)["keys"]["cooling"].as_u64().unwrap()
+/// Keys held for `:free` models (a per-minute 429 is the account's cap).
+fn free_held(server: &Server) -> u64 {
+    health(server)["keys"]["free_held"].as_u64().unwrap()
 }
 
 fn serve(env: &Env, fake: &FakeOpenRouter) -> Server {
@@ -149,7 +150,7 @@ fn a_cooldown_seen_through_one_instance_parks_the_key_for_the_other() {
     let r = chat(&a, &json!({"model": FREE}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-orproxy-attempts"), Some("2"));
-    wait_until("instance B sees key 1 cooling", WAIT, || cooling(&b) == 1);
+    wait_until("instance B sees key 1 held", WAIT, || free_held(&b) == 1);
     // B never asked OpenRouter with key 1, and does not now.
     let before = fake.requests_for(&key(1)).len();
     for _ in 0..3 {
@@ -158,7 +159,7 @@ fn a_cooldown_seen_through_one_instance_parks_the_key_for_the_other() {
     assert_eq!(fake.requests_for(&key(1)).len(), before);
     assert_eq!(fake.requests_for(&key(2)).len(), 4);
     let keys = by_id(&env);
-    assert_eq!(keys[&key_id(&key(1))]["status"], "cooling");
+    assert_eq!(keys[&key_id(&key(1))]["status"], "free_held");
     assert_eq!(
         keys[&key_id(&key(1))]["cooldown_reason"],
         "free-models-per-min"
@@ -320,6 +321,31 @@ fn free_model_counts_add_up_across_instances_and_hold_the_daily_cap() {
     assert_eq!(redis.cli(&["HGET", &account, "free_requests"]).trim(), "4");
     // Paid models are not held by the free cap.
     assert_eq!(chat(&a, &json!({"model": "openai/gpt-4o"})).status, 200);
+    // `keys list` reads the shared counts: today's and this minute's.
+    let listed = &env.list_json()[0];
+    assert_eq!(listed["status"], "free_held", "{listed}");
+    assert_eq!(listed["free_models"]["reason"], "free-models-per-day");
+    assert_eq!(listed["free_requests_today"], 4);
+    assert_eq!(listed["free_daily_limit"], 4);
+    assert_eq!(listed["free_requests_this_minute"], 4);
+    // Forgotten, on Redis: both instances send `:free` requests again, and
+    // count from 0.
+    let id = key_id(&key(1));
+    let out = env
+        .run(&["keys", "reactivate", "--forget-quota", &id])
+        .success()
+        .stdout;
+    assert!(out.contains("forgot today's :free requests"), "{out}");
+    for server in [&a, &b] {
+        wait_until("the instance takes the forgotten count in", WAIT, || {
+            health(server)["free_models"]["usable"] == 1
+        });
+        let r = chat(server, &json!({"model": FREE}));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(chats(&key(1)), 7, "4 + the paid one + 2");
+    assert_eq!(redis.cli(&["HGET", &account, "free_requests"]).trim(), "2");
+    assert_eq!(env.list_json()[0]["free_requests_today"], 2);
 }
 
 #[test]
@@ -332,7 +358,7 @@ fn killing_redis_mid_load_loses_no_key_and_no_cooldown() {
     let b = serve(&env, &fake);
     fake.push(&key(1), Reply::rate_limit_per_min(reset_ms_in(600)));
     assert_eq!(chat(&a, &json!({"model": FREE})).status, 200);
-    wait_until("B sees key 1 cooling", WAIT, || cooling(&b) == 1);
+    wait_until("B sees key 1 held", WAIT, || free_held(&b) == 1);
 
     // Load on both instances while Redis dies: every request is served.
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -373,7 +399,7 @@ fn killing_redis_mid_load_loses_no_key_and_no_cooldown() {
     assert_ne!(next, key(1));
     fake.push(&next, Reply::rate_limit_per_min(reset_ms_in(600)));
     wait_until("B rotates away from the 429", WAIT, || {
-        chat(&b, &json!({"model": FREE})).status == 200 && cooling(&b) == 2
+        chat(&b, &json!({"model": FREE})).status == 200 && free_held(&b) == 2
     });
     // An admin change cannot be made and says so.
     let auth = format!("Bearer {ADMIN}");
@@ -402,12 +428,12 @@ fn killing_redis_mid_load_loses_no_key_and_no_cooldown() {
                 return false;
             }
             let keys: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
-            keys.len() == 3 && keys.iter().filter(|k| k["status"] == "cooling").count() == 2
+            keys.len() == 3 && keys.iter().filter(|k| k["status"] == "free_held").count() == 2
         },
     );
     let keys = by_id(&env);
-    assert_eq!(keys[&key_id(&key(1))]["status"], "cooling");
-    assert_eq!(keys[&key_id(&next)]["status"], "cooling");
+    assert_eq!(keys[&key_id(&key(1))]["status"], "free_held");
+    assert_eq!(keys[&key_id(&next)]["status"], "free_held");
     for server in [&a, &b] {
         wait_until("the instance is back on Redis", WAIT, || {
             server.log().contains("reachable again")
@@ -419,7 +445,7 @@ fn killing_redis_mid_load_loses_no_key_and_no_cooldown() {
             "the outage is logged once, not per request: {log}"
         );
         wait_until("the instance sees both cooldowns", WAIT, || {
-            cooling(server) == 2
+            free_held(server) == 2
         });
         assert_eq!(health(server)["store"]["reachable"], true);
         let metrics = request("GET", &server.url("/metrics"), &[], None).text();

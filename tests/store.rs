@@ -54,13 +54,13 @@ fn can_create_in(dir: &Path) -> bool {
 /// root), `chattr +i` (root, on ext4/xfs/btrfs: not even root may create
 /// files in an immutable directory), a read-only bind mount of the
 /// directory on itself (root with CAP_SYS_ADMIN, any file system).
-struct ReadOnlyDir {
+pub struct ReadOnlyDir {
     dir: PathBuf,
     how: &'static str,
 }
 
 impl ReadOnlyDir {
-    fn make(dir: &Path) -> Self {
+    pub fn make(dir: &Path) -> Self {
         let path = dir.to_str().unwrap();
         let tries: [(&'static str, &dyn Fn() -> bool); 3] = [
             ("chmod 0500", &|| {

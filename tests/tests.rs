@@ -7,6 +7,7 @@ mod common;
 
 mod access;
 mod admin;
+mod availability;
 mod blame;
 mod clients;
 mod faults;

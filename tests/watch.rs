@@ -103,3 +103,109 @@ fn watch_and_json_do_not_mix() {
     let out = env.run(&["keys", "list", "--watch", "--json"]);
     assert_eq!(out.code, Some(2), "{out:?}");
 }
+
+/// `text` without terminal escape sequences (CSI and the alternate-screen
+/// ones the frames are drawn with).
+fn without_escapes(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters, then one final byte in @..~.
+            for d in chars.by_ref() {
+                if ('@'..='~').contains(&d) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
+}
+
+#[test]
+fn watch_fits_an_80_column_terminal_with_the_accounts_counts() {
+    let env = Env::new();
+    let now = chrono::Utc::now();
+    let today = now.date_naive().to_string();
+    let in_hours = (now + chrono::TimeDelta::hours(3)).to_rfc3339();
+    let in_secs = (now + chrono::TimeDelta::seconds(90)).to_rfc3339();
+    let account = "user_2xYzAbCdEfGhIjKlMnOpQrStUv";
+    let info = json!({"checked_at": now.to_rfc3339(), "creator_user_id": account,
+                      "is_free_tier": true});
+    env.write_store(&json!({
+        "version": 1,
+        "keys": [
+            {"id": key_id(&key(1)), "key": key(1), "label": "the team lead's laptop key",
+             "added_at": now.to_rfc3339(), "info": info,
+             "state": {"free_cooldown_until": in_hours,
+                       "free_cooldown_reason": "free-models-per-day"}},
+            {"id": key_id(&key(2)), "key": key(2), "label": "ci", "added_at": now.to_rfc3339(),
+             "info": info,
+             "state": {"cooldown_until": in_secs, "cooldown_reason": "rate-limited"}},
+            {"id": key_id(&key(3)), "key": key(3), "label": "old", "added_at": now.to_rfc3339(),
+             "state": {"disabled": true,
+                       "disabled_reason": "401 from OpenRouter: User not found."}},
+        ],
+        "accounts": {account: {"day": today, "free_requests": 37, "daily_limit": 50,
+                               "last_minute": [now.to_rfc3339()]}}
+    }));
+    // An 80-column terminal, as a tmux pane beside `orproxy serve` may be.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("stty cols 80 rows 40 && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .arg("--store")
+        .arg(&env.store)
+        .args(["keys", "list", "--watch"]);
+    clean_env(&mut cmd, env.dir.path());
+    cmd.env("TERM", "xterm");
+    let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).unwrap();
+    // Two whole frames (the second drawn over the first), each ending with
+    // the table's bottom-right corner. The session reads bytes as Latin-1.
+    let corner: String = "┘".bytes().map(char::from).collect();
+    p.exp_string(&corner).unwrap();
+    let drawn = p.exp_string(&corner).unwrap();
+    let bytes: Vec<u8> = drawn.chars().map(|c| u8::try_from(c).unwrap()).collect();
+    let screen = without_escapes(&String::from_utf8(bytes).unwrap());
+    let frame = &screen[screen.rfind("Every 1s").unwrap()..];
+    let lines: Vec<&str> = frame.lines().map(|l| l.trim_end_matches('\r')).collect();
+    for line in &lines {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line:?}\n{frame}",
+            line.chars().count()
+        );
+    }
+    // Every ID whole on one line, every status, and the account's counts:
+    // 37 of 50 today, 1 this minute.
+    for n in 1..=3 {
+        let id = key_id(&key(n));
+        assert!(
+            lines.iter().any(|l| l.contains(&id)),
+            "{id} whole in\n{frame}"
+        );
+    }
+    for text in [
+        "free held",
+        "cooling",
+        "disabled",
+        "37/50",
+        "1/20",
+        "daily cap",
+        "the team ",
+    ] {
+        assert!(frame.contains(text), "{text} in\n{frame}");
+    }
+    p.send_control('c').unwrap();
+    p.exp_eof().unwrap();
+    for n in 1..=3 {
+        assert!(!screen.contains(&key(n)));
+    }
+}

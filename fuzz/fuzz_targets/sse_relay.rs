@@ -62,8 +62,13 @@ fuzz_target!(|input: Input<'_>| {
     let rest = &stream[out.len()..];
     let blank = rest.windows(2).any(|p| p == b"\n\n" || p == b"\r\r")
         || rest.windows(4).any(|p| p == b"\r\n\r\n")
-        || rest.windows(3).any(|p| p == b"\n\r\n" || p == b"\r\n\n" || p == b"\n\r\r" || p == b"\r\r\n");
-    assert!(!blank || rest.iter().all(|b| *b == b'\r' || *b == b'\n'), "a whole event held back");
+        || rest
+            .windows(3)
+            .any(|p| p == b"\n\r\n" || p == b"\r\n\n" || p == b"\n\r\r" || p == b"\r\r\n");
+    assert!(
+        !blank || rest.iter().all(|b| *b == b'\r' || *b == b'\n'),
+        "a whole event held back"
+    );
     // The failure tail is whole events that end the stream.
     let tail = w.failure_tail(502, "fuzz");
     let mut after = Watch::new(d, false);

@@ -13,6 +13,16 @@ pub(crate) fn run(location: Location, args: &ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::from_args(location, args, LegacyEnv::from_process())?;
     crate::logging::init_server(&config.log_files)?;
     let store = Backend::open(&config.store)?;
+    // Said at once rather than at the first change the server cannot save.
+    if let Backend::File(file) = &store {
+        file.check_writable().with_context(|| {
+            format!(
+                "orproxy serve keeps its keys' cooldowns and counts in the key store {}, \
+                 which cannot be written (choose another with --store)",
+                store.describe()
+            )
+        })?;
+    }
     let env_keys = std::env::var("OPENROUTER_API_KEYS").unwrap_or_default();
     let file = if env_keys.trim().is_empty() {
         store.load()?

@@ -5,16 +5,17 @@
 //! the other for it.
 
 mod account;
+mod availability;
 mod record;
 mod state;
 mod usage;
 mod view;
 
 pub use account::AccountRecord;
+pub(crate) use availability::{Availability, FreeCounts, Held, Hold, KeyStatus};
 pub use record::{FreeModelDailyRequests, KeyInfo, KeyRecord, StoreFile};
 pub(crate) use record::{STORE_VERSION, assign_id, quota_account};
 pub use state::KeyState;
-pub(crate) use state::Status;
 pub(crate) use usage::{
     KEEP_DAYS, MAX_MODELS, NO_MODEL, OTHER_MODELS, Since, UsageBy, UsageRow, first_kept_day,
 };

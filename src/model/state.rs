@@ -43,58 +43,7 @@ pub struct KeyState {
     pub extra: Map<String, Value>,
 }
 
-/// What a key can do at a given instant. Computed, never stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Status {
-    /// Usable now.
-    Active,
-    /// Usable again at `until`.
-    Cooling {
-        /// When the cooldown ends.
-        until: DateTime<Utc>,
-        /// Why it is cooling.
-        reason: Option<String>,
-    },
-    /// Out of rotation until reactivated.
-    Disabled {
-        /// Why it was disabled.
-        reason: Option<String>,
-    },
-}
-
-impl Status {
-    /// The lower-case name used in tables and JSON: `active`, `cooling`, `disabled`.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Status::Active => "active",
-            Status::Cooling { .. } => "cooling",
-            Status::Disabled { .. } => "disabled",
-        }
-    }
-}
-
 impl KeyState {
-    /// The key's status at `now`: a cooldown in the past reads as active. A
-    /// key parked only for free models reads as cooling, with that reason.
-    pub(crate) fn status(&self, now: DateTime<Utc>) -> Status {
-        if self.disabled {
-            return Status::Disabled {
-                reason: self.disabled_reason.clone(),
-            };
-        }
-        match (self.cooldown(now), self.free_cooldown(now)) {
-            (Some(until), _) => Status::Cooling {
-                until,
-                reason: self.cooldown_reason.clone(),
-            },
-            (None, Some(until)) => Status::Cooling {
-                until,
-                reason: self.free_cooldown_reason.clone(),
-            },
-            (None, None) => Status::Active,
-        }
-    }
-
     /// The end of the general cooldown, if it is still running at `now`.
     pub(crate) fn cooldown(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cooldown_until.filter(|until| *until > now)
@@ -116,17 +65,6 @@ impl KeyState {
         !self.disabled
             && self.cooldown(now).is_none()
             && !(free && self.free_cooldown(now).is_some())
-    }
-
-    /// When the key is usable again for this kind of request, if it is
-    /// cooling (None when usable now or disabled).
-    pub(crate) fn blocked_until(&self, now: DateTime<Utc>, free: bool) -> Option<DateTime<Utc>> {
-        if self.disabled {
-            return None;
-        }
-        let general = self.cooldown(now);
-        let free_part = if free { self.free_cooldown(now) } else { None };
-        general.max(free_part)
     }
 
     /// Bring the key back: clear disabled flag, cooldown and failure count.
@@ -151,7 +89,7 @@ mod tests {
     use chrono::TimeDelta;
 
     #[test]
-    fn free_cooldown_blocks_only_free_models_and_reads_as_cooling() {
+    fn free_cooldown_blocks_only_free_models() {
         let s = KeyState {
             free_cooldown_until: Some(t0() + TimeDelta::hours(3)),
             free_cooldown_reason: Some("free-models-per-day".into()),
@@ -159,23 +97,12 @@ mod tests {
         };
         assert!(s.is_available_for(t0(), false));
         assert!(!s.is_available_for(t0(), true));
-        assert_eq!(
-            s.blocked_until(t0(), true),
-            Some(t0() + TimeDelta::hours(3))
-        );
-        assert_eq!(s.blocked_until(t0(), false), None);
-        assert_eq!(
-            s.status(t0()),
-            Status::Cooling {
-                until: t0() + TimeDelta::hours(3),
-                reason: Some("free-models-per-day".into())
-            }
-        );
-        assert_eq!(s.status(t0() + TimeDelta::hours(3)), Status::Active);
+        assert_eq!(s.free_cooldown(t0()), Some(t0() + TimeDelta::hours(3)));
+        assert!(s.is_available_for(t0() + TimeDelta::hours(3), true));
     }
 
     #[test]
-    fn general_cooldown_wins_the_status_and_blocks_everything() {
+    fn general_cooldown_blocks_everything() {
         let s = KeyState {
             cooldown_until: Some(t0() + TimeDelta::seconds(30)),
             cooldown_reason: Some("rate-limited".into()),
@@ -184,22 +111,8 @@ mod tests {
             ..KeyState::default()
         };
         assert!(!s.is_available_for(t0(), false));
-        assert_eq!(s.status(t0()).name(), "cooling");
-        assert_eq!(
-            s.status(t0()),
-            Status::Cooling {
-                until: t0() + TimeDelta::seconds(30),
-                reason: Some("rate-limited".into())
-            }
-        );
-        assert_eq!(
-            s.blocked_until(t0(), true),
-            Some(t0() + TimeDelta::hours(3))
-        );
-        assert_eq!(
-            s.blocked_until(t0(), false),
-            Some(t0() + TimeDelta::seconds(30))
-        );
+        assert!(!s.is_available_for(t0() + TimeDelta::seconds(30), true));
+        assert!(s.is_available_for(t0() + TimeDelta::seconds(30), false));
     }
 
     fn t0() -> DateTime<Utc> {
@@ -207,24 +120,25 @@ mod tests {
     }
 
     #[test]
-    fn fresh_key_is_active() {
-        assert_eq!(KeyState::default().status(t0()), Status::Active);
+    fn fresh_key_is_available() {
         assert!(KeyState::default().is_available(t0()));
+        assert!(KeyState::default().is_available_for(t0(), true));
     }
 
     #[test]
-    fn cooldown_in_future_is_cooling_and_past_is_active() {
+    fn a_cooldown_blocks_until_it_ends() {
         let mut s = KeyState {
             cooldown_until: Some(t0() + TimeDelta::seconds(42)),
             cooldown_reason: Some("free-models-per-min".into()),
             ..KeyState::default()
         };
-        assert_eq!(s.status(t0()).name(), "cooling");
+        assert_eq!(s.cooldown(t0()), Some(t0() + TimeDelta::seconds(42)));
         assert!(!s.is_available(t0()));
-        assert_eq!(s.status(t0() + TimeDelta::seconds(42)), Status::Active);
+        assert_eq!(s.cooldown(t0() + TimeDelta::seconds(42)), None);
         assert!(s.is_available(t0() + TimeDelta::seconds(42)));
         s.disabled = true;
-        assert_eq!(s.status(t0() + TimeDelta::seconds(100)).name(), "disabled");
+        assert!(!s.is_available(t0() + TimeDelta::seconds(100)));
+        assert!(!s.is_available_for(t0(), true));
     }
 
     #[test]

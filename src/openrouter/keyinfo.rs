@@ -163,7 +163,9 @@ pub(crate) fn parse_key_info(body: &[u8], now: DateTime<Utc>) -> Option<KeyInfo>
         });
     Some(KeyInfo {
         checked_at: Some(now),
-        label: text("label").map(|l| redact(&l)),
+        // A label, not a secret: as OpenRouter reports it (its default
+        // label is the key abbreviated), unless it holds a whole key.
+        label: text("label").map(|l| crate::secret::redact_keys(&l)),
         is_free_tier: data.get("is_free_tier").and_then(Value::as_bool),
         limit: num("limit"),
         limit_remaining: num("limit_remaining"),
@@ -255,6 +257,13 @@ mod tests {
             describe(&info),
             "label \"laptop\", free tier, no credit limit, free-model requests today 3/50, account user_123"
         );
+    }
+
+    #[test]
+    fn the_label_is_kept_as_openrouter_reports_it() {
+        let body = br#"{"data":{"label":"sk-or-v1-0e6...f2a"}}"#;
+        let info = parse_key_info(body, now()).unwrap();
+        assert_eq!(info.label.as_deref(), Some("sk-or-v1-0e6...f2a"));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! Nothing here reads the clock, touches the disk or blocks: every decision
 //! takes `now` as a parameter so it can be tested exactly.
 
+pub(crate) mod accounts;
+pub(crate) mod availability;
 pub(crate) mod decide;
 pub(crate) mod quota;
 pub(crate) mod upstream;
@@ -14,8 +16,9 @@ pub(crate) mod upstream;
 #[cfg(test)]
 mod tests;
 
-use crate::model::KeyState;
-use crate::model::{KeyRecord, StoreFile, quota_account};
+pub(crate) use availability::{Counts, FreeSummary};
+
+use crate::model::{Hold, KeyRecord, KeyState, StoreFile, quota_account};
 use crate::secret::ApiKey;
 use chrono::{DateTime, Utc};
 use quota::AccountUsage;
@@ -99,19 +102,60 @@ pub enum Choice {
         /// The secret to put in the `Authorization` header.
         key: ApiKey,
     },
-    /// No key is usable now.
+    /// No key is usable now for this kind of request.
     Unavailable {
-        /// Earliest cooldown end among keys that are not disabled; `None`
+        /// When the first key that is not disabled can serve it; `None`
         /// when every key is disabled or the pool is empty.
         soonest: Option<DateTime<Utc>>,
-        /// Keys waiting for a cooldown to end.
-        cooling: usize,
-        /// Keys out of rotation until reactivated.
-        disabled: usize,
-        /// Every key that is not disabled waits for its account's daily
-        /// free-model cap (so the wait is until 00:00 UTC).
-        all_daily: bool,
+        /// Why the keys are held (the availability model's reasons).
+        holds: Holds,
     },
+}
+
+/// How many keys a request could not use, by why they are held (see
+/// [`crate::model::Hold`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holds {
+    /// Cooling: a 429 about the key, its spending limit.
+    pub cooldown: usize,
+    /// Cooling: the account is out of credits.
+    pub credits: usize,
+    /// `:free` models: the account's per-minute cap.
+    pub minute: usize,
+    /// `:free` models: the account's daily cap, until 00:00 UTC.
+    pub daily: usize,
+    /// Out of rotation until reactivated.
+    pub disabled: usize,
+}
+
+impl Holds {
+    fn add(&mut self, hold: Hold) {
+        let slot = match hold {
+            Hold::Disabled => &mut self.disabled,
+            Hold::Cooldown => &mut self.cooldown,
+            Hold::Credits => &mut self.credits,
+            Hold::MinuteCap => &mut self.minute,
+            Hold::DailyCap => &mut self.daily,
+        };
+        *slot += 1;
+    }
+
+    /// Keys held for a while (not disabled).
+    pub(crate) fn held(&self) -> usize {
+        self.cooldown + self.credits + self.minute + self.daily
+    }
+
+    /// Every key that is not disabled waits for its account's daily cap
+    /// (so the wait is until 00:00 UTC).
+    pub(crate) fn all_daily(&self) -> bool {
+        self.daily > 0 && self.daily == self.held()
+    }
+
+    /// Every key that is not disabled waits for one of its account's
+    /// `:free` caps: paid models are not held.
+    pub(crate) fn free_caps_only(&self) -> bool {
+        self.held() > 0 && self.minute + self.daily == self.held()
+    }
 }
 
 /// What happened to one attempt made with a key.
@@ -252,68 +296,30 @@ impl Event {
     }
 }
 
-/// How many keys are in each status at some instant.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Counts {
-    /// Usable now.
-    pub(crate) active: usize,
-    /// Waiting for a cooldown to end.
-    pub(crate) cooling: usize,
-    /// Out of rotation until reactivated.
-    pub(crate) disabled: usize,
-}
-
-/// A key's status for one kind of request, without cloning its reasons.
+/// A key's class for one kind of request (`free`: a `:free` model), by
+/// the availability model.
 enum Class {
     Active,
-    /// Usable again at this instant; `daily` when it waits for a daily cap.
-    Cooling(DateTime<Utc>, bool),
+    /// Usable again at this instant, for this reason.
+    Held(DateTime<Utc>, Hold),
     Disabled,
 }
 
-/// A key's class for a request (`free` for a `:free` model), counting its
-/// account's quota for free requests.
 fn class_for(
     key: &PoolKey,
     accounts: &HashMap<String, AccountUsage>,
     now: DateTime<Utc>,
     free: bool,
 ) -> Class {
-    let state = &key.state;
-    if state.disabled {
-        return Class::Disabled;
-    }
-    let mut until = state.blocked_until(now, free);
-    let mut daily = false;
-    if let Some(u) = until {
-        daily = state.cooldown(now).is_none_or(|g| g < u)
-            && state
-                .free_cooldown_reason
-                .as_deref()
-                .is_some_and(|r| r.contains("per-day"));
-    }
-    if free
-        && let Some(usage) = accounts.get(&key.quota)
-        && let Some(q) = usage.blocked_until(now)
-        && until.is_none_or(|u| q > u)
-    {
-        until = Some(q);
-        daily = usage.daily_blocked(now);
-    }
-    match until {
-        Some(u) => Class::Cooling(u, daily),
+    // Paid models do not read the account's counts.
+    let usage = if free { accounts.get(&key.quota) } else { None };
+    let judged = availability::judge(&key.state, usage, now);
+    match if free { judged.free } else { judged.paid } {
         None => Class::Active,
-    }
-}
-
-/// The status class used for counts: any cooldown counts, quotas do not.
-fn classify(state: &KeyState, now: DateTime<Utc>) -> Class {
-    if state.disabled {
-        return Class::Disabled;
-    }
-    match state.blocked_until(now, true) {
-        Some(until) => Class::Cooling(until, false),
-        None => Class::Active,
+        Some(block) => match block.until {
+            Some(until) if block.hold != Hold::Disabled => Class::Held(until, block.hold),
+            _ => Class::Disabled,
+        },
     }
 }
 
@@ -332,9 +338,7 @@ fn older(best: Oldest, idx: usize, last_used: Option<DateTime<Utc>>) -> Oldest {
 /// Everything one pass over the keys learns for [`Pool::choose`].
 #[derive(Default)]
 struct Scan {
-    counts: Counts,
-    /// Cooling keys that wait for a daily cap.
-    daily: usize,
+    holds: Holds,
     soonest: Option<DateTime<Utc>>,
     /// Least recently used usable key not in `exclude`.
     fresh: Oldest,
@@ -492,24 +496,40 @@ impl Pool {
 
     /// Adopt what the store knows about accounts: persisted free-model
     /// counts (another writer's, or from before a restart; counts only grow
-    /// within a day) and tiers and counts from `GET /key` info.
+    /// within a day, unless one was reset since: see
+    /// [`AccountUsage::merge_record`]) and tiers, limits and counts from
+    /// `GET /key` info. The store is this server's own file: requests sent
+    /// since it was last written are not in it.
     pub(crate) fn adopt_accounts(&mut self, file: &StoreFile, now: DateTime<Utc>) {
+        self.merge_accounts(file, now, false);
+    }
+
+    /// [`Pool::adopt_accounts`]; `shared`: the store counts every
+    /// instance's requests itself. Returns the accounts whose count was
+    /// reset (the user forgot it, or OpenRouter counted fewer) since this
+    /// pool last looked.
+    fn merge_accounts(
+        &mut self,
+        file: &StoreFile,
+        now: DateTime<Utc>,
+        shared: bool,
+    ) -> HashSet<String> {
+        let mut reset = HashSet::new();
         for (account, record) in &file.accounts {
-            self.accounts
-                .entry(account.clone())
-                .or_default()
-                .merge_record(record, now);
+            let usage = self.accounts.entry(account.clone()).or_default();
+            if usage.merge_record(record, now, shared) {
+                reset.insert(account.clone());
+            }
         }
         for record in &file.keys {
-            let Some(info) = &record.info else { continue };
-            let usage = self.accounts.entry(record.quota_account()).or_default();
-            if info.is_free_tier.is_some() {
-                usage.free_tier = info.is_free_tier;
-            }
-            if let (Some(checked), Some(f)) = (info.checked_at, &info.free_model_daily_requests) {
-                usage.adopt_report(checked, f.used, f.limit, f.remaining, now);
+            if let Some(info) = &record.info {
+                self.accounts
+                    .entry(record.quota_account())
+                    .or_default()
+                    .adopt_info(info, now);
             }
         }
+        reset
     }
 
     /// The pool's settings.
@@ -528,29 +548,15 @@ impl Pool {
         self.keys.is_empty()
     }
 
-    /// How many keys are active, cooling and disabled at `now`
-    /// (by [`KeyState::status`]).
-    pub(crate) fn counts(&self, now: DateTime<Utc>) -> Counts {
-        let mut counts = Counts::default();
-        for key in &self.keys {
-            match classify(&key.state, now) {
-                Class::Active => counts.active += 1,
-                Class::Cooling(..) => counts.cooling += 1,
-                Class::Disabled => counts.disabled += 1,
-            }
-        }
-        counts
-    }
-
-    /// When some key can serve next: `now` if one is active, else the soonest
-    /// cooldown end; `None` when every key is disabled or there is none.
+    /// When some key can serve next: `now` if one can serve every model,
+    /// else the soonest end of a hold; `None` when every key is disabled or
+    /// there is none.
     pub(crate) fn next_available(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.keys
             .iter()
-            .filter_map(|key| match classify(&key.state, now) {
-                Class::Active => Some(now),
-                Class::Cooling(until, _) => Some(until),
-                Class::Disabled => None,
+            .filter_map(|key| match self.judged(key, now).free {
+                None => Some(now),
+                Some(block) => block.until,
             })
             .min()
     }
@@ -608,14 +614,12 @@ impl Pool {
         let mut scan = Scan::default();
         for (idx, key) in self.keys.iter().enumerate() {
             match class_for(key, &self.accounts, now, free) {
-                Class::Disabled => scan.counts.disabled += 1,
-                Class::Cooling(until, daily) => {
-                    scan.counts.cooling += 1;
-                    scan.daily += usize::from(daily);
+                Class::Disabled => scan.holds.add(Hold::Disabled),
+                Class::Held(until, hold) => {
+                    scan.holds.add(hold);
                     scan.soonest = Some(scan.soonest.map_or(until, |s| s.min(until)));
                 }
                 Class::Active => {
-                    scan.counts.active += 1;
                     let used = key.state.last_used;
                     scan.any = older(scan.any, idx, used);
                     if !excluded(&key.id) {
@@ -630,9 +634,7 @@ impl Pool {
         }
         Choice::Unavailable {
             soonest: scan.soonest,
-            cooling: scan.counts.cooling,
-            disabled: scan.counts.disabled,
-            all_daily: scan.counts.cooling > 0 && scan.daily == scan.counts.cooling,
+            holds: scan.holds,
         }
     }
 
@@ -641,10 +643,13 @@ impl Pool {
         let key = self.keys.get_mut(idx)?;
         key.state.last_used = Some(now);
         if free {
-            self.accounts
-                .entry(key.quota.clone())
-                .or_default()
-                .record(now);
+            let usage = self.accounts.entry(key.quota.clone()).or_default();
+            usage.record(now);
+            // The account's keys are now held for `:free` models: news for
+            // `keys list`, written within a second.
+            if usage.blocked_until(now).is_some() {
+                self.dirty = true;
+            }
         }
         self.touched = true;
         self.current = Some(key.id.clone());
@@ -888,6 +893,7 @@ impl Pool {
             CapKind::PerDay => {
                 if limit.is_some() {
                     usage.day_limit = limit;
+                    usage.limit_at = Some(now);
                 }
                 if hit {
                     usage.exhaust_day(now);
@@ -1030,7 +1036,9 @@ impl Pool {
                     key.key = record.key.clone();
                     key.label = record.label.clone();
                     key.account = record.account().map(str::to_owned);
-                    key.quota = quota_account(key.account.as_deref(), &key.id);
+                    let quota = quota_account(key.account.as_deref(), &key.id);
+                    self.move_own_counts(&key.quota, &quota, now);
+                    key.quota = quota;
                     if record.generation > key.generation {
                         key.state.reactivate();
                         events.push(Event::Reactivated { id: key.id.clone() });
@@ -1048,21 +1056,49 @@ impl Pool {
             index.insert(key.id.clone(), keys.len());
             keys.push(key);
         }
+        self.keys = keys;
+        self.index = index;
 
+        // Accounts first: the keys of an account whose count was reset lose
+        // their `:free` parks (the file's states are this pool's, which
+        // made them), and the file gets those states.
+        let reset = self.merge_accounts(file, now, false);
+        for key in &mut self.keys {
+            if reset.contains(&key.quota) {
+                accounts::clear_free_park(&mut key.state);
+            }
+        }
+        self.write_back(file, now);
+
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|id| !self.index.contains_key(id))
+        {
+            self.current = None;
+        }
+        self.dirty = false;
+        self.touched = false;
+        events.extend(removed);
+        events
+    }
+
+    /// Give every record of `file` its key's state, and `file` today's
+    /// counts of the accounts of stored keys (only those: the pool forgets
+    /// the others). Fields this version does not know stay the file's.
+    fn write_back(&mut self, file: &mut StoreFile, now: DateTime<Utc>) {
         for record in &mut file.keys {
-            if let Some(key) = index.get(&record.id).and_then(|&idx| keys.get(idx)) {
-                // Fields of the state this version does not know stay as
-                // the file has them.
+            if let Some(key) = self
+                .index
+                .get(&record.id)
+                .and_then(|&idx| self.keys.get(idx))
+            {
                 let extra = std::mem::take(&mut record.state.extra);
                 record.state = key.state.clone();
                 record.state.extra = extra;
             }
         }
-
-        // Accounts: merge counts both ways; keep only accounts of stored
-        // keys, and only today's counts.
-        self.adopt_accounts(file, now);
-        let live: HashSet<&str> = keys.iter().map(|k| k.quota.as_str()).collect();
+        let live: HashSet<&str> = self.keys.iter().map(|k| k.quota.as_str()).collect();
         self.accounts
             .retain(|account, _| live.contains(account.as_str()));
         let today = now.date_naive();
@@ -1073,27 +1109,26 @@ impl Pool {
             .filter(|(_, usage)| usage.day == Some(today) && usage.day_count > 0)
             .map(|(account, usage)| {
                 let mut record = usage.to_record();
-                // Fields this version does not know stay as the file has them.
                 if let Some(old) = stored.get_mut(account) {
                     record.extra = std::mem::take(&mut old.extra);
                 }
                 (account.clone(), record)
             })
             .collect();
+    }
 
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|id| !index.contains_key(id))
-        {
-            self.current = None;
+    /// A key's account is now `new` where it was `old`: a key that counted
+    /// on its own (`key:<id>`) brings its counts to the account, added.
+    fn move_own_counts(&mut self, old: &str, new: &str, now: DateTime<Utc>) {
+        if old == new || !old.starts_with("key:") {
+            return;
         }
-        self.keys = keys;
-        self.index = index;
-        self.dirty = false;
-        self.touched = false;
-        events.extend(removed);
-        events
+        if let Some(own) = self.accounts.remove(old) {
+            self.accounts
+                .entry(new.to_owned())
+                .or_default()
+                .absorb(&own, now);
+        }
     }
 
     /// The keys a cooldown reported through key `id` parks: every key of
@@ -1178,6 +1213,7 @@ impl Pool {
                     }
                     let version = versions.get(&record.id).copied().unwrap_or(0);
                     let mut key = PoolKey::from_record(record);
+                    self.move_own_counts(&old.quota, &key.quota, now);
                     if version >= old.version {
                         key.state = merged(&old.state, &record.state);
                         key.version = version;
@@ -1215,7 +1251,8 @@ impl Pool {
         {
             self.current = None;
         }
-        self.adopt_accounts(file, now);
+        // The store counts every instance's requests: its counts are it.
+        self.merge_accounts(file, now, true);
         let live: HashSet<&str> = self.keys.iter().map(|k| k.quota.as_str()).collect();
         self.accounts
             .retain(|account, _| live.contains(account.as_str()));

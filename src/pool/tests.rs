@@ -362,9 +362,7 @@ fn empty_pool_is_unavailable_with_no_soonest() {
         pool.choose(t0(), &[]),
         Choice::Unavailable {
             soonest: None,
-            cooling: 0,
-            disabled: 0,
-            all_daily: false
+            holds: Holds::default()
         }
     );
     assert!(!pool.is_dirty());
@@ -385,9 +383,11 @@ fn unavailable_reports_the_earliest_cooldown_end_and_counts() {
         pool.choose(t0(), &[]),
         Choice::Unavailable {
             soonest: Some(t(30)),
-            cooling: 3,
-            disabled: 1,
-            all_daily: false
+            holds: Holds {
+                cooldown: 3,
+                disabled: 1,
+                ..Holds::default()
+            }
         }
     );
     assert!(!pool.is_dirty());
@@ -402,9 +402,10 @@ fn all_disabled_is_unavailable_with_no_soonest() {
         pool.choose(t0(), &["a".to_owned()]),
         Choice::Unavailable {
             soonest: None,
-            cooling: 0,
-            disabled: 2,
-            all_daily: false
+            holds: Holds {
+                disabled: 2,
+                ..Holds::default()
+            }
         }
     );
 }
@@ -424,14 +425,15 @@ fn counts_follow_key_status() {
         counts,
         Counts {
             active: 2,
+            free_held: 0,
             cooling: 1,
             disabled: 2
         }
     );
-    // Agrees with KeyState::status for every key.
+    // Agrees with the availability model for every key.
     let by_status = |name: &str| {
         pool.keys()
-            .filter(|k| k.state.status(t0()).name() == name)
+            .filter(|k| pool.judged(k, t0()).status().name() == name)
             .count()
     };
     assert_eq!(counts.active, by_status("active"));
@@ -1172,7 +1174,8 @@ fn a_free_only_cooldown_blocks_free_requests_but_not_paid_ones() {
     assert_eq!(pick_free(&mut pool, t(1)), "b");
     // The same key still serves paid models.
     assert_eq!(pick_excluding(&mut pool, t(2), &["b"]), "a");
-    assert_eq!(state(&pool, "a").status(t(2)).name(), "cooling");
+    let a = pool.get("a").unwrap();
+    assert_eq!(pool.judged(a, t(2)).status().name(), "free_held");
 }
 
 #[test]
@@ -1215,9 +1218,10 @@ fn at_the_cap_with_no_other_account_the_soonest_is_when_the_window_frees() {
         pool.choose_for(t(20), &[], true),
         Choice::Unavailable {
             soonest: Some(t(70)),
-            cooling: 1,
-            disabled: 0,
-            all_daily: false
+            holds: Holds {
+                minute: 1,
+                ..Holds::default()
+            }
         }
     );
     assert_eq!(pick_free(&mut pool, t(70)), "a");
@@ -1247,9 +1251,10 @@ fn a_daily_cap_hit_holds_the_account_until_midnight_and_says_so() {
         pool.choose_for(now, &[], true),
         Choice::Unavailable {
             soonest: Some(midnight),
-            cooling: 2,
-            disabled: 0,
-            all_daily: true
+            holds: Holds {
+                daily: 2,
+                ..Holds::default()
+            }
         }
     );
     assert_eq!(pool.usage_of("b").unwrap().day_count, 50);
@@ -1277,10 +1282,7 @@ fn get_key_reports_seed_the_daily_count_and_remaining_zero_blocks() {
     pool.adopt_accounts(&file, now);
     assert!(matches!(
         pool.choose_for(now, &[], true),
-        Choice::Unavailable {
-            all_daily: true,
-            ..
-        }
+        Choice::Unavailable { holds, .. } if holds.all_daily()
     ));
     assert_eq!(pick(&mut pool, now), "a", "paid models are unaffected");
 }
@@ -1563,13 +1565,74 @@ fn a_shared_daily_cap_holds_every_key_of_the_account_until_midnight() {
     assert_eq!(p.usage_of("b").unwrap().day_count, 12);
     p.hold_account("a", true, t(0), t(0));
     match p.choose_for(t(1), &[], true) {
-        Choice::Unavailable {
-            soonest, all_daily, ..
-        } => {
-            assert!(all_daily);
+        Choice::Unavailable { soonest, holds } => {
+            assert!(holds.all_daily());
             assert_eq!(soonest, Some(crate::clock::next_utc_midnight(t(1))));
         }
         other => panic!("expected the daily cap, got {other:?}"),
     }
     assert!(matches!(p.choose_for(t(1), &[], false), Choice::Use { .. }));
+}
+
+#[test]
+fn a_key_whose_account_is_learned_brings_its_count_to_the_account_added() {
+    let now = t0();
+    let mut pool = pool_of(&[rec("a"), rec_in("b", "u1")]);
+    for i in 0..3 {
+        assert_eq!(chosen(pool.choose_for(t(i), &["b".into()], true)), "a");
+    }
+    for i in 0..2 {
+        assert_eq!(chosen(pool.choose_for(t(i), &["a".into()], true)), "b");
+    }
+    // `keys check` learned a's account; it has not touched the counts.
+    let mut file = file_of(vec![rec_in("a", "u1"), rec_in("b", "u1")]);
+    pool.reconcile(&mut file, now + TimeDelta::seconds(5));
+    assert_eq!(pool.usage_of("a").unwrap().day_count, 5, "3 + 2");
+    assert_eq!(file.accounts["u1"].free_requests, 5);
+    assert!(!file.accounts.contains_key("key:a"));
+    // Merged again, nothing is added twice.
+    pool.reconcile(&mut file, now + TimeDelta::seconds(6));
+    assert_eq!(file.accounts["u1"].free_requests, 5);
+}
+
+#[test]
+fn reaching_a_cap_is_written_within_a_second_not_with_the_counters() {
+    let mut pool = pool(&["a"]);
+    pool.note_cap("a", CapKind::PerMinute, Some(2), false, t0());
+    pool.mark_clean();
+    pick_free(&mut pool, t(0));
+    assert!(pool.is_dirty() && !pool.is_urgent(), "a counter");
+    pick_free(&mut pool, t(1));
+    assert!(
+        pool.is_urgent(),
+        "the account is held now: keys list must say so"
+    );
+    let a = pool.get("a").unwrap();
+    assert_eq!(pool.judged(a, t(1)).status().name(), "free_held");
+}
+
+#[test]
+fn a_forgotten_account_lifts_its_keys_free_parks_in_the_pool() {
+    let now = t0();
+    let mut pool = pool_of(&[rec_in("a", "u1"), rec_in("b", "u1")]);
+    pool.note_cap("a", CapKind::PerDay, Some(50), true, now);
+    let midnight = crate::clock::next_utc_midnight(now);
+    pool.report(
+        "a",
+        free_cooldown(midnight, "free-models-per-day", true),
+        now,
+    );
+    let mut file = file_of(vec![rec_in("a", "u1"), rec_in("b", "u1")]);
+    pool.reconcile(&mut file, t(1));
+    assert_eq!(pool.free_summary(t(1)).usable, 0);
+    // `keys reactivate --forget-quota` on the file.
+    crate::pool::accounts::forget(&mut file, &["u1".into()], t(2));
+    pool.reconcile(&mut file, t(3));
+    assert_eq!(
+        pool.free_summary(t(3)).usable,
+        2,
+        "both keys serve :free again"
+    );
+    assert_eq!(file.keys[1].state.free_cooldown_until, None);
+    assert_eq!(file.accounts.get("u1").map_or(0, |a| a.free_requests), 0);
 }

@@ -137,15 +137,13 @@ async fn list(shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     let s: Arc<Shared> = shared.into_inner();
     let file = web::block(move || {
         // Write the pool's latest state first, so the answer is current.
-        s.sync().sync();
+        s.sync().settle();
         s.store.load()
     })
     .await
     .map_err(|_| ApiError::internal("reading the key store"))?
     .map_err(|e| store_error(&e))?;
-    let now = Utc::now();
-    let views: Vec<KeyView> = file.keys.iter().map(|r| KeyView::of(r, now)).collect();
-    Ok(HttpResponse::Ok().json(views))
+    Ok(HttpResponse::Ok().json(crate::pool::availability::views(&file, Utc::now())))
 }
 
 /// `by` and `since` of a `GET /admin/usage` query, as `orproxy usage` takes
@@ -217,9 +215,9 @@ async fn add(
     let key = ApiKey::parse(body.key.trim())
         .map_err(|e| ApiError::bad_request(format!("The key was refused: {e}")))?;
     let mut warnings = Vec::new();
-    if !key.looks_like_openrouter() {
+    if let Some(problem) = key.not_openrouter() {
         warnings.push(format!(
-            "{} does not start with \"sk-or-\", so it may not be an OpenRouter key",
+            "{} {problem}, so it is probably not an OpenRouter key",
             key.masked()
         ));
     }
@@ -251,12 +249,11 @@ async fn add(
         .filter(|l| !l.is_empty());
     let now = Utc::now();
     let (added, view) = change(&shared, move |file| {
-        let added = edit::add_key(file, &key, label.as_deref(), info.clone(), now);
-        let view = file
-            .keys
-            .iter()
-            .find(|r| r.id == added.id())
-            .map(|r| KeyView::of(r, now));
+        let added = edit::add_key(file, &key, label.as_deref(), None, now);
+        if let Some(info) = info.clone() {
+            crate::pool::accounts::learn(file, added.id(), info, now);
+        }
+        let view = view_of(file, added.id(), now);
         (added, view)
     })
     .await?;
@@ -270,6 +267,14 @@ async fn add(
         result: Some(result),
         warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
     }))
+}
+
+/// The view of key `id` in `file` at `now`.
+fn view_of(file: &StoreFile, id: &str, now: chrono::DateTime<Utc>) -> Option<KeyView> {
+    let index = file.keys.iter().position(|r| r.id == id)?;
+    crate::pool::availability::views(file, now)
+        .into_iter()
+        .nth(index)
 }
 
 fn path_id(req: &HttpRequest) -> String {
@@ -286,7 +291,7 @@ async fn reactivate(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpR
             indices
                 .first()
                 .and_then(|&i| file.keys.get(i))
-                .map(|r| KeyView::of(r, now)),
+                .and_then(|r| view_of(file, &r.id, now)),
         )
     })
     .await?
@@ -302,16 +307,19 @@ async fn reactivate(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpR
 async fn remove(req: HttpRequest, shared: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     let id = path_id(&req);
     let now = Utc::now();
-    let removed = change(&shared, move |file| {
+    let view = change(&shared, move |file| {
         let indices = edit::resolve_ids(file, std::slice::from_ref(&id))?;
-        Ok::<_, IdError>(edit::remove(file, &indices))
+        // The view as it was, before the key goes.
+        let view = indices
+            .first()
+            .and_then(|&i| file.keys.get(i))
+            .and_then(|r| view_of(file, &r.id, now));
+        edit::remove(file, &indices);
+        Ok::<_, IdError>(view)
     })
     .await?
-    .map_err(|e| id_error(&e))?;
-    let view = removed
-        .first()
-        .map(|r| KeyView::of(r, now))
-        .ok_or_else(|| ApiError::internal("removing the key"))?;
+    .map_err(|e| id_error(&e))?
+    .ok_or_else(|| ApiError::internal("removing the key"))?;
     Ok(HttpResponse::Ok().json(KeyReply {
         key: view,
         result: Some("removed"),

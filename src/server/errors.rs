@@ -11,9 +11,9 @@
 use crate::clock::whole_secs_until;
 use crate::human;
 use crate::openrouter::dialect::{ErrorShape, anthropic_type};
-use crate::pool::Fault;
 use crate::pool::decide::Failure;
 use crate::pool::upstream::Outage;
+use crate::pool::{Fault, Holds};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
@@ -56,6 +56,9 @@ pub(crate) enum Kind {
     NoUsableKey,
     /// 429: every usable key is cooling for longer than the request may wait.
     AllCooling,
+    /// 429: every usable key is held for `:free` models by its account's
+    /// caps for longer than the request may wait (paid models are not).
+    FreeModelsHeld,
     /// 429: every account's daily free-model quota is spent.
     DailyQuotaSpent,
     /// 429: OpenRouter's shared capacity for the model is exhausted.
@@ -109,6 +112,11 @@ impl Kind {
                 "rate_limit_error",
                 "all_keys_cooling",
             ),
+            FreeModelsHeld => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "free_models_held",
+            ),
             DailyQuotaSpent => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
@@ -161,6 +169,33 @@ impl Kind {
 /// nginx's 499 "client closed request" (never seen by the client itself).
 fn client_closed_status() -> StatusCode {
     StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+/// "1 key" or "3 keys".
+fn keys(n: usize) -> String {
+    if n == 1 {
+        "1 key".to_owned()
+    } else {
+        format!("{n} keys")
+    }
+}
+
+/// Why keys are held, as `keys list` says it: "2 keys at the :free
+/// per-minute cap, 1 key cooling, 1 key disabled".
+fn describe(holds: &Holds) -> String {
+    let parts = [
+        (holds.minute, "at the :free per-minute cap of their account"),
+        (holds.daily, "at the :free daily cap of their account"),
+        (holds.cooldown, "cooling"),
+        (holds.credits, "cooling: their account is out of credits"),
+        (holds.disabled, "disabled"),
+    ];
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{} {what}", keys(*n)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An error answered by orproxy (not relayed from the upstream).
@@ -357,32 +392,50 @@ impl ApiError {
         )
     }
 
-    /// 503: no key can serve now or later.
-    pub(crate) fn no_usable_key(cooling: usize, disabled: usize) -> Self {
-        let message = if cooling + disabled == 0 {
-            "orproxy has no API keys. Add one with `orproxy keys add`.".to_owned()
-        } else {
-            format!(
-                "All {disabled} of orproxy's keys are disabled. See why with `orproxy keys list`, \
-                 then `orproxy keys reactivate --all` or add a key with `orproxy keys add`."
-            )
+    /// 503: no key can serve now or later: none stored, or all disabled.
+    pub(crate) fn no_usable_key(holds: &Holds) -> Self {
+        let message = match holds.disabled {
+            0 => "orproxy has no API keys. Add one with `orproxy keys add`.".to_owned(),
+            n => format!(
+                "{} disabled. See why with `orproxy keys list`, then `orproxy keys reactivate \
+                 --all` or add a key with `orproxy keys add`.",
+                if n == 1 {
+                    "orproxy's only key is".to_owned()
+                } else {
+                    format!("All {n} of orproxy's keys are")
+                }
+            ),
         };
         Self::new(Kind::NoUsableKey, message)
     }
 
-    /// 429: every usable key cools for longer than the request may wait.
-    pub(crate) fn all_cooling(
+    /// 429: no key can serve the request (`free`: for a `:free` model)
+    /// before `soonest`, later than the request may wait; `holds` says why.
+    /// When only the accounts' `:free` caps hold them, paid models still
+    /// work, and the answer says so (`free_models_held`).
+    pub(crate) fn all_held(
         soonest: DateTime<Utc>,
         now: DateTime<Utc>,
-        cooling: usize,
-        disabled: usize,
+        free: bool,
+        holds: &Holds,
     ) -> Self {
         let secs = whole_secs_until(soonest, now);
+        let (kind, what, tail) = if free && holds.free_caps_only() {
+            (
+                Kind::FreeModelsHeld,
+                ":free models",
+                " Paid models are not held.",
+            )
+        } else if free {
+            (Kind::AllCooling, ":free models", "")
+        } else {
+            (Kind::AllCooling, "this request", "")
+        };
         Self::new(
-            Kind::AllCooling,
+            kind,
             format!(
-                "All usable keys are rate-limited: {cooling} cooling, {disabled} disabled. \
-                 The soonest is free in {}.",
+                "No key can serve {what} now ({}). The soonest can in {}.{tail}",
+                describe(holds),
                 human::span_secs(secs)
             ),
         )
@@ -591,13 +644,17 @@ mod tests {
     #[test]
     fn short_waits_are_retried_and_long_ones_are_not() {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let short = ApiError::all_cooling(now + chrono::TimeDelta::seconds(30), now, 2, 0);
+        let holds = Holds {
+            cooldown: 2,
+            ..Holds::default()
+        };
+        let short = ApiError::all_held(now + chrono::TimeDelta::seconds(30), now, false, &holds);
         let res = short.error_response();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(header(&res, "retry-after"), Some("30"));
         assert_eq!(header(&res, "retry-after-ms"), Some("30000"));
         assert_eq!(header(&res, "x-should-retry"), None);
-        let long = ApiError::all_cooling(now + chrono::TimeDelta::seconds(121), now, 2, 0);
+        let long = ApiError::all_held(now + chrono::TimeDelta::seconds(121), now, false, &holds);
         assert_eq!(
             header(&long.error_response(), "x-should-retry"),
             Some("false")
@@ -607,6 +664,73 @@ mod tests {
             header(&daily.error_response(), "x-should-retry"),
             Some("false"),
             "retrying a spent daily quota before midnight only burns quota"
+        );
+    }
+
+    #[test]
+    fn the_429_says_what_holds_the_keys_as_keys_list_does() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let soon = now + chrono::TimeDelta::seconds(48);
+        let minute = Holds {
+            minute: 3,
+            ..Holds::default()
+        };
+        let e = ApiError::all_held(soon, now, true, &minute);
+        assert_eq!(e.code(), "free_models_held");
+        assert_eq!(
+            e.message,
+            "No key can serve :free models now (3 keys at the :free per-minute cap of their \
+             account). The soonest can in 48s. Paid models are not held."
+        );
+        let mixed = Holds {
+            minute: 1,
+            cooldown: 1,
+            disabled: 1,
+            ..Holds::default()
+        };
+        let e = ApiError::all_held(soon, now, true, &mixed);
+        assert_eq!(e.code(), "all_keys_cooling");
+        assert!(
+            e.message.contains(
+                "1 key at the :free per-minute cap of their account, 1 key cooling, 1 key disabled"
+            ),
+            "{}",
+            e.message
+        );
+        let e = ApiError::all_held(soon, now, false, &mixed);
+        assert!(
+            e.message.starts_with("No key can serve this request now"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn no_usable_key_reads_naturally_for_one_key_and_for_many() {
+        let one = Holds {
+            disabled: 1,
+            ..Holds::default()
+        };
+        assert!(
+            ApiError::no_usable_key(&one)
+                .message
+                .starts_with("orproxy's only key is disabled."),
+            "{}",
+            ApiError::no_usable_key(&one).message
+        );
+        let three = Holds {
+            disabled: 3,
+            ..Holds::default()
+        };
+        assert!(
+            ApiError::no_usable_key(&three)
+                .message
+                .starts_with("All 3 of orproxy's keys are disabled.")
+        );
+        assert!(
+            ApiError::no_usable_key(&Holds::default())
+                .message
+                .contains("no API keys")
         );
     }
 
@@ -627,7 +751,11 @@ mod tests {
     #[test]
     fn messages_endpoints_get_anthropic_shaped_errors() {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let e = ApiError::all_cooling(now + chrono::TimeDelta::seconds(30), now, 2, 0)
+        let holds = Holds {
+            cooldown: 2,
+            ..Holds::default()
+        };
+        let e = ApiError::all_held(now + chrono::TimeDelta::seconds(30), now, false, &holds)
             .for_path("/v1/messages");
         let res = e.error_response();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -639,7 +767,7 @@ mod tests {
             body["error"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("rate-limited")
+                .contains("No key can serve")
         );
         let count = ApiError::wrong_client_token().for_path("/api/v1/messages/count_tokens");
         assert_eq!(count.body()["error"]["type"], "authentication_error");

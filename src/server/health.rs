@@ -1,9 +1,10 @@
 //! `GET /health`: whether orproxy can serve, for people and load balancers.
-//! Never needs a token.
+//! Never needs a token. Key counts come from the availability model (see
+//! `pool::availability`), like `keys list` and `/metrics`.
 
 use super::shared::Shared;
-use crate::pool::Counts;
 use crate::pool::upstream::Outage;
+use crate::pool::{Counts, FreeSummary};
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
 
@@ -12,13 +13,14 @@ use chrono::Utc;
 /// keys stay what they are.
 fn health_body(
     counts: Counts,
+    free: FreeSummary,
     keys: usize,
     (kind, reachable): (&str, bool),
     outage: Option<&Outage>,
 ) -> (bool, serde_json::Value) {
     let (ok, status) = if keys == 0 {
         (false, "no keys: add one with `orproxy keys add`")
-    } else if counts.active + counts.cooling == 0 {
+    } else if counts.disabled == keys {
         (false, "all keys disabled: see `orproxy keys list`")
     } else {
         (true, "ok")
@@ -27,7 +29,17 @@ fn health_body(
         ok,
         serde_json::json!({
             "status": status,
-            "keys": {"active": counts.active, "cooling": counts.cooling, "disabled": counts.disabled},
+            "keys": {
+                "active": counts.active,
+                "free_held": counts.free_held,
+                "cooling": counts.cooling,
+                "disabled": counts.disabled,
+            },
+            "free_models": {
+                "usable": free.usable,
+                "held": free.held,
+                "next_usable_at": free.next_usable_at.map(crate::human::rfc3339),
+            },
             "store": {"kind": kind, "reachable": reachable},
             "upstream": match outage {
                 None => serde_json::json!({"status": "up", "since": null, "reason": null}),
@@ -43,9 +55,12 @@ fn health_body(
 
 /// `GET /health`.
 pub(crate) async fn handle(shared: web::Data<Shared>) -> HttpResponse {
+    let now = Utc::now();
+    let (counts, free, keys) = shared.availability(now);
     let (ok, body) = health_body(
-        shared.counts(Utc::now()),
-        shared.key_count(),
+        counts,
+        free,
+        keys,
         shared.store_status(),
         shared.outage().as_ref(),
     );
@@ -59,24 +74,51 @@ pub(crate) async fn handle(shared: web::Data<Shared>) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
+
+    fn c(active: usize, free_held: usize, cooling: usize, disabled: usize) -> Counts {
+        Counts {
+            active,
+            free_held,
+            cooling,
+            disabled,
+        }
+    }
 
     #[test]
     fn health_statuses() {
-        let c = |active, cooling, disabled| Counts {
-            active,
-            cooling,
-            disabled,
-        };
-        assert!(health_body(c(1, 0, 0), 1, ("file", true), None).0);
+        let none = FreeSummary::default();
+        assert!(health_body(c(1, 0, 0, 0), none, 1, ("file", true), None).0);
         assert!(
-            health_body(c(0, 2, 1), 3, ("file", true), None).0,
+            health_body(c(0, 0, 2, 1), none, 3, ("file", true), None).0,
             "cooling keys will serve later"
         );
-        let (ok, body) = health_body(c(0, 0, 0), 0, ("file", true), None);
+        assert!(
+            health_body(c(0, 2, 0, 0), none, 2, ("file", true), None).0,
+            "free-held keys serve paid models"
+        );
+        let (ok, body) = health_body(c(0, 0, 0, 0), none, 0, ("file", true), None);
         assert!(!ok);
         assert!(body["status"].as_str().unwrap().starts_with("no keys"));
-        let (ok, body) = health_body(c(0, 0, 2), 2, ("file", true), None);
+        let (ok, body) = health_body(c(0, 0, 0, 2), none, 2, ("file", true), None);
         assert!(!ok);
         assert_eq!(body["keys"]["disabled"], 2);
+    }
+
+    #[test]
+    fn free_models_say_when_they_can_be_served_again() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let free = FreeSummary {
+            usable: 0,
+            held: 3,
+            next_usable_at: Some(at),
+        };
+        let (ok, body) = health_body(c(0, 3, 0, 0), free, 3, ("file", true), None);
+        assert!(ok);
+        assert_eq!(
+            body["free_models"],
+            serde_json::json!({"usable": 0, "held": 3, "next_usable_at": "2027-01-15T08:00:00Z"})
+        );
+        assert_eq!(body["keys"]["free_held"], 3);
     }
 }

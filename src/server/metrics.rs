@@ -6,12 +6,12 @@
 //! the pool at scrape time by [`KeyCollector`]. Nothing here ever holds a
 //! key: keys are labelled by their ID.
 
-use crate::model::Status;
+use crate::model::{FreeCounts, KeyStatus};
 use crate::openrouter::counts::TokenCounts;
 use crate::pool::Event;
 use crate::sync::{Live, StoreSync};
 use actix_web::{HttpResponse, web};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -283,71 +283,155 @@ struct StateLabels {
     state: &'static str,
 }
 
-const STATES: [&str; 3] = ["active", "cooling", "disabled"];
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLabels {
+    account: String,
+}
 
-impl Collector for KeyCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let now = Utc::now();
-        let keys: Vec<(String, Status)> = self
-            .live
-            .pool()
-            .keys()
-            .map(|k| (k.id.clone(), k.state.status(now)))
-            .collect();
-        let gauge_type = ConstGauge::new(0i64).metric_type();
+/// One key at a scrape: its ID, status, and seconds until it serves paid
+/// and `:free` models again (0 when it does now, or is disabled).
+struct KeyRow {
+    id: String,
+    status: KeyStatus,
+    paid_in: f64,
+    free_in: f64,
+}
 
-        let mut counts = [0i64; 3];
-        for (_, status) in &keys {
-            if let Some(i) = STATES.iter().position(|s| *s == status.name()) {
-                counts[i] += 1;
+/// A gauge family read from each row: name, help, and the value of a row.
+type Series<R, V> = (&'static str, &'static str, fn(&R) -> V);
+
+fn seconds_until(until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> f64 {
+    until.map_or(0.0, |u| (u - now).num_milliseconds().max(0) as f64 / 1000.0)
+}
+
+/// The keys and accounts at `now`, read from the pool in one look, by the
+/// availability model (as `/health` and `keys list` read it).
+fn read(live: &Live, now: DateTime<Utc>) -> (Vec<KeyRow>, Vec<FreeCounts>) {
+    let pool = live.pool();
+    let keys = pool
+        .keys()
+        .map(|k| {
+            let judged = pool.judged(k, now);
+            KeyRow {
+                id: k.id.clone(),
+                status: judged.status(),
+                paid_in: seconds_until(judged.paid.and_then(|b| b.until), now),
+                free_in: seconds_until(judged.free.and_then(|b| b.until), now),
             }
-        }
-        let mut family =
-            encoder.encode_descriptor("keys", "Keys in each state", None, gauge_type)?;
-        for (state, count) in STATES.iter().zip(counts) {
-            ConstGauge::new(count).encode(family.encode_family(&StateLabels { state })?)?;
-        }
+        })
+        .collect();
+    (keys, pool.accounts_at(now))
+}
 
+impl KeyCollector {
+    fn encode_keys(
+        keys: &[KeyRow],
+        encoder: &mut DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let gauge_type = ConstGauge::new(0i64).metric_type();
+        let mut family = encoder.encode_descriptor(
+            "keys",
+            "Keys in each state: active, free_held (paid models only: :free ones held by the account's caps), cooling, disabled",
+            None,
+            gauge_type,
+        )?;
+        for status in KeyStatus::ALL {
+            let count = keys.iter().filter(|k| k.status == status).count();
+            let labels = StateLabels {
+                state: status.name(),
+            };
+            ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&labels)?)?;
+        }
         let mut family = encoder.encode_descriptor(
             "key_state",
             "Each key's state, by ID: 1 for its current state, 0 for the others",
             None,
             gauge_type,
         )?;
-        for (id, status) in &keys {
-            for state in STATES {
+        for key in keys {
+            for status in KeyStatus::ALL {
                 let labels = KeyStateLabels {
-                    key_id: id.clone(),
-                    state,
+                    key_id: key.id.clone(),
+                    state: status.name(),
                 };
-                let value = i64::from(status.name() == state);
+                let value = i64::from(key.status == status);
                 ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
-
-        let mut family = encoder.encode_descriptor(
-            "key_cooldown_seconds",
-            "Seconds until each key's cooldown ends (0 when not cooling)",
-            None,
-            ConstGauge::new(0f64).metric_type(),
-        )?;
-        for (id, status) in &keys {
-            let left = match status {
-                Status::Cooling { until, .. } => {
-                    (*until - now).num_milliseconds().max(0) as f64 / 1000.0
-                }
-                _ => 0.0,
-            };
-            let labels = KeyLabels { key_id: id.clone() };
-            ConstGauge::new(left).encode(family.encode_family(&labels)?)?;
+        let seconds = ConstGauge::new(0f64).metric_type();
+        let series: [Series<KeyRow, f64>; 2] = [
+            (
+                "key_cooldown_seconds",
+                "Seconds until each key serves paid models again (0 when it does, or is disabled)",
+                |k| k.paid_in,
+            ),
+            (
+                "key_free_held_seconds",
+                "Seconds until each key serves :free models again (0 when it does, or is disabled)",
+                |k| k.free_in,
+            ),
+        ];
+        for (name, help, value) in series {
+            let mut family = encoder.encode_descriptor(name, help, None, seconds)?;
+            for key in keys {
+                let labels = KeyLabels {
+                    key_id: key.id.clone(),
+                };
+                ConstGauge::new(value(key)).encode(family.encode_family(&labels)?)?;
+            }
         }
+        Ok(())
+    }
 
+    fn encode_accounts(
+        accounts: &[FreeCounts],
+        encoder: &mut DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let gauge_type = ConstGauge::new(0i64).metric_type();
+        let series: [Series<FreeCounts, Option<u32>>; 3] = [
+            (
+                "account_free_requests_today",
+                ":free requests each account (key:<id> for a key whose account is unknown) sent today (UTC)",
+                |a| Some(a.today),
+            ),
+            (
+                "account_free_requests_this_minute",
+                ":free requests each account sent in the last minute",
+                |a| Some(a.this_minute),
+            ),
+            (
+                "account_free_daily_limit",
+                "Each account's daily :free limit, when known (OpenRouter's figure, or its tier's)",
+                |a| a.daily_limit,
+            ),
+        ];
+        for (name, help, value) in series {
+            let mut family = encoder.encode_descriptor(name, help, None, gauge_type)?;
+            for account in accounts {
+                if let Some(v) = value(account) {
+                    let labels = AccountLabels {
+                        account: account.quota.clone(),
+                    };
+                    ConstGauge::new(i64::from(v)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Collector for KeyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (keys, accounts) = read(&self.live, Utc::now());
+        Self::encode_keys(&keys, &mut encoder)?;
+        Self::encode_accounts(&accounts, &mut encoder)?;
         let (kind, reachable) = (self.sync.kind(), self.sync.reachable());
         let mut family = encoder.encode_descriptor(
             "store_reachable",
             "1 when the key store (file or Redis) worked the last time it was used, else 0",
             None,
-            gauge_type,
+            ConstGauge::new(0i64).metric_type(),
         )?;
         ConstGauge::new(i64::from(reachable))
             .encode(family.encode_family(&StoreLabels { kind })?)?;

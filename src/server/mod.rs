@@ -93,8 +93,16 @@ async fn serve(config: ServeConfig, shared: web::Data<Shared>) -> Result<(), Ser
                 &referer,
                 &title,
             )))
-            .route("/health", web::get().to(health::handle))
-            .route("/metrics", web::get().to(metrics::handle))
+            .service(
+                web::resource("/health")
+                    .route(web::get().to(health::handle))
+                    .default_service(web::to(get_only)),
+            )
+            .service(
+                web::resource("/metrics")
+                    .route(web::get().to(metrics::handle))
+                    .default_service(web::to(get_only)),
+            )
             .service(admin::scope())
             // Scopes rather than `{tail:.*}` patterns: no regex per request.
             .service(web::scope("/v1").default_service(web::to(proxy::handle)))
@@ -170,10 +178,17 @@ fn default_workers() -> usize {
 fn announce(config: &ServeConfig, shared: &Shared, bound: &str) {
     let counts = shared.counts(Utc::now());
     say(format_args!(
-        "orproxy listening on http://{bound}/v1 | store {} | upstream {} | keys: {} active, {} cooling, {} disabled | logs {}",
+        "orproxy listening on http://{bound}/v1 | store {}{} | upstream {} | keys: {} active, {} free held, {} cooling, {} disabled | logs {}",
         shared.store.describe(),
+        // A file store was checked at start (`commands::serve`).
+        if matches!(shared.store, Backend::File(_)) {
+            " (writable)"
+        } else {
+            ""
+        },
         config.upstream,
         counts.active,
+        counts.free_held,
         counts.cooling,
         counts.disabled,
         config.log_files.dir.display()
@@ -191,7 +206,7 @@ fn announce(config: &ServeConfig, shared: &Shared, bound: &str) {
             "off (no --admin-token)"
         }
     ));
-    if counts.active + counts.cooling == 0 {
+    if counts.active + counts.free_held + counts.cooling == 0 {
         say(format_args!(
             "No usable key yet: add one with `orproxy keys add` (the running server picks it up), \
              or set OPENROUTER_API_KEYS."
@@ -228,6 +243,15 @@ async fn shutdown_signal() -> &'static str {
             std::future::pending().await
         }
     }
+}
+
+/// 405: a GET-only route asked with another method.
+async fn get_only(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed(
+        req.method().as_str(),
+        req.path(),
+        "GET",
+    ))
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

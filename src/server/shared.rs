@@ -5,7 +5,7 @@
 
 use crate::config::ServeConfig;
 use crate::model::StoreFile;
-use crate::pool::{CapKind, Choice, Counts, Event, Outcome, Pool, Probe, Settings};
+use crate::pool::{CapKind, Choice, Counts, Event, FreeSummary, Outcome, Pool, Probe, Settings};
 use crate::secret::ApiKey;
 use crate::store::Backend;
 use crate::sync::usage::Tally;
@@ -234,6 +234,13 @@ impl Shared {
         self.live.pool().counts(now)
     }
 
+    /// Keys by status, whether `:free` models can be served, and how many
+    /// keys there are, at `now` (one look at the pool).
+    pub(crate) fn availability(&self, now: DateTime<Utc>) -> (Counts, FreeSummary, usize) {
+        let pool = self.live.pool();
+        (pool.counts(now), pool.free_summary(now), pool.len())
+    }
+
     /// When some key can serve next (see [`Pool::next_available`]).
     pub(crate) fn next_available(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.live.pool().next_available(now)
@@ -247,11 +254,6 @@ impl Shared {
         keys.find(|k| !k.state.disabled)
             .map(|k| k.key.clone())
             .or(first)
-    }
-
-    /// Number of keys.
-    pub(crate) fn key_count(&self) -> usize {
-        self.live.pool().len()
     }
 
     /// Once a second: end expired cooldowns, wake waiters for recovered keys.

@@ -40,7 +40,30 @@ pub(super) async fn reprober(shared: Arc<Shared>, every: Duration) {
             let probe = crate::pool::decide::probe(&check);
             log::info!(target: "orproxy::keys", "re-checked disabled key {id}: {probe:?}");
             shared.probe_result(&id, probe, Utc::now());
+            if let keyinfo::KeyCheck::Known(info) = check {
+                record_info(&shared, id, info).await;
+            }
         }
+    }
+}
+
+/// Record what OpenRouter said about key `id` in the store, as `keys check`
+/// does (its account learned, its counts carried into the account's), and
+/// let the pool take it in. Off the request path; a failure is logged.
+async fn record_info(shared: &Arc<Shared>, id: String, info: crate::model::KeyInfo) {
+    let shared = shared.clone();
+    let done = web::block(move || {
+        shared.store.update(|file| {
+            crate::pool::accounts::learn(file, &id, info.clone(), Utc::now());
+        })?;
+        shared.sync().refresh();
+        Ok::<_, crate::store::StoreError>(())
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::warn!("cannot record what OpenRouter said about a key: {e}"),
+        Err(_) => log::error!("the store's thread pool is gone"),
     }
 }
 

@@ -320,6 +320,27 @@ impl FileStore {
         Ok(out)
     }
 
+    /// Whether the server will be able to write the store: its directory
+    /// exists (or is created) and takes a new file, and the lock can be
+    /// taken. The store itself is left as it is.
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
+        self.ensure_dir()?;
+        let target = self.target()?;
+        let lock = lock(&target)?;
+        let dir = dir_of(&target).unwrap_or_else(|| Path::new("."));
+        let probe = tempfile::Builder::new()
+            .prefix(".orproxy-probe-")
+            .suffix(TEMP_SUFFIX)
+            .tempfile_in(dir)
+            .and_then(|mut f| f.write_all(b"{}").and_then(|()| f.as_file().sync_all()));
+        drop(lock);
+        probe.map_err(|source| StoreError::Io {
+            action: "cannot write in the store directory",
+            path: dir.to_path_buf(),
+            source,
+        })
+    }
+
     fn ensure_dir(&self) -> Result<(), StoreError> {
         let Some(dir) = self.dir() else {
             return Ok(());

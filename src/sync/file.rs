@@ -234,6 +234,11 @@ impl StoreSync for FileSync {
         let _ = self.merge(false);
     }
 
+    fn settle(&self) {
+        let dirty = self.live.pool().is_dirty();
+        let _ = self.merge(dirty);
+    }
+
     fn refresh(&self) {
         let _ = self.merge(false);
     }

@@ -151,6 +151,11 @@ pub(crate) trait StoreSync: Send + Sync {
     /// store is read for an answer.
     fn sync(&self);
 
+    /// Before the store is read for an answer (the admin API): write the
+    /// pool's state now if it changed at all, counters included (blocking
+    /// I/O).
+    fn settle(&self);
+
     /// After an administrative change to the store: make the pool reflect
     /// it now (blocking I/O).
     fn refresh(&self);

@@ -439,6 +439,9 @@ impl StoreSync for RedisSync {
     /// Changes go out as they happen.
     fn sync(&self) {}
 
+    /// Counts are in Redis as requests reserve them.
+    fn settle(&self) {}
+
     fn refresh(&self) {
         match self
             .store

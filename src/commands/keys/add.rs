@@ -14,6 +14,14 @@ use chrono::Utc;
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
+/// A key checked and ready to store: what OpenRouter said about it, or
+/// why it is unverified.
+struct Ready {
+    key: ApiKey,
+    info: Option<KeyInfo>,
+    unverified: Option<String>,
+}
+
 /// A key as given, before checks: where it came from, for messages that must
 /// not repeat the key itself.
 struct GivenKey {
@@ -110,51 +118,60 @@ impl<'a> Adder<'a> {
         }
     }
 
+    /// Check one key and ask OpenRouter about it: ready to store (with
+    /// what OpenRouter said, or why it is unverified), or refused.
+    fn check(&mut self, candidate: GivenKey) -> anyhow::Result<Option<Ready>> {
+        let key = match ApiKey::parse(&candidate.raw) {
+            Ok(key) => key,
+            Err(e) => {
+                eprintln!("error: {} refused: {e}", candidate.origin);
+                self.refused += 1;
+                return Ok(None);
+            }
+        };
+        // Control characters are refused, but a bidi mark is not.
+        let masked = visible(&key.masked()).into_owned();
+        if let Some(problem) = key.not_openrouter() {
+            eprintln!(
+                "warning: {} ({masked}) {problem}, so it is probably not an OpenRouter key \
+                 (they are sk-or-v1- and 64 hexadecimal digits); adding it anyway",
+                candidate.origin,
+            );
+        }
+        let (info, unverified) = match self.verify(&key) {
+            Some(KeyCheck::Known(info)) => {
+                let said = keyinfo::describe(&info);
+                crate::out!("{masked}: OpenRouter says {}", visible(&said))?;
+                (Some(info), None)
+            }
+            None => (None, Some("--no-verify".to_owned())),
+            Some(KeyCheck::Rejected(e)) => {
+                eprintln!(
+                    "error: {} ({masked}) not added: {}",
+                    candidate.origin,
+                    visible(&e.to_string())
+                );
+                self.refused += 1;
+                return Ok(None);
+            }
+            Some(KeyCheck::Unknown(e)) => {
+                let why = visible(&e.to_string()).into_owned();
+                eprintln!("warning: {masked} could not be verified ({why}); adding it unverified");
+                (None, Some("OpenRouter could not be asked".to_owned()))
+            }
+        };
+        Ok(Some(Ready {
+            key,
+            info,
+            unverified,
+        }))
+    }
+
     /// Check, verify and store a batch of keys under one lock.
     fn add_batch(&mut self, batch: Vec<GivenKey>) -> anyhow::Result<()> {
-        let mut ready: Vec<(ApiKey, Option<KeyInfo>)> = Vec::new();
+        let mut ready = Vec::new();
         for candidate in batch {
-            let key = match ApiKey::parse(&candidate.raw) {
-                Ok(key) => key,
-                Err(e) => {
-                    eprintln!("error: {} refused: {e}", candidate.origin);
-                    self.refused += 1;
-                    continue;
-                }
-            };
-            // Control characters are refused, but a bidi mark is not.
-            let masked = visible(&key.masked()).into_owned();
-            if !key.looks_like_openrouter() {
-                eprintln!(
-                    "warning: {} ({masked}) does not start with \"sk-or-\", so it may not be an OpenRouter key; adding it anyway",
-                    candidate.origin,
-                );
-            }
-            match self.verify(&key) {
-                Some(KeyCheck::Known(info)) => {
-                    crate::out!(
-                        "{masked}: OpenRouter says {}",
-                        visible(&keyinfo::describe(&info))
-                    )?;
-                    ready.push((key, Some(info)));
-                }
-                None => ready.push((key, None)),
-                Some(KeyCheck::Rejected(e)) => {
-                    eprintln!(
-                        "error: {} ({masked}) not added: {}",
-                        candidate.origin,
-                        visible(&e.to_string())
-                    );
-                    self.refused += 1;
-                }
-                Some(KeyCheck::Unknown(e)) => {
-                    eprintln!(
-                        "warning: {masked} could not be verified ({}); adding it unverified",
-                        visible(&e.to_string())
-                    );
-                    ready.push((key, None));
-                }
-            }
+            ready.extend(self.check(candidate)?);
         }
         if ready.is_empty() {
             return Ok(());
@@ -164,19 +181,31 @@ impl<'a> Adder<'a> {
         let results = self.store.update(|file| {
             ready
                 .iter()
-                .map(|(key, info)| {
-                    (
-                        visible(&key.masked()).into_owned(),
-                        edit::add_key(file, key, label, info.clone(), now),
-                    )
+                .map(|r| {
+                    let added = edit::add_key(file, &r.key, label, None, now);
+                    if let Some(info) = r.info.clone() {
+                        // Its account's counts stay true (a key re-added
+                        // brings its own counts to its account).
+                        crate::pool::accounts::learn(file, added.id(), info, now);
+                    }
+                    added
                 })
                 .collect::<Vec<_>>()
         })?;
-        for (masked, added) in results {
+        let store = self.store.describe();
+        for (r, added) in ready.iter().zip(results) {
+            let masked = visible(&r.key.masked()).into_owned();
+            let unverified = r.unverified.as_ref().map_or_else(String::new, |why| {
+                format!(
+                    " (unverified: {why}; `orproxy keys check {}` verifies it)",
+                    visible(added.id())
+                )
+            });
             match added {
-                Added::New(id) => crate::out!("added {id} {masked}")?,
+                Added::New(id) => crate::out!("added {id} {masked} to {store}{unverified}")?,
                 Added::Reactivated(id) => crate::out!(
-                    "{masked} was already stored as {id}: reactivated (cooldown, failures and disabled flag cleared)"
+                    "{masked} was already stored as {id} in {store}: reactivated (cooldown, \
+                     failures and disabled flag cleared){unverified}"
                 )?,
             }
         }

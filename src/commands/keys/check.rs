@@ -5,6 +5,7 @@ use crate::cli::CheckArgs;
 use crate::escape::{json_visible, visible};
 use crate::model::KeyInfo;
 use crate::openrouter::keyinfo::{self, KeyCheck};
+use crate::pool::accounts::{self, Learned};
 use crate::secret::ApiKey;
 use crate::store::Backend;
 use crate::store::edit;
@@ -65,26 +66,62 @@ pub(super) fn run(store: &Backend, args: &CheckArgs) -> anyhow::Result<ExitCode>
             }
         })
         .collect();
-    // Record what OpenRouter said; the running server picks it up.
-    store.update(|file| {
-        for c in &checked {
-            if let (Some(info), Some(record)) =
-                (&c.info, file.keys.iter_mut().find(|r| r.id == c.id))
-            {
-                record.info = Some(info.clone());
-            }
-        }
+    // Record what OpenRouter said, with its accounts' counts; the running
+    // server picks it up.
+    let now = Utc::now();
+    let learned: Vec<(String, Learned)> = store.update(|file| {
+        checked
+            .iter()
+            .filter_map(|c| {
+                let learned = accounts::learn(file, &c.id, c.info.clone()?, now)?;
+                Some((c.id.clone(), learned))
+            })
+            .collect()
     })?;
+    let notes = notes(&learned);
     if args.json {
         crate::out!("{}", json_visible(&serde_json::to_string_pretty(&checked)?))?;
+        for note in notes {
+            eprintln!("{note}");
+        }
     } else {
         crate::out!("{}", table(&checked))?;
+        for note in notes {
+            crate::out!("{note}")?;
+        }
     }
     Ok(if checked.iter().all(|c| c.result == "ok") {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What the check changed in the accounts' `:free` counts, one line each.
+fn notes(learned: &[(String, Learned)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lowered_seen = Vec::new();
+    for (id, l) in learned {
+        let account = visible(&l.quota).into_owned();
+        if l.moved > 0 {
+            out.push(format!(
+                "key {}: its account is {account}: the {} :free requests it made today count \
+                 for the account now",
+                visible(id),
+                l.moved
+            ));
+        }
+        if let Some((counted, used)) = l.lowered
+            && !lowered_seen.contains(&l.quota)
+        {
+            lowered_seen.push(l.quota.clone());
+            out.push(format!(
+                "account {account}: OpenRouter counts {used} :free requests today where orproxy \
+                 counted {counted}: orproxy's count is {used} now"
+            ));
+        }
+    }
+    out
 }
 
 /// The `keys check` table. OpenRouter's messages, labels and accounts are

@@ -1,7 +1,6 @@
 //! `orproxy keys list`: the table, `--json`, or `--watch`.
 
 use crate::cli::ListArgs;
-use crate::model::KeyView;
 use crate::store::Backend;
 use chrono::Utc;
 use std::io::IsTerminal;
@@ -14,7 +13,7 @@ pub(super) fn run(store: &Backend, args: &ListArgs) -> anyhow::Result<ExitCode> 
     let file = store.load()?;
     let now = Utc::now();
     if args.json {
-        let views: Vec<KeyView> = file.keys.iter().map(|r| KeyView::of(r, now)).collect();
+        let views = crate::pool::availability::views(&file, now);
         crate::out!(
             "{}",
             crate::escape::json_visible(&serde_json::to_string_pretty(&views)?)

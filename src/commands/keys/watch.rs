@@ -38,12 +38,27 @@ pub(super) fn run(store: &Backend) -> anyhow::Result<ExitCode> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
-/// One frame: a header line, then the table (or why there is none).
+/// One frame: a header line, then the table (or why there is none). On a
+/// terminal every line fits its width (the table narrows itself).
 fn frame(store: &Backend, color: bool, tty: bool) -> String {
-    let header = format!(
-        "Every 1s: orproxy keys list | {} | {} | Ctrl-C quits",
-        store.describe(),
-        Local::now().format("%H:%M:%S")
+    let width = if tty {
+        terminal::size()
+            .ok()
+            .map(|(cols, _)| usize::from(cols))
+            .filter(|w| *w > 0)
+    } else {
+        None
+    };
+    let time = Local::now().format("%H:%M:%S").to_string();
+    let shown = store.describe();
+    let fixed = format!("Every 1s: orproxy keys list |  | {time} | Ctrl-C quits");
+    let room = width.map_or(usize::MAX, |w| w.saturating_sub(fixed.chars().count()));
+    let header = fit(
+        &format!(
+            "Every 1s: orproxy keys list | {} | {time} | Ctrl-C quits",
+            clip_left(&shown, room.max(12))
+        ),
+        width,
     );
     let body = match store.load() {
         Ok(file) if file.keys.is_empty() => format!(
@@ -51,12 +66,37 @@ fn frame(store: &Backend, color: bool, tty: bool) -> String {
             store.describe()
         ),
         Ok(file) => super::table::table(&file, Utc::now(), color, tty).to_string(),
-        Err(e) => format!(
-            "error: {}",
-            crate::escape::visible(&crate::secret::redact(&e.to_string()))
+        Err(e) => fit(
+            &format!(
+                "error: {}",
+                crate::escape::visible(&crate::secret::redact(&e.to_string()))
+            ),
+            width,
         ),
     };
     format!("{header}\n\n{body}")
+}
+
+/// `text` cut to `width` characters (with `…`), when there is a width.
+fn fit(text: &str, width: Option<usize>) -> String {
+    match width {
+        Some(w) if text.chars().count() > w => {
+            let kept: String = text.chars().take(w.saturating_sub(1)).collect();
+            format!("{kept}…")
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// `text` cut to its last `max` characters, starting with `…` when cut (a
+/// path keeps its file name).
+fn clip_left(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().skip(n + 1 - max).collect();
+    format!("…{kept}")
 }
 
 /// The terminal while watching; restored on drop.
@@ -109,5 +149,19 @@ impl Drop for Screen {
             let _ = queue!(self.out, cursor::Show, terminal::LeaveAlternateScreen);
             let _ = self.out.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_to_the_width_and_paths_keep_their_end() {
+        assert_eq!(fit("abcdef", Some(4)), "abc…");
+        assert_eq!(fit("abc", Some(4)), "abc");
+        assert_eq!(fit("abcdef", None), "abcdef");
+        assert_eq!(clip_left("/tmp/a/data/keys.json", 10), "…keys.json");
+        assert_eq!(clip_left("/k.json", 10), "/k.json");
     }
 }

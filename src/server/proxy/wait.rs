@@ -85,21 +85,16 @@ pub(crate) async fn for_key(
                 return Ok(Some((id, key)));
             }
             Choice::Unavailable { .. } if request.endpoint.keyless => return Ok(None),
-            Choice::Unavailable {
-                soonest,
-                cooling,
-                disabled,
-                all_daily,
-            } => {
+            Choice::Unavailable { soonest, holds } => {
                 let Some(soonest) = soonest else {
-                    return Err(ApiError::no_usable_key(cooling, disabled));
+                    return Err(ApiError::no_usable_key(&holds));
                 };
                 let wait = (soonest - now).to_std().unwrap_or_default();
                 if Instant::now() + wait > deadline {
-                    return Err(if all_daily {
+                    return Err(if holds.all_daily() {
                         ApiError::daily_quota_spent(soonest, now)
                     } else {
-                        ApiError::all_cooling(soonest, now, cooling, disabled)
+                        ApiError::all_held(soonest, now, request.free, &holds)
                     });
                 }
                 waiting.start();

@@ -309,7 +309,8 @@ pub(crate) fn version_of(map: &HashMap<String, String>) -> u64 {
     map.get("v").and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// An account's fields that are set.
+/// An account's hash fields that are set (its minute's requests are the
+/// `P:acctmin:NAME` sorted set).
 pub(crate) fn account_fields(a: &AccountRecord) -> Vec<(&'static str, String)> {
     let mut out = vec![("free_requests", a.free_requests.to_string())];
     if let Some(day) = a.day {
@@ -318,6 +319,23 @@ pub(crate) fn account_fields(a: &AccountRecord) -> Vec<(&'static str, String)> {
     if let Some(limit) = a.daily_limit {
         out.push(("daily_limit", limit.to_string()));
     }
+    if let Some(at) = a.limit_at {
+        out.push(("limit_at", ms(at).to_string()));
+    }
+    if let Some(at) = a.reset_at {
+        out.push(("reset_at", ms(at).to_string()));
+    }
+    out
+}
+
+/// An account's minute of requests from its sorted set (member, score in
+/// ms), oldest first.
+pub(crate) fn minute_from(entries: &[(String, f64)]) -> Vec<DateTime<Utc>> {
+    let mut out: Vec<DateTime<Utc>> = entries
+        .iter()
+        .filter_map(|(_, score)| from_ms(*score as i64))
+        .collect();
+    out.sort_unstable();
     out
 }
 
@@ -343,10 +361,22 @@ pub(crate) fn account_from(
         Some(v) => Some(v.parse::<u32>().map_err(|_| bad("daily_limit", v))?),
         None => None,
     };
+    let instant = |field: &'static str| match map.get(field) {
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .and_then(from_ms)
+            .map(Some)
+            .ok_or_else(|| bad(field, v)),
+        None => Ok(None),
+    };
     Ok(AccountRecord {
         day,
         free_requests,
         daily_limit,
+        limit_at: instant("limit_at")?,
+        reset_at: instant("reset_at")?,
+        last_minute: Vec::new(),
         extra: serde_json::Map::new(),
     })
 }
@@ -413,7 +443,8 @@ pub(crate) fn diff(
         }
     }
     for (name, account) in &after.accounts {
-        if before.accounts.get(name) == Some(account) {
+        let old = before.accounts.get(name);
+        if old == Some(account) {
             continue;
         }
         changed = true;
@@ -426,6 +457,7 @@ pub(crate) fn diff(
         }
         pipe.add_command(cmd);
         pipe.cmd("SADD").arg(names.accounts()).arg(name);
+        diff_minute(names, name, old, account, pipe);
     }
     for name in before.accounts.keys() {
         if !after.accounts.contains_key(name) {
@@ -437,6 +469,42 @@ pub(crate) fn diff(
         }
     }
     Ok(changed)
+}
+
+/// The commands that turn an account's minute of requests from `before`'s
+/// into `after`'s: emptied (forgotten), or new requests added (a key's
+/// minute moved to its account). Requests the servers reserve meanwhile
+/// are left alone.
+fn diff_minute(
+    names: &Names,
+    name: &str,
+    before: Option<&AccountRecord>,
+    after: &AccountRecord,
+    pipe: &mut redis::Pipeline,
+) {
+    let window = names.account_minute(name);
+    let old: &[DateTime<Utc>] = before.map_or(&[], |b| &b.last_minute);
+    if after.last_minute.is_empty() {
+        if !old.is_empty() {
+            pipe.cmd("DEL").arg(&window);
+        }
+        return;
+    }
+    let new: Vec<&DateTime<Utc>> = after
+        .last_minute
+        .iter()
+        .filter(|t| !old.contains(t))
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    let mut cmd = redis::cmd("ZADD");
+    cmd.arg(&window);
+    for t in new {
+        cmd.arg(ms(*t)).arg(format!("m:{}", ms(*t)));
+    }
+    pipe.add_command(cmd);
+    pipe.cmd("PEXPIRE").arg(&window).arg(61_000);
 }
 
 /// What the `P:events` channel carries, as JSON. `o` is the instance that
@@ -598,6 +666,8 @@ mod tests {
             day: Some(t0().date_naive()),
             free_requests: 7,
             daily_limit: Some(50),
+            limit_at: Some(t0()),
+            reset_at: Some(t0() - TimeDelta::seconds(5)),
             ..AccountRecord::default()
         };
         assert_eq!(

@@ -161,17 +161,31 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         for name in &accounts {
             pipe.cmd("HGETALL").arg(self.names.account(name));
+            pipe.cmd("ZRANGE")
+                .arg(self.names.account_minute(name))
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES");
         }
-        let maps: Vec<HashMap<String, String>> = if accounts.is_empty() {
+        let answers: Vec<Value> = if accounts.is_empty() {
             Vec::new()
         } else {
             pipe.query(con).map_err(read_err)?
         };
-        for (name, map) in accounts.into_iter().zip(maps) {
+        let mut answers = answers.into_iter();
+        for name in accounts {
+            let (Some(map), Some(minute)) = (answers.next(), answers.next()) else {
+                break;
+            };
+            let map: HashMap<String, String> =
+                redis::from_redis_value(map).map_err(|e| read_err(e.into()))?;
+            let minute: Vec<(String, f64)> =
+                redis::from_redis_value(minute).map_err(|e| read_err(e.into()))?;
             if map.is_empty() {
                 continue;
             }
-            let record = layout::account_from(&name, &map).map_err(|e| self.corrupt(&e))?;
+            let mut record = layout::account_from(&name, &map).map_err(|e| self.corrupt(&e))?;
+            record.last_minute = layout::minute_from(&minute);
             file.accounts.insert(name, record);
         }
         Ok((file, max_score, versions))
