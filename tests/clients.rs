@@ -434,7 +434,7 @@ sdk_tests! {
     chat_returns_the_upstream_content: chat,
     streamed_deltas_reassemble_into_the_text: stream,
     models_list_returns_the_upstream_models: models,
-    all_keys_cooling_is_a_rate_limit_error_with_orproxys_retry_after: rate_limit,
+    orproxys_own_429_is_a_rate_limit_error_with_its_retry_after: rate_limit,
     an_upstream_error_event_mid_stream_raises_an_api_error: stream_error_event,
     a_stream_cut_mid_way_raises_an_api_error: stream_cut,
     the_sdks_own_retry_succeeds_once_a_key_is_free: retry_after_rotation,

@@ -1195,7 +1195,7 @@ fn keys_added_by_several_processes_while_the_server_rotates_are_all_kept() {
     let total = 3 + ADDERS * EACH;
     let known = |server: &Server| {
         let h = request("GET", &server.url("/health"), &[], None).json();
-        ["active", "cooling", "disabled"]
+        ["active", "free_held", "cooling", "disabled"]
             .iter()
             .map(|s| h["keys"][s].as_u64().unwrap() as usize)
             .sum::<usize>()

@@ -257,7 +257,7 @@ fn pending_change_lands_after_recovery(env: &Env, mount: Option<&TmpfsMount>) {
     // is about the change that was refused.)
     let health = request("GET", &server.url("/health"), &[], None);
     assert_eq!(health.status, 200, "{}", health.text());
-    assert_eq!(health.json()["keys"]["cooling"], 1, "{}", health.text());
+    assert_eq!(health.json()["keys"]["free_held"], 1, "{}", health.text());
     let requests = fake.request_count();
 
     unwritable.recover();
@@ -359,7 +359,7 @@ fn a_store_reached_through_a_symbolic_link_is_written_through_it() {
     let target: Value =
         serde_json::from_slice(&std::fs::read(real.join("keys.json")).unwrap()).unwrap();
     assert_eq!(target, env.store_json(), "the link leads to the real file");
-    assert_eq!(env.list_json()[0]["status"], "cooling");
+    assert_eq!(env.list_json()[0]["status"], "free_held");
     // The lock is beside the real file; nothing but the link is beside it.
     assert!(real.join("keys.json.lock").exists());
     let beside_link: Vec<_> = std::fs::read_dir(data)
