@@ -138,11 +138,15 @@ fn after_keepalive_an_error_before_content_is_still_retried_and_its_preamble_nev
         Some("response.completed")
     );
     assert_eq!(fake.requests().len(), 2);
-    wait_until("key 1 cooling", T, || {
-        env.list_json()
-            .iter()
-            .any(|k| k["id"] == key_id(&key(1)) && k["status"] == "cooling")
-    });
+    wait_until(
+        "key 1 held for :free models (its account's minute cap)",
+        T,
+        || {
+            env.list_json()
+                .iter()
+                .any(|k| k["id"] == key_id(&key(1)) && k["status"] == "free_held")
+        },
+    );
 }
 
 #[test]

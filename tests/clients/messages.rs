@@ -251,11 +251,15 @@ fn retries_an_error_after_message_start(scenario: &str) {
     let got = fake.requests();
     assert_eq!(got.len(), 2, "{got:?}");
     assert_forwarded(&got[1], 2);
-    crate::common::wait_until("key 1 cooling", T, || {
-        env.list_json()
-            .iter()
-            .any(|k| k["id"] == crate::common::key_id(&key(1)) && k["status"] == "cooling")
-    });
+    crate::common::wait_until(
+        "key 1 held for :free models (its account's minute cap)",
+        T,
+        || {
+            env.list_json()
+                .iter()
+                .any(|k| k["id"] == crate::common::key_id(&key(1)) && k["status"] == "free_held")
+        },
+    );
 }
 
 #[test]

@@ -188,11 +188,15 @@ fn retries_before_content(scenario: &str, failing: Reply) {
     let got = fake.requests();
     assert_eq!(got.len(), 2, "{got:?}");
     assert_forwarded(&got[1], 2);
-    crate::common::wait_until("key 1 cooling", T, || {
-        env.list_json()
-            .iter()
-            .any(|k| k["id"] == crate::common::key_id(&key(1)) && k["status"] == "cooling")
-    });
+    crate::common::wait_until(
+        "key 1 held for :free models (its account's minute cap)",
+        T,
+        || {
+            env.list_json()
+                .iter()
+                .any(|k| k["id"] == crate::common::key_id(&key(1)) && k["status"] == "free_held")
+        },
+    );
 }
 
 const RATE_LIMITED: &str = "Rate limit exceeded: free-models-per-min. ";
